@@ -1,0 +1,20 @@
+"""prunescope dashboard: routing and the shared sidebar; pages in views/, logic in dashboard/.
+
+The page folder is not called pages/: Streamlit treats a pages/ folder beside the entry
+script as a legacy multipage app on a fresh server's first run, which skips this file
+(and its sidebar) when that first request is a link to a page.
+"""
+
+import streamlit as st
+
+from dashboard import ui
+
+st.set_page_config(page_title="prunescope", page_icon=":material/content_cut:", layout="wide")
+
+PAGES = [
+    st.Page("views/overview.py", title="Overview", icon=":material/insights:", default=True),
+]
+
+page = st.navigation(PAGES)
+if ui.sidebar() is not None:
+    ui.run_page(page)

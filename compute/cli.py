@@ -1,0 +1,86 @@
+"""The `prunescope` command line. Torch loads only inside `prunescope compute`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from compute.config import InputError, add_config_flags, apply_overrides
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the message on a bad flag; we print one line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="prunescope", description="What did pruning do to my network?")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    compute = sub.add_parser(
+        "compute",
+        help="train, prune, corrupt and evaluate; write a snapshot",
+        description="Train a dense model, prune it with each method at each sparsity, evaluate every "
+        "model on clean and corrupted test images and write a snapshot folder.",
+    )
+    compute.add_argument("--preset", default="demo", help="named configuration (demo, tiny, cifar10); default demo")
+    compute.add_argument("--out", required=True, help="snapshot folder to write")
+    compute.add_argument("--overwrite", action="store_true", help="replace an existing snapshot at --out")
+    compute.add_argument("--quiet", action="store_true", help="no progress bars, only the summary line")
+    add_config_flags(compute)
+
+    validate = sub.add_parser("validate", help="check a snapshot's schema and invariants (exit 0, 1 or 2)")
+    validate.add_argument("path", help="snapshot folder")
+
+    app = sub.add_parser("app", help="open the dashboard (streamlit run app.py)")
+    app.add_argument("--data", help="data root holding snapshot folders (default: $PRUNESCOPE_DATA or data/)")
+    app.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    return parser
+
+
+def cmd_compute(args: argparse.Namespace) -> int:
+    from compute.presets import get_preset
+
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "out", "overwrite", "quiet")}
+    try:
+        cfg = apply_overrides(get_preset(args.preset), given)
+        from compute.pipeline import run
+
+        summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    except (InputError, FileExistsError) as err:
+        print(f"prunescope compute: error: {err}", file=sys.stderr)
+        return 2
+    print(f"prunescope compute: {summary.line()}")
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    if not app.is_file():
+        print(f"prunescope app: error: {app} not found; run from a source checkout (pip install -e .)", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if args.data:
+        env["PRUNESCOPE_DATA"] = str(Path(args.data).resolve())
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
+    return subprocess.call(command, env=env, cwd=app.parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "compute":
+        return cmd_compute(args)
+    if args.command == "validate":
+        from compute.validate import main as validate_main
+
+        return validate_main(args.path)
+    return cmd_app(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The compute step's typed configuration; every field is also a `prunescope compute` flag.
+
+Torch-free: the CLI builds its parser from these fields before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+
+class InputError(ValueError):
+    """Bad input the user can fix; the message is one line naming the problem and the fix."""
+
+
+class ConfigError(InputError):
+    """A bad flag value; the message names the flag, the value and what is allowed."""
+
+
+def _flag(default, help: str, group: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    # data
+    dataset: str = _flag("digits", "data set", "data", ("digits", "cifar10"))
+    n_test: int = _flag(360, "test images to evaluate, stratified (0 = the whole test split)", "data")
+    n_train: int = _flag(0, "training images, stratified (0 = all)", "data")
+    split_seed: int = _flag(0, "seed of the train/test split and subsets", "data")
+    data_root: str | None = _flag(None, "folder holding cifar-10-batches-py (cifar10 only)", "data")
+    # model and sweep
+    architecture: str = _flag("small_cnn", "classifier architecture", "sweep")
+    methods: tuple[str, ...] = _flag(("dense", "random", "magnitude"), "pruning methods, comma-separated", "sweep")
+    sparsities: tuple[float, ...] = _flag(
+        (0.5, 0.8, 0.9, 0.95), "target sparsities in [0, 1), comma-separated", "sweep"
+    )
+    corruptions: tuple[str, ...] = _flag(
+        ("gaussian_noise", "defocus_blur", "contrast"), "corruptions, comma-separated, or 'all'", "sweep"
+    )
+    severities: tuple[int, ...] = _flag((1, 2, 3, 4, 5), "corruption severities 1-5, comma-separated", "sweep")
+    seeds: int = _flag(1, "independent dense models (seeds 0..N-1), each pruned by every method", "sweep")
+    prune_first_layer: bool = _flag(False, "let methods prune the first conv layer", "sweep")
+    prune_last_layer: bool = _flag(False, "let methods prune the last linear layer", "sweep")
+    # training
+    epochs: int = _flag(20, "epochs of dense training", "training")
+    finetune_epochs: int = _flag(6, "epochs of fine-tuning after one-shot pruning", "training")
+    batch_size: int = _flag(128, "training batch size", "training")
+    lr: float = _flag(0.1, "peak learning rate of dense training (SGD, Nesterov)", "training")
+    finetune_lr: float = _flag(0.02, "peak learning rate of fine-tuning", "training")
+    momentum: float = _flag(0.9, "SGD momentum", "training")
+    weight_decay: float = _flag(5e-4, "weight decay", "training")
+    warmup_epochs: float = _flag(1.0, "linear learning-rate warmup, in epochs", "training")
+    augment: bool = _flag(True, "random 2-pixel shifts (and flips on CIFAR) while training", "training")
+    # run
+    corruption_seed: int = _flag(0, "seed of the corruptions (the same for every model)", "run")
+    eval_batch_size: int = _flag(2048, "images per forward pass in evaluation", "run")
+    device: str = _flag("auto", "auto, cpu or cuda", "run", ("auto", "cpu", "cuda"))
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(ComputeConfig)}
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_list(text: str, item_type: type, flag: str) -> tuple:
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    if not items:
+        raise ConfigError(f"{flag}: {text!r} is empty; give a comma-separated list")
+    try:
+        return tuple(item_type(item) for item in items)
+    except ValueError as err:
+        raise ConfigError(f"{flag}: {text!r} is not a list of {item_type.__name__} ({err})") from err
+
+
+def parse_value(name: str, text: str):
+    """Turn one flag's text into the field's type, or raise ConfigError."""
+    hint = typing.get_type_hints(ComputeConfig)[name]
+    flag = flag_name(name)
+    if typing.get_origin(hint) is tuple:
+        return _parse_list(text, typing.get_args(hint)[0], flag)
+    base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+    try:
+        return base(text)
+    except ValueError as err:
+        raise ConfigError(f"{flag}: {text!r} is not a valid {base.__name__}") from err
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field; defaults are SUPPRESSed so we know which flags were given."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    hints = typing.get_type_hints(ComputeConfig)
+    for name, f in FIELDS.items():
+        group_name = f.metadata["group"]
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(group_name)
+        group = groups[group_name]
+        help_text = f"{f.metadata['help']} (preset default: {f.default})"
+        if hints[name] is bool:
+            group.add_argument(
+                flag_name(name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
+        else:
+            group.add_argument(flag_name(name), default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
+
+
+def apply_overrides(base: ComputeConfig, given: dict[str, object]) -> ComputeConfig:
+    """Replace fields of a preset by the flags given (text is parsed, typed values kept)."""
+    values = {}
+    for name, value in given.items():
+        if name not in FIELDS:
+            continue
+        values[name] = parse_value(name, value) if isinstance(value, str) else value
+    return dataclasses.replace(base, **values)
+
+
+def check_basic(cfg: ComputeConfig) -> None:
+    """Checks that need no torch: ranges and choices."""
+    for name, f in FIELDS.items():
+        choices = f.metadata["choices"]
+        value = getattr(cfg, name)
+        if choices and value not in choices:
+            raise ConfigError(f"{flag_name(name)}: {value!r} is not allowed; choose one of {', '.join(choices)}")
+    for sparsity in cfg.sparsities:
+        if not 0.0 <= sparsity < 1.0:
+            raise ConfigError(f"--sparsities: {sparsity} is outside [0, 1); give fractions such as 0.5,0.9")
+    for severity in cfg.severities:
+        if severity not in (1, 2, 3, 4, 5):
+            raise ConfigError(f"--severities: {severity} is not allowed; choose from 1,2,3,4,5")
+    positive = ("epochs", "batch_size", "eval_batch_size", "seeds")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be at least 1")
+    for name in ("finetune_epochs", "n_test", "n_train"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be 0 or more")
+    for name in ("lr", "finetune_lr"):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be positive")
+    if len(set(cfg.methods)) != len(cfg.methods):
+        raise ConfigError(f"--methods: {','.join(cfg.methods)} names a method twice")

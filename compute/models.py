@@ -1,0 +1,147 @@
+"""Architectures: a registry of classifiers built as `features -> nn.Linear`.
+
+Every model
+- takes images in [0, 1] and normalises them itself, so corruptions act on raw pixels;
+- exposes `features(x)` (the penultimate vector f) and `classifier` (the last nn.Linear),
+  the geometry contract of DESIGN.md: logits = classifier(features(x));
+- carries a `weight_mask` buffer beside the weight of every Conv2d and Linear layer
+  (all ones when dense), so a pruned checkpoint loads into an unpruned model of the
+  same architecture with a plain `load_state_dict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """Base class: subclasses define `self.normalize`, `self.body` and `self.classifier`."""
+
+    normalize: Normalize
+    body: nn.Module
+    classifier: nn.Linear
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return f, self.classifier(f)
+
+
+def conv_bn(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class SmallCNN(Classifier):
+    """Three strided 3x3 conv blocks, global average pooling, one linear layer.
+
+    Sized for the 32x32 digits demo on a laptop CPU (about 0.7 M multiply-adds per image
+    at the default widths).
+    """
+
+    def __init__(self, num_classes: int, mean, std, widths=(16, 32, 64)):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        layers: list[nn.Module] = []
+        c_in = 3
+        for width in widths:
+            layers += conv_bn(c_in, width, stride=2)
+            c_in = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c_in, num_classes)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class CifarResNet(Classifier):
+    """ResNet-(6n+2) for 32x32 images (He et al. 2016), 1x1-conv projection shortcuts."""
+
+    def __init__(self, num_classes: int, mean, std, depth: int = 20, width: int = 16):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.normalize = Normalize(mean, std)
+        layers: list[nn.Module] = conv_bn(3, width, stride=1)
+        c_in = width
+        for stage, c_out in enumerate((width, 2 * width, 4 * width)):
+            for block in range(n):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(BasicBlock(c_in, c_out, stride))
+                c_in = c_out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c_in, num_classes)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    architecture: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+Builder = Callable[[ModelSpec], Classifier]
+ARCHITECTURES: dict[str, Builder] = {
+    "small_cnn": lambda s: SmallCNN(s.num_classes, s.mean, s.std),
+    "resnet20": lambda s: CifarResNet(s.num_classes, s.mean, s.std, depth=20),
+    "resnet32": lambda s: CifarResNet(s.num_classes, s.mean, s.std, depth=32),
+}
+
+
+def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Conv2d and Linear layer, in definition order: the layers that carry masks."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def add_mask_buffers(model: nn.Module) -> nn.Module:
+    for _, module in prunable_modules(model):
+        if not hasattr(module, "weight_mask"):
+            module.register_buffer("weight_mask", torch.ones_like(module.weight, dtype=torch.bool))
+    return model
+
+
+def build(spec: ModelSpec) -> Classifier:
+    if spec.architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {spec.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return add_mask_buffers(ARCHITECTURES[spec.architecture](spec))

@@ -1,0 +1,333 @@
+"""The compute step: data -> dense -> pruned models -> corruptions -> metrics -> snapshot."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from compute import corrupt, data, models, schema
+from compute.config import ComputeConfig, ConfigError, check_basic
+from compute.evaluate import class_table, condition_metrics, forward_features, pca_2d
+from compute.masks import LayerPolicy, count_flops, count_parameters, layer_sparsity, prunable_layers
+from compute.prune import METHODS, PruneContext, get_method
+from compute.rng import derive_seeds
+from compute.snapshot import SnapshotWriter, scan_metrics, summarize
+from compute.train import TrainConfig, train
+
+#: a model's buffered per-sample rows are written out as a part file beyond this many
+FLUSH_ROWS = 4_000_000
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device: 'cuda' is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
+
+
+def resolve_config(cfg: ComputeConfig) -> ComputeConfig:
+    """Check every flag against the registries; expand 'all'; put dense first."""
+    check_basic(cfg)
+    corruptions = tuple(corrupt.CORRUPTIONS) if cfg.corruptions == ("all",) else cfg.corruptions
+    for name in corruptions:
+        if name not in corrupt.CORRUPTIONS:
+            raise ConfigError(
+                f"--corruptions: {name!r} is not allowed; choose from {', '.join(corrupt.CORRUPTIONS)} or 'all'"
+            )
+    for name in cfg.methods:
+        if name != "dense" and name not in METHODS:
+            raise ConfigError(f"--methods: {name!r} is not allowed; choose from dense, {', '.join(sorted(METHODS))}")
+    if cfg.architecture not in models.ARCHITECTURES:
+        raise ConfigError(
+            f"--architecture: {cfg.architecture!r} is not allowed; choose one of {', '.join(models.ARCHITECTURES)}"
+        )
+    methods = ("dense",) + tuple(m for m in cfg.methods if m != "dense")
+    return dataclasses.replace(cfg, corruptions=tuple(corruptions), methods=methods)
+
+
+@dataclass
+class ModelRecord:
+    model_id: str
+    method: str
+    family: str
+    target_sparsity: float
+    seed: int
+    parent_id: str
+    model: models.Classifier
+    train_seconds: float
+    prune_seconds: float
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    models: int
+    conditions: int
+    samples: int
+    rows: int
+    bytes: int
+    seconds: float
+    device: str
+
+    def line(self) -> str:
+        return (
+            f"wrote {self.path}: {self.models} models x {self.conditions} conditions x {self.samples} samples "
+            f"= {self.rows:,} rows ({self.bytes / 1e6:.1f} MB) in {self.seconds:.1f} s on {self.device}"
+        )
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """PNG of a uint8 (3, H, W) image; single-channel when the image is grey (same pixels)."""
+    from PIL import Image
+
+    pixels = image.permute(1, 2, 0).cpu().numpy()
+    grey = bool((pixels == pixels[..., :1]).all())
+    picture = Image.fromarray(pixels[..., 0]) if grey else Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("prunescope", "torch", "torchvision", "numpy", "polars", "pyarrow", "scikit-learn"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def train_models(
+    cfg: ComputeConfig, dataset: data.Dataset, device: torch.device, progress: bool
+) -> tuple[list[ModelRecord], dict]:
+    """The dense model of every seed and every method's pruned models from it."""
+    mean, std = dataset.channel_stats()
+    spec = models.ModelSpec(cfg.architecture, dataset.num_classes, tuple(mean), tuple(std))
+    dense_cfg = TrainConfig(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        warmup_epochs=cfg.warmup_epochs,
+        augment=cfg.augment,
+    )
+    finetune_cfg = dataclasses.replace(dense_cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0.0)
+    policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
+    records: list[ModelRecord] = []
+    jobs = cfg.seeds * len(cfg.methods)
+    bar = tqdm(total=jobs, desc="models", unit="method", disable=not progress)
+    for seed in range(cfg.seeds):
+        torch.manual_seed(seed)
+        dense = models.build(spec)
+        prunable_layers(dense, policy)  # fail early on an architecture with nothing to prune
+        init_state = copy.deepcopy(dense.state_dict())
+        result = train(dense, dataset, dense_cfg, seed=seed, device=device, desc=f"dense s{seed}", progress=progress)
+        dense_id = schema.model_id_for("dense", 0.0, seed)
+        records.append(ModelRecord(dense_id, "dense", "dense", 0.0, seed, dense_id, dense, result.seconds, 0.0))
+        bar.update()
+        ctx = PruneContext(dense, init_state, dataset, dense_cfg, finetune_cfg, policy, seed, device, progress)
+        for name in cfg.methods[1:]:
+            method = get_method(name)
+            bar.set_postfix(method=name)
+            for pruned in method.run(ctx, list(cfg.sparsities)):
+                records.append(
+                    ModelRecord(
+                        schema.model_id_for(name, pruned.target_sparsity, seed),
+                        name,
+                        method.family,
+                        pruned.target_sparsity,
+                        seed,
+                        dense_id,
+                        pruned.model,
+                        pruned.train_seconds,
+                        pruned.prune_seconds,
+                    )
+                )
+            bar.update()
+    bar.close()
+    schedule = {"dense": dense_cfg.as_dict(), "finetune": finetune_cfg.as_dict(), **policy.as_dict()}
+    return records, schedule
+
+
+def condition_images(
+    dataset: data.Dataset, condition: schema.Condition, cfg: ComputeConfig, device: torch.device
+) -> torch.Tensor:
+    """The test images under one condition, uint8 on `device`."""
+    images = dataset.test_images.to(device)
+    if condition.corruption == schema.CLEAN:
+        return images
+    corruption_index = list(schema.CORRUPTION_FAMILIES).index(condition.corruption)
+    # the same per-sample seed at every severity: severity curves compare like with like
+    seeds = derive_seeds(cfg.corruption_seed, corruption_index, dataset.test_index)
+    out = torch.empty_like(images)
+    for start in range(0, len(images), cfg.eval_batch_size):
+        stop = start + cfg.eval_batch_size
+        out[start:stop] = corrupt.corrupt_uint8(
+            images[start:stop], condition.corruption, condition.severity, seeds[start:stop]
+        )
+    return out
+
+
+def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> RunSummary:
+    """Run the whole compute step and write a snapshot folder at `out`."""
+    started = time.perf_counter()
+    cfg = resolve_config(cfg)
+    device = resolve_device(cfg.device)
+    timings: dict[str, float] = {}
+
+    with SnapshotWriter(out, overwrite=overwrite) as writer:
+        tick = time.perf_counter()
+        dataset = data.load(data.DataSpec(cfg.dataset, cfg.n_test, cfg.n_train, cfg.split_seed, cfg.data_root))
+        timings["data"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        records, schedule = train_models(cfg, dataset, device, progress)
+        timings["train_and_prune"] = time.perf_counter() - tick
+
+        conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
+        sample_ids = dataset.test_index.numpy().astype(np.int32)
+        labels = dataset.test_labels.to(device)
+        buffers: dict[str, list[pl.DataFrame]] = {r.model_id: [] for r in records}
+        parts: dict[str, int] = {r.model_id: 0 for r in records}
+        clean_features: dict[str, np.ndarray] = {}
+        tick = time.perf_counter()
+        corrupt_seconds = 0.0
+        bar = tqdm(total=len(conditions) * len(records), desc="evaluate", unit="model", disable=not progress)
+        for condition in conditions:
+            bar.set_postfix(condition=condition.label)
+            corrupt_tick = time.perf_counter()
+            images = condition_images(dataset, condition, cfg, device)
+            corrupt_seconds += time.perf_counter() - corrupt_tick
+            for record in records:
+                features = forward_features(record.model, images, device, cfg.eval_batch_size)
+                if condition.corruption == schema.CLEAN:
+                    clean_features[record.model_id] = features.cpu().numpy()
+                metrics = condition_metrics(record.model, features, labels)
+                frame = pl.DataFrame(
+                    {
+                        "condition_id": np.full(len(sample_ids), condition.condition_id, np.int16),
+                        "sample_id": sample_ids,
+                        **metrics,
+                    }
+                )
+                buffers[record.model_id].append(frame)
+                if sum(len(f) for f in buffers[record.model_id]) >= FLUSH_ROWS:
+                    writer.write_metrics(record.model_id, pl.concat(buffers[record.model_id]), parts[record.model_id])
+                    buffers[record.model_id], parts[record.model_id] = [], parts[record.model_id] + 1
+                bar.update()
+        bar.close()
+        for model_id, frames in buffers.items():
+            if frames:
+                writer.write_metrics(model_id, pl.concat(frames), parts[model_id])
+        timings["corrupt"] = corrupt_seconds
+        timings["evaluate"] = time.perf_counter() - tick - corrupt_seconds
+
+        tick = time.perf_counter()
+        summary = summarize(scan_metrics(writer.tmp))
+        writer.write_table(schema.SUMMARY, summary)
+        clean_accuracy = dict(summary.filter(pl.col("condition_id") == 0).select("model_id", "accuracy").iter_rows())
+        model_rows, class_rows, embedding_rows = [], [], []
+        for record in records:
+            layers = prunable_layers(record.model, LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer))
+            total, nonzero = count_parameters(record.model)
+            model_rows.append(
+                {
+                    "model_id": record.model_id,
+                    "method": record.method,
+                    "family": record.family,
+                    "target_sparsity": record.target_sparsity,
+                    "sparsity": layer_sparsity(layers),
+                    "params_total": total,
+                    "params_nonzero": nonzero,
+                    "flops": count_flops(record.model, dataset.image_shape),
+                    "seed": record.seed,
+                    "parent_id": record.parent_id,
+                    "clean_accuracy": clean_accuracy[record.model_id],
+                    "train_seconds": record.train_seconds,
+                    "prune_seconds": record.prune_seconds,
+                }
+            )
+            classes = class_table(record.model, dataset.class_names)
+            class_rows.append(pl.DataFrame({"model_id": record.model_id, **classes}))
+            xy = pca_2d(clean_features[record.model_id])
+            embedding_rows.append(
+                pl.DataFrame({"model_id": record.model_id, "sample_id": sample_ids, "x": xy[:, 0], "y": xy[:, 1]})
+            )
+        writer.write_table(schema.MODELS, pl.DataFrame(model_rows))
+        writer.write_table(schema.CLASSES, pl.concat(class_rows))
+        writer.write_table(schema.EMBEDDING, pl.concat(embedding_rows))
+        writer.write_table(
+            schema.CONDITIONS,
+            pl.DataFrame([dataclasses.asdict(c) for c in conditions]),
+        )
+        writer.write_table(
+            schema.SAMPLES,
+            pl.DataFrame(
+                {
+                    "sample_id": sample_ids,
+                    "label": dataset.test_labels.numpy().astype(np.int16),
+                    "class_name": [dataset.class_names[int(y)] for y in dataset.test_labels],
+                    "thumbnail": [png_bytes(img) for img in dataset.test_images],
+                }
+            ),
+        )
+        timings["write"] = time.perf_counter() - tick
+        timings["total"] = time.perf_counter() - started
+
+        rows = len(records) * len(conditions) * len(sample_ids)
+        manifest = {
+            "name": Path(out).name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dataset": {
+                "name": dataset.name,
+                "classes": list(dataset.class_names),
+                "image_shape": list(dataset.image_shape),
+                "n_test": len(sample_ids),
+                "n_train": len(dataset.train_labels),
+            },
+            "architecture": cfg.architecture,
+            "seeds": list(range(cfg.seeds)),
+            "device": _device_name(device),
+            "packages": _package_versions(),
+            "config": cfg.as_dict(),
+            "schedule": schedule,
+            "corruptions": {
+                "source": "generated",
+                "spatial_scale": dataset.image_shape[-1] / 32.0,
+                "note": "CIFAR-10-C parameters (CORRUPTIONS.md); spatial parameters scale with the image side",
+            },
+            "flops": "multiply-adds per image by nonzero conv and linear weights",
+            "counts": {
+                "models": len(records),
+                "conditions": len(conditions),
+                "samples": len(sample_ids),
+                "metric_rows": rows,
+            },
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+        path = writer.finish(manifest)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return RunSummary(
+        path, len(records), len(conditions), len(sample_ids), rows, size, time.perf_counter() - started, str(device)
+    )

@@ -1,0 +1,5 @@
+"""The committed demo: the built-in digits data set on a laptop CPU (DESIGN.md budgets)."""
+
+from compute.config import ComputeConfig
+
+PRESET = ComputeConfig()

@@ -1,0 +1,255 @@
+"""The snapshot contract shared by the compute writer and the dashboard reader.
+
+Torch-free on purpose: the Streamlit app imports this module. DESIGN.md is the prose
+version of what is here; keep the two in agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+MANIFEST = "manifest.json"
+MODELS = "models.parquet"
+CONDITIONS = "conditions.parquet"
+SAMPLES = "samples.parquet"
+METRICS_DIR = "metrics"
+SUMMARY = "summary.parquet"
+CLASSES = "classes.parquet"
+EMBEDDING = "embedding.parquet"
+
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 9}
+
+# --- names used everywhere -------------------------------------------------------
+
+CLEAN = "clean"
+
+#: corruption -> family, in the order of the CIFAR-10-C paper (15) and its extras (4).
+CORRUPTION_FAMILIES: dict[str, str] = {
+    "gaussian_noise": "noise",
+    "shot_noise": "noise",
+    "impulse_noise": "noise",
+    "defocus_blur": "blur",
+    "glass_blur": "blur",
+    "motion_blur": "blur",
+    "zoom_blur": "blur",
+    "snow": "weather",
+    "frost": "weather",
+    "fog": "weather",
+    "brightness": "digital",
+    "contrast": "digital",
+    "elastic_transform": "digital",
+    "pixelate": "digital",
+    "jpeg_compression": "digital",
+    "speckle_noise": "extra",
+    "gaussian_blur": "extra",
+    "spatter": "extra",
+    "saturate": "extra",
+}
+#: The 15 corruptions whose 15 x 5 conditions define mean corruption accuracy.
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = tuple(
+    name for name, family in CORRUPTION_FAMILIES.items() if family != "extra"
+)
+EXTRA_CORRUPTIONS: tuple[str, ...] = tuple(name for name, family in CORRUPTION_FAMILIES.items() if family == "extra")
+CONDITION_FAMILIES: tuple[str, ...] = ("clean", "noise", "blur", "weather", "digital", "extra")
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+#: method family per short method id (DESIGN.md "Names used everywhere").
+METHOD_FAMILIES: dict[str, str] = {
+    "dense": "dense",
+    "random": "unstructured",
+    "magnitude": "unstructured",
+    "layer_magnitude": "unstructured",
+    "imp": "unstructured",
+    "lrr": "unstructured",
+    "snip": "at_init",
+    "grasp": "at_init",
+    "synflow": "at_init",
+    "rigl": "dynamic",
+    "set": "dynamic",
+    "l1_filter": "structured",
+    "edge_popup": "supermask",
+    "biprop": "supermask",
+}
+MODEL_FAMILIES: tuple[str, ...] = (
+    "dense",
+    "unstructured",
+    "structured",
+    "at_init",
+    "dynamic",
+    "supermask",
+)
+
+# --- per-sample metrics ----------------------------------------------------------
+
+#: The float metrics of every model x condition x sample row, in column order.
+FLOAT_METRICS: tuple[str, ...] = (
+    "p_true",
+    "confidence",
+    "loss",
+    "feat_norm",
+    "angle_true",
+    "angle_pred",
+    "logit_margin",
+    "geom_margin",
+)
+#: Quantiles kept per model x condition in summary.parquet.
+SUMMARY_QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+
+
+def quantile_column(metric: str, q: float) -> str:
+    return f"{metric}_q{round(q * 100):02d}"
+
+
+# --- table schemas ---------------------------------------------------------------
+
+MODELS_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("method", pa.string()),
+        ("family", pa.string()),
+        ("target_sparsity", pa.float32()),
+        ("sparsity", pa.float32()),
+        ("params_total", pa.int64()),
+        ("params_nonzero", pa.int64()),
+        ("flops", pa.int64()),
+        ("seed", pa.int32()),
+        ("parent_id", pa.string()),
+        ("clean_accuracy", pa.float32()),
+        ("train_seconds", pa.float32()),
+        ("prune_seconds", pa.float32()),
+    ]
+)
+
+CONDITIONS_SCHEMA = pa.schema(
+    [
+        ("condition_id", pa.int16()),
+        ("corruption", pa.string()),
+        ("family", pa.string()),
+        ("severity", pa.int8()),
+    ]
+)
+
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.int32()),
+        ("label", pa.int16()),
+        ("class_name", pa.string()),
+        ("thumbnail", pa.binary()),
+    ]
+)
+
+METRICS_SCHEMA = pa.schema(
+    [
+        ("condition_id", pa.int16()),
+        ("sample_id", pa.int32()),
+        ("pred", pa.int16()),
+        ("correct", pa.bool_()),
+        *[(name, pa.float32()) for name in FLOAT_METRICS],
+    ]
+)
+
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("condition_id", pa.int16()),
+        ("n", pa.int32()),
+        ("accuracy", pa.float32()),
+        *[
+            field
+            for name in FLOAT_METRICS
+            for field in [
+                (f"{name}_mean", pa.float32()),
+                *[(quantile_column(name, q), pa.float32()) for q in SUMMARY_QUANTILES],
+            ]
+        ],
+    ]
+)
+
+CLASSES_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("class", pa.int16()),
+        ("class_name", pa.string()),
+        ("weight_norm", pa.float32()),
+        ("bias", pa.float32()),
+        # angle in degrees between this class's weight row and every class's row,
+        # indexed by class (0 on the diagonal, NaN where a row is all zero).
+        ("angle_to", pa.list_(pa.float32())),
+    ]
+)
+
+EMBEDDING_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("sample_id", pa.int32()),
+        ("x", pa.float32()),
+        ("y", pa.float32()),
+    ]
+)
+
+#: file name -> schema for every single-file table of a snapshot.
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    MODELS: MODELS_SCHEMA,
+    CONDITIONS: CONDITIONS_SCHEMA,
+    SAMPLES: SAMPLES_SCHEMA,
+    SUMMARY: SUMMARY_SCHEMA,
+    CLASSES: CLASSES_SCHEMA,
+    EMBEDDING: EMBEDDING_SCHEMA,
+}
+
+
+def metrics_partition(model_id: str) -> str:
+    """Folder (relative to the snapshot) that holds one model's per-sample rows."""
+    return f"{METRICS_DIR}/model_id={model_id}"
+
+
+def check_model_id(model_id: str) -> str:
+    """Model ids become folder names; keep them to a safe alphabet."""
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if not model_id or not set(model_id) <= allowed:
+        raise ValueError(f"model id {model_id!r} may hold only letters, digits, '.', '_' and '-'")
+    return model_id
+
+
+def model_id_for(method: str, target_sparsity: float, seed: int) -> str:
+    """The id of a model: `dense-s0`, `magnitude-0.9-s0`, `imp-0.988-s2`."""
+    if method == "dense":
+        return f"dense-s{seed}"
+    return f"{method}-{target_sparsity:.4g}-s{seed}"
+
+
+@dataclass(frozen=True)
+class Condition:
+    condition_id: int
+    corruption: str
+    family: str
+    severity: int
+
+    @property
+    def label(self) -> str:
+        return CLEAN if self.corruption == CLEAN else f"{self.corruption} s{self.severity}"
+
+
+def build_conditions(corruptions: list[str] | tuple[str, ...], severities) -> list[Condition]:
+    """Condition 0 is clean; then every corruption x severity, corruption-major."""
+    out = [Condition(0, CLEAN, "clean", 0)]
+    for name in corruptions:
+        for severity in severities:
+            out.append(Condition(len(out), name, CORRUPTION_FAMILIES[name], int(severity)))
+    return out
+
+
+class SchemaVersionError(ValueError):
+    pass
+
+
+def check_schema_version(found) -> None:
+    if found != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"snapshot schema_version is {found!r} but this prunescope reads version "
+            f"{SCHEMA_VERSION}; rebuild it with this version's `prunescope compute`"
+        )

@@ -1,0 +1,170 @@
+"""Writing and opening snapshot folders (torch-free).
+
+A snapshot is built in a hidden temporary folder beside its destination. Every file is
+written under a temporary name and renamed into place; the manifest, which says
+`complete: true`, is written last; then the folder is renamed to its destination. A crash
+at any point leaves either the old snapshot or nothing at the destination, never half a
+snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from compute import schema
+
+
+class SnapshotError(Exception):
+    """A path is not a readable snapshot; the message names the problem and the fix."""
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        pq.write_table(table, tmp, **schema.PARQUET_OPTIONS)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def conform(table: pa.Table | pl.DataFrame, target: pa.Schema, what: str) -> pa.Table:
+    """Select and cast the columns of `target`, in its order; a missing column is an error."""
+    if isinstance(table, pl.DataFrame):
+        table = table.to_arrow()
+    missing = [name for name in target.names if name not in table.column_names]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}")
+    return table.select(target.names).cast(target)
+
+
+class SnapshotWriter:
+    """Builds a snapshot in a temporary folder and moves it into place on `finish`.
+
+    Use as a context manager: leaving the block by an exception removes the temporary
+    folder and leaves the destination untouched.
+    """
+
+    def __init__(self, out: str | Path, overwrite: bool = False):
+        self.final = Path(out)
+        if self.final.exists() and not overwrite:
+            raise FileExistsError(
+                f"{self.final} already exists; pass --overwrite to replace it or choose another --out"
+            )
+        if self.final.exists() and not self.final.is_dir():
+            raise FileExistsError(f"{self.final} exists and is not a folder; choose another --out")
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.parent / f".{self.final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir()
+        self.finished = False
+
+    def __enter__(self) -> SnapshotWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.finished:
+            self.abort()
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def write_table(self, name: str, table: pa.Table | pl.DataFrame) -> None:
+        write_parquet_atomic(conform(table, schema.TABLE_SCHEMAS[name], name), self.tmp / name)
+
+    def write_metrics(self, model_id: str, table: pa.Table | pl.DataFrame, part: int = 0) -> None:
+        folder = self.tmp / schema.metrics_partition(schema.check_model_id(model_id))
+        folder.mkdir(parents=True, exist_ok=True)
+        table = conform(table, schema.METRICS_SCHEMA, f"metrics of {model_id}")
+        # sorted by condition so a filter on condition_id skips whole row groups
+        table = table.sort_by([("condition_id", "ascending"), ("sample_id", "ascending")])
+        write_parquet_atomic(table, folder / f"part-{part}.parquet")
+
+    def finish(self, manifest: dict[str, Any]) -> Path:
+        """Write the manifest last, then move the folder to its destination."""
+        manifest = {"schema_version": schema.SCHEMA_VERSION, **manifest, "complete": True}
+        write_json_atomic(manifest, self.tmp / schema.MANIFEST)
+        old = None
+        if self.final.exists():
+            old = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.final, old)
+        os.replace(self.tmp, self.final)
+        self.finished = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+
+# --- reading ---------------------------------------------------------------------
+
+REBUILD_HINT = "prunescope compute --preset demo --out data/demo --overwrite"
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of a complete snapshot of a known schema version, else SnapshotError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SnapshotError(f"{path} is not a folder; build a snapshot with `{REBUILD_HINT}`")
+    manifest_path = path / schema.MANIFEST
+    if not manifest_path.is_file():
+        raise SnapshotError(
+            f"{path} has no {schema.MANIFEST}, so it is not a complete snapshot; rebuild it with `{REBUILD_HINT}`"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SnapshotError(f"{manifest_path} is not readable JSON ({err}); rebuild it with `{REBUILD_HINT}`") from err
+    if not isinstance(manifest, dict) or manifest.get("complete") is not True:
+        raise SnapshotError(f"{manifest_path} does not mark the snapshot complete; rebuild it with `{REBUILD_HINT}`")
+    try:
+        schema.check_schema_version(manifest.get("schema_version"))
+    except schema.SchemaVersionError as err:
+        raise SnapshotError(str(err)) from err
+    return manifest
+
+
+def scan_metrics(path: str | Path) -> pl.LazyFrame:
+    """All per-sample rows of a snapshot, lazily, with `model_id` from the partition folder."""
+    return pl.scan_parquet(
+        Path(path) / schema.METRICS_DIR / "**" / "*.parquet",
+        hive_partitioning=True,
+        hive_schema={"model_id": pl.String},
+    )
+
+
+# --- the one definition of summary.parquet ---------------------------------------
+
+
+def summarize(metrics: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+    """Per model x condition: n, accuracy, and mean and quantiles of every float metric.
+
+    NaN values (angles of a zero feature vector) are left out of means and quantiles.
+    `metrics` must carry a `model_id` column.
+    """
+    aggregations = [pl.len().alias("n"), pl.col("correct").mean().alias("accuracy")]
+    for name in schema.FLOAT_METRICS:
+        value = pl.col(name).cast(pl.Float64).fill_nan(None)
+        aggregations.append(value.mean().alias(f"{name}_mean"))
+        for q in schema.SUMMARY_QUANTILES:
+            aggregations.append(value.quantile(q, interpolation="linear").alias(schema.quantile_column(name, q)))
+    return (
+        metrics.lazy().group_by("model_id", "condition_id").agg(aggregations).sort("model_id", "condition_id").collect()
+    )

@@ -1,0 +1,129 @@
+"""Training and accuracy: SGD with momentum, warmup + cosine schedule, masks held exact."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from compute.data import Dataset
+from compute.masks import masked_step
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    augment: bool = True
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warmup to `peak`, then cosine decay to zero at `total_steps`."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255.0)
+
+
+def augment_batch(x: torch.Tensor, flip: bool, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random translation by up to `pad` pixels (zero fill) and optional horizontal flip."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    out = padded[batch, channel, rows, cols]
+    if flip:
+        flip_mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        out = torch.where(flip_mask[:, None, None, None], out.flip(-1), out)
+    return out
+
+
+@dataclass
+class TrainResult:
+    seconds: float
+    steps: int
+    final_loss: float
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+    )
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    seed: int,
+    device: torch.device,
+    desc: str = "train",
+    progress: bool = True,
+    epochs: int | None = None,
+) -> TrainResult:
+    """Train `model` in place; weights outside its masks stay exactly zero."""
+    epochs = cfg.epochs if epochs is None else epochs
+    start = time.perf_counter()
+    model.to(device).train()
+    images = data.train_images.to(device)
+    labels = data.train_labels.to(device)
+    n = len(labels)
+    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch
+    total_steps = epochs * steps_per_epoch
+    warmup = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
+    optimizer = make_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(seed)
+    step, loss_value = 0, float("nan")
+    bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, disable=not progress)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            x = to_float(images[idx])
+            if cfg.augment:
+                x = augment_batch(x, data.augment_flip, generator)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
+            loss = F.cross_entropy(model(x), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            masked_step(model, optimizer)
+            step += 1
+            bar.update()
+        loss_value = float(loss.detach())
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+    bar.close()
+    model.eval()
+    return TrainResult(time.perf_counter() - start, step, loss_value)
+
+
+@torch.inference_mode()
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 1024
+) -> float:
+    model.to(device).eval()
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        x = to_float(images[start : start + batch_size].to(device))
+        correct += int((model(x).argmax(1) == labels[start : start + batch_size].to(device)).sum())
+    return correct / max(1, len(labels))

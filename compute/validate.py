@@ -1,0 +1,289 @@
+"""`prunescope validate PATH`: check a snapshot against the schema and its invariants.
+
+Torch-free and lazy: per-sample rows are scanned with polars, never loaded whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from compute import schema
+from compute.snapshot import SnapshotError, read_manifest, scan_metrics, summarize
+
+#: float32 storage of float64 computations
+ABS_TOL = 1e-5
+REL_TOL = 1e-4
+
+
+@dataclass
+class Violation(Exception):
+    file: str
+    column: str
+    message: str
+    rows: str = ""
+
+    def __str__(self) -> str:
+        where = f" ({self.rows})" if self.rows else ""
+        return f"{self.file}: column {self.column}: {self.message}{where}"
+
+
+def _rows(frame: pl.DataFrame, total: int | None = None, limit: int = 5) -> str:
+    """A short description of offending rows: count and the first few keys."""
+    total = len(frame) if total is None else total
+    keys = [c for c in ("model_id", "condition_id", "sample_id", "class") if c in frame.columns]
+    shown = "; ".join(", ".join(f"{k}={row[k]}" for k in keys) for row in frame.head(limit).iter_rows(named=True))
+    return f"{total} row(s), e.g. {shown}" if shown else f"{total} row(s)"
+
+
+def _logical(dtype: pa.DataType) -> pa.DataType:
+    """Large and small string/binary/list types hold the same values."""
+    if pa.types.is_large_string(dtype):
+        return pa.string()
+    if pa.types.is_large_binary(dtype):
+        return pa.binary()
+    if pa.types.is_large_list(dtype):
+        return pa.list_(_logical(dtype.value_type))
+    if pa.types.is_list(dtype):
+        return pa.list_(_logical(dtype.value_type))
+    return dtype
+
+
+def _check_schema(path: Path, name: str, expected) -> None:
+    try:
+        found = pq.read_schema(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a violation
+        raise Violation(name, "*", f"unreadable Parquet file ({err})") from err
+    for field in expected:
+        if field.name not in found.names:
+            raise Violation(name, field.name, "is missing")
+        if _logical(found.field(field.name).type) != _logical(field.type):
+            raise Violation(name, field.name, f"has type {found.field(field.name).type}, expected {field.type}")
+
+
+def _unique(frame: pl.DataFrame, keys: list[str], name: str) -> None:
+    duplicated = frame.filter(pl.struct(keys).is_duplicated())
+    if len(duplicated):
+        raise Violation(name, ",".join(keys), "is not unique", _rows(duplicated))
+
+
+def _close(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """|a - b| within tolerance; NaN equals NaN; null never matches."""
+    both_nan = a.is_nan() & b.is_nan()
+    return both_nan | ((a - b).abs() <= ABS_TOL + REL_TOL * b.abs())
+
+
+def check_snapshot(path: str | Path) -> dict:
+    """Raise SnapshotError if `path` is not a readable snapshot, Violation on the first
+    broken invariant; return counts when all hold."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    for name, expected in schema.TABLE_SCHEMAS.items():
+        if not (path / name).is_file():
+            raise Violation(name, "*", "file is missing")
+        _check_schema(path / name, name, expected)
+    partitions = sorted((path / schema.METRICS_DIR).glob("model_id=*"))
+    if not partitions:
+        raise Violation(schema.METRICS_DIR, "*", "holds no model_id=<id> partition")
+    for folder in partitions:
+        files = sorted(folder.glob("*.parquet"))
+        if not files:
+            raise Violation(f"{schema.METRICS_DIR}/{folder.name}", "*", "holds no Parquet file")
+        for file in files:
+            _check_schema(file, str(file.relative_to(path)), schema.METRICS_SCHEMA)
+
+    models = pl.read_parquet(path / schema.MODELS)
+    conditions = pl.read_parquet(path / schema.CONDITIONS)
+    samples = pl.read_parquet(path / schema.SAMPLES, columns=["sample_id", "label"])
+    _unique(models, ["model_id"], schema.MODELS)
+    _unique(conditions, ["condition_id"], schema.CONDITIONS)
+    _unique(samples, ["sample_id"], schema.SAMPLES)
+
+    # models
+    bad = models.filter(~pl.col("family").is_in(schema.MODEL_FAMILIES))
+    if len(bad):
+        raise Violation(schema.MODELS, "family", f"not one of {', '.join(schema.MODEL_FAMILIES)}", _rows(bad))
+    bad = models.filter((pl.col("sparsity") < 0) | (pl.col("sparsity") > 1) | pl.col("sparsity").is_nan())
+    if len(bad):
+        raise Violation(schema.MODELS, "sparsity", "outside [0, 1]", _rows(bad))
+    bad = models.filter((pl.col("params_nonzero") > pl.col("params_total")) | (pl.col("params_nonzero") < 0))
+    if len(bad):
+        raise Violation(schema.MODELS, "params_nonzero", "is negative or above params_total", _rows(bad))
+    bad = models.filter(~pl.col("parent_id").is_in(models["model_id"].implode()))
+    if len(bad):
+        raise Violation(schema.MODELS, "parent_id", "names no model of this snapshot", _rows(bad))
+    partition_ids = {folder.name.split("=", 1)[1] for folder in partitions}
+    if partition_ids != set(models["model_id"]):
+        extra = sorted(partition_ids - set(models["model_id"]))
+        missing = sorted(set(models["model_id"]) - partition_ids)
+        raise Violation(
+            schema.METRICS_DIR, "model_id", f"partitions do not match models.parquet (missing {missing}, extra {extra})"
+        )
+
+    # conditions
+    clean = conditions.filter(pl.col("corruption") == schema.CLEAN)
+    if len(clean) != 1 or clean["severity"][0] != 0 or clean["family"][0] != "clean":
+        raise Violation(
+            schema.CONDITIONS, "corruption", "needs exactly one 'clean' row with severity 0 and family clean"
+        )
+    corrupted = conditions.filter(pl.col("corruption") != schema.CLEAN)
+    expected_family = pl.col("corruption").replace_strict(schema.CORRUPTION_FAMILIES, default=None)
+    bad = corrupted.filter(expected_family.is_null() | (pl.col("family") != expected_family))
+    if len(bad):
+        raise Violation(schema.CONDITIONS, "family", "unknown corruption or wrong family", _rows(bad))
+    bad = corrupted.filter(~pl.col("severity").is_between(1, 5))
+    if len(bad):
+        raise Violation(schema.CONDITIONS, "severity", "outside 1-5", _rows(bad))
+    clean_id = int(clean["condition_id"][0])
+
+    # per-sample rows, lazily
+    metrics = scan_metrics(path)
+    labelled = metrics.join(samples.lazy(), on="sample_id", how="left")
+    checks: list[tuple[str, str, pl.Expr]] = [
+        ("sample_id", "names no sample of samples.parquet", pl.col("label").is_null()),
+        (
+            "condition_id",
+            "names no condition of conditions.parquet",
+            ~pl.col("condition_id").is_in(conditions["condition_id"].implode()),
+        ),
+        ("correct", "disagrees with pred == label", pl.col("correct") != (pl.col("pred") == pl.col("label"))),
+        # ties (margin exactly 0) may go either way: argmax picks the first maximum
+        (
+            "logit_margin",
+            "is positive on a wrong prediction or negative on a right one",
+            (pl.col("correct") & (pl.col("logit_margin") < 0)) | (~pl.col("correct") & (pl.col("logit_margin") > 0)),
+        ),
+        ("logit_margin", "is NaN", pl.col("logit_margin").is_nan()),
+        (
+            "geom_margin",
+            "has a sign that disagrees with logit_margin",
+            pl.col("geom_margin").sign() != pl.col("logit_margin").sign(),
+        ),
+        (
+            "angle_true",
+            "outside [0, 180] and not NaN",
+            ~(pl.col("angle_true").is_between(0, 180) | pl.col("angle_true").is_nan()),
+        ),
+        (
+            "angle_pred",
+            "outside [0, 180] and not NaN",
+            ~(pl.col("angle_pred").is_between(0, 180) | pl.col("angle_pred").is_nan()),
+        ),
+        ("feat_norm", "is negative or NaN", ~(pl.col("feat_norm") >= 0)),
+        ("p_true", "outside [0, 1]", ~pl.col("p_true").is_between(0, 1)),
+        (
+            "confidence",
+            "is below p_true or above 1",
+            ~((pl.col("confidence") >= pl.col("p_true") - ABS_TOL) & (pl.col("confidence") <= 1)),
+        ),
+        (
+            "loss",
+            "is not -log(p_true)",
+            ~((-pl.col("loss").cast(pl.Float64)).exp() - pl.col("p_true")).abs().le(ABS_TOL),
+        ),
+        (
+            "confidence",
+            "differs from p_true on a right prediction",
+            pl.col("correct") & ~_close(pl.col("confidence"), pl.col("p_true")),
+        ),
+    ]
+    keep = ["model_id", "condition_id", "sample_id"]
+    flags = labelled.select(*keep, *[expr.fill_null(True).alias(f"bad{i}") for i, (_, _, expr) in enumerate(checks)])
+    counts = flags.select([pl.col(f"bad{i}").sum() for i in range(len(checks))]).collect().row(0)
+    for i, (column, message, _) in enumerate(checks):
+        if counts[i]:
+            offending = flags.filter(pl.col(f"bad{i}")).select(keep).head(5).collect()
+            file = schema.metrics_partition(offending["model_id"][0])
+            raise Violation(file, column, message, _rows(offending, total=counts[i]))
+
+    # completeness: every model x condition x sample exactly once
+    n_models, n_conditions, n_samples = len(models), len(conditions), len(samples)
+    grid = (
+        metrics.group_by("model_id", "condition_id")
+        .agg(pl.len().alias("n"), pl.col("sample_id").n_unique().alias("unique"))
+        .collect()
+    )
+    bad = grid.filter((pl.col("n") != n_samples) | (pl.col("unique") != n_samples))
+    if len(bad) or len(grid) != n_models * n_conditions:
+        raise Violation(
+            schema.METRICS_DIR,
+            "sample_id",
+            f"every model x condition must hold each of the {n_samples} samples once "
+            f"({len(grid)} of {n_models * n_conditions} model x condition groups present)",
+            _rows(bad) if len(bad) else "",
+        )
+
+    # clean_accuracy equals the mean of `correct` on the clean condition
+    accuracy = (
+        metrics.filter(pl.col("condition_id") == clean_id)
+        .group_by("model_id")
+        .agg(pl.col("correct").mean().alias("measured"))
+        .collect()
+    )
+    joined = models.join(accuracy, on="model_id", how="left")
+    bad = joined.filter(~_close(pl.col("clean_accuracy").cast(pl.Float64), pl.col("measured")).fill_null(False))
+    if len(bad):
+        raise Violation(
+            schema.MODELS, "clean_accuracy", "differs from the mean of `correct` on the clean condition", _rows(bad)
+        )
+
+    # summary consistent with metrics
+    summary = pl.read_parquet(path / schema.SUMMARY)
+    expected = summarize(metrics)
+    if len(summary) != len(expected):
+        raise Violation(
+            schema.SUMMARY, "*", f"has {len(summary)} rows, metrics give {len(expected)} model x condition groups"
+        )
+    joined = expected.join(summary, on=["model_id", "condition_id"], how="left", suffix="_stored")
+    for column in [c for c in expected.columns if c not in ("model_id", "condition_id")]:
+        stored = pl.col(f"{column}_stored").cast(pl.Float64)
+        bad = joined.filter(
+            ~(
+                _close(stored, pl.col(column).cast(pl.Float64)) | (stored.is_null() & pl.col(column).is_null())
+            ).fill_null(False)
+        )
+        if len(bad):
+            raise Violation(schema.SUMMARY, column, "disagrees with metrics/", _rows(bad))
+
+    # classes and embedding cover every model
+    classes = pl.read_parquet(path / schema.CLASSES)
+    n_classes = len(manifest.get("dataset", {}).get("classes", [])) or classes["class"].n_unique()
+    per_model = classes.group_by("model_id").agg(pl.len().alias("n"))
+    bad = per_model.filter(pl.col("n") != n_classes)
+    if len(bad) or set(per_model["model_id"]) != set(models["model_id"]):
+        raise Violation(schema.CLASSES, "class", f"every model needs {n_classes} class rows", _rows(bad))
+    bad = classes.filter(pl.col("angle_to").list.len() != n_classes)
+    if len(bad):
+        raise Violation(schema.CLASSES, "angle_to", f"must list {n_classes} angles", _rows(bad))
+    embedding = pl.read_parquet(path / schema.EMBEDDING)
+    per_model = embedding.group_by("model_id").agg(pl.col("sample_id").n_unique().alias("n"), pl.len().alias("rows"))
+    bad = per_model.filter((pl.col("n") != n_samples) | (pl.col("rows") != n_samples))
+    if len(bad) or set(per_model["model_id"]) != set(models["model_id"]):
+        raise Violation(schema.EMBEDDING, "sample_id", "every model needs one point per sample", _rows(bad))
+
+    return {
+        "models": n_models,
+        "conditions": n_conditions,
+        "samples": n_samples,
+        "rows": n_models * n_conditions * n_samples,
+    }
+
+
+def main(path: str) -> int:
+    try:
+        counts = check_snapshot(path)
+    except SnapshotError as err:
+        print(f"prunescope validate: {err}")
+        return 2
+    except Violation as err:
+        print(f"prunescope validate: {path}/{err}")
+        return 1
+    print(
+        f"prunescope validate: {path} is a valid snapshot: {counts['models']} models x "
+        f"{counts['conditions']} conditions x {counts['samples']} samples = {counts['rows']:,} rows"
+    )
+    return 0

@@ -1,0 +1,170 @@
+"""Reading snapshots for the app: discovery, small tables cached, per-sample rows lazy.
+
+Streamlit-free and torch-free so it is unit-tested directly. Small tables (models,
+conditions, samples without thumbnails, summary, classes) are read once per snapshot
+version; `metrics/` is only ever scanned lazily with filters and column selection pushed
+down to the Parquet reader.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from compute import schema
+from compute.snapshot import REBUILD_HINT, SnapshotError, read_manifest
+from compute.snapshot import scan_metrics as _scan_all_metrics
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+ENV_DATA = "PRUNESCOPE_DATA"
+
+
+def data_root() -> Path:
+    """`$PRUNESCOPE_DATA`, else the `data/` folder beside app.py."""
+    value = os.environ.get(ENV_DATA)
+    return Path(value).expanduser() if value else APP_ROOT / "data"
+
+
+def build_command(root: Path | None = None) -> str:
+    """The command that builds the demo snapshot where the app looks for it."""
+    target = (root or data_root()) / "demo"
+    try:
+        target = target.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"prunescope compute --preset demo --out {target} --overwrite"
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    name: str
+    path: Path
+    error: str | None  # None when the snapshot opens
+
+
+def _looks_like_snapshot(path: Path) -> bool:
+    return (path / schema.MANIFEST).exists() or (path / schema.METRICS_DIR).is_dir() or any(path.glob("*.parquet"))
+
+
+def list_snapshots(root: Path | None = None) -> list[SnapshotEntry]:
+    """Snapshot folders directly under `root` (or `root` itself), damaged ones included."""
+    root = Path(root or data_root())
+    if not root.is_dir():
+        return []
+    candidates = [root] if _looks_like_snapshot(root) else []
+    candidates += sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _looks_like_snapshot(p)
+    )
+    entries = []
+    for path in candidates:
+        try:
+            read_manifest(path)
+            entries.append(SnapshotEntry(path.name, path, None))
+        except SnapshotError as err:
+            entries.append(SnapshotEntry(path.name, path, str(err)))
+    return entries
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The small tables of one snapshot, read whole; per-sample rows stay on disk."""
+
+    path: Path
+    manifest: dict
+    models: pl.DataFrame
+    conditions: pl.DataFrame
+    samples: pl.DataFrame  # sample_id, label, class_name (thumbnails are read on demand)
+    summary: pl.DataFrame
+    classes: pl.DataFrame
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name") or self.path.name
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest.get("dataset", {}).get("classes", []))
+
+
+def _read(path: Path, name: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path / name, columns=list(columns) if columns else None)
+    except FileNotFoundError as err:
+        raise SnapshotError(
+            f"{path.name}/{name} is missing, so the snapshot is damaged; rebuild it with `{REBUILD_HINT}`"
+        ) from err
+    except Exception as err:  # noqa: BLE001 - any unreadable file means a damaged snapshot
+        raise SnapshotError(
+            f"{path.name}/{name} cannot be read ({type(err).__name__}), so the snapshot is damaged; "
+            f"rebuild it with `{REBUILD_HINT}`"
+        ) from err
+
+
+@functools.lru_cache(maxsize=16)
+def _open_cached(path_text: str, _version: int) -> Snapshot:
+    path = Path(path_text)
+    manifest = read_manifest(path)
+    return Snapshot(
+        path=path,
+        manifest=manifest,
+        models=_read(path, schema.MODELS),
+        conditions=_read(path, schema.CONDITIONS),
+        samples=_read(path, schema.SAMPLES, ["sample_id", "label", "class_name"]),
+        summary=_read(path, schema.SUMMARY),
+        classes=_read(path, schema.CLASSES),
+    )
+
+
+def open_snapshot(path: str | Path) -> Snapshot:
+    """The snapshot at `path`; SnapshotError (with the fixing command) if it cannot open.
+
+    Cached per path and manifest modification time, so a rebuilt snapshot is re-read.
+    """
+    path = Path(path).resolve()
+    try:
+        version = (path / schema.MANIFEST).stat().st_mtime_ns
+    except OSError:
+        version = 0
+    snapshot = _open_cached(str(path), version)
+    if snapshot.models.is_empty():
+        raise SnapshotError(f"{path.name} holds no models; rebuild it with `{REBUILD_HINT}`")
+    return snapshot
+
+
+def scan_metrics(
+    snapshot: Snapshot,
+    model_ids: Sequence[str] | None = None,
+    condition_ids: Sequence[int] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pl.LazyFrame:
+    """Per-sample rows, lazily, filtered and projected before anything is read."""
+    frame = _scan_all_metrics(snapshot.path)
+    if model_ids is not None:
+        frame = frame.filter(pl.col("model_id").is_in(list(model_ids)))
+    if condition_ids is not None:
+        frame = frame.filter(pl.col("condition_id").is_in([int(c) for c in condition_ids]))
+    if columns is not None:
+        keep = [
+            "model_id",
+            "condition_id",
+            "sample_id",
+            *[c for c in columns if c not in ("model_id", "condition_id", "sample_id")],
+        ]
+        frame = frame.select(keep)
+    return frame
+
+
+def thumbnails(snapshot: Snapshot, sample_ids: Sequence[int]) -> dict[int, bytes]:
+    """PNG bytes of the clean images of the given samples."""
+    frame = (
+        pl.scan_parquet(snapshot.path / schema.SAMPLES)
+        .filter(pl.col("sample_id").is_in([int(s) for s in sample_ids]))
+        .select("sample_id", "thumbnail")
+        .collect()
+    )
+    return dict(frame.iter_rows())

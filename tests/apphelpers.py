@@ -1,0 +1,34 @@
+"""Helpers for AppTest: run the app on a data root, read plotted values back."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO
+
+
+def run_app(monkeypatch, data_root, query: dict | None = None) -> AppTest:
+    monkeypatch.setenv("PRUNESCOPE_DATA", str(data_root))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def values(array) -> np.ndarray:
+    """A plotly array, plain or base64-encoded ({'dtype', 'bdata'})."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+    return np.asarray(array, dtype=float)
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [str(element.value) for element in getattr(at, kind)]

@@ -1,0 +1,92 @@
+"""The command line end to end, as a user runs it."""
+
+import json
+
+import polars as pl
+import pytest
+
+from compute import schema
+from tests.conftest import run_cli
+
+
+def test_compute_writes_a_valid_snapshot_and_says_so(tiny_snapshot):
+    manifest = json.loads((tiny_snapshot / schema.MANIFEST).read_text())
+    assert manifest["complete"] is True and manifest["schema_version"] == schema.SCHEMA_VERSION
+    assert manifest["config"]["sparsities"] == [0.5, 0.9]
+    assert set(manifest["timings"]) >= {"train_and_prune", "evaluate", "total"}
+    result = run_cli("validate", str(tiny_snapshot))
+    assert result.returncode == 0, result.stdout
+    models = pl.read_parquet(tiny_snapshot / schema.MODELS)
+    assert sorted(models["method"].unique()) == ["dense", "magnitude", "random"]
+    pruned = models.filter(pl.col("method") != "dense")
+    # measured sparsity of the prunable layers matches the target (exact for one-shot global selection)
+    assert (pruned["sparsity"] - pruned["target_sparsity"]).abs().max() < 0.005
+    dense = models.filter(pl.col("method") == "dense")
+    assert (pruned["params_nonzero"] < dense["params_nonzero"][0]).all()
+    assert (pruned["flops"] < dense["flops"][0]).all()
+    assert (pruned["params_total"] == dense["params_total"][0]).all()
+
+
+def test_summary_line_reports_the_work(tmp_path):
+    out = tmp_path / "s"
+    result = run_cli(
+        "compute",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--quiet",
+        "--methods",
+        "dense,magnitude",
+        "--sparsities",
+        "0.8",
+        "--corruptions",
+        "contrast",
+        "--severities",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("prunescope compute: wrote") and "2 models x 2 conditions x 60 samples" in line
+    assert " s on cpu" in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        (["--sparsities", "0.5,1.5"], ["--sparsities", "1.5", "[0, 1)"]),
+        (["--methods", "dense,nope"], ["--methods", "nope", "magnitude"]),
+        (["--corruptions", "rain"], ["--corruptions", "rain", "contrast"]),
+        (["--severities", "6"], ["--severities", "6", "1,2,3,4,5"]),
+        (["--preset", "huge"], ["--preset", "huge", "demo"]),
+        (["--device", "tpu"], ["--device", "tpu", "cpu"]),
+        (["--epochs", "zero"], ["--epochs", "zero"]),
+        (["--dataset", "cifar10"], ["--data-root"]),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(tmp_path, flags, names):
+    out = tmp_path / "never"
+    result = run_cli("compute", "--preset", "tiny", "--out", str(out), *flags)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    for name in names:
+        assert name in message
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_snapshot_is_not_replaced_without_overwrite(tiny_snapshot):
+    before = (tiny_snapshot / schema.MANIFEST).read_text()
+    result = run_cli("compute", "--preset", "tiny", "--out", str(tiny_snapshot))
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert (tiny_snapshot / schema.MANIFEST).read_text() == before
+
+
+def test_flags_override_the_preset():
+    from compute.config import apply_overrides
+    from compute.presets import get_preset
+
+    cfg = apply_overrides(get_preset("demo"), {"sparsities": "0.3,0.6", "seeds": "2", "augment": False})
+    assert cfg.sparsities == (0.3, 0.6) and cfg.seeds == 2 and cfg.augment is False
+    assert cfg.epochs == get_preset("demo").epochs

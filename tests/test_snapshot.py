@@ -1,0 +1,129 @@
+"""Writing, reading and the all-or-nothing guarantee of snapshot folders."""
+
+import json
+
+import polars as pl
+import pytest
+
+from compute import schema, snapshot
+from compute.snapshot import SnapshotError, SnapshotWriter
+from compute.validate import check_snapshot
+from compute.validate import main as validate
+from dashboard import store
+
+
+def copy_tables(src, writer: SnapshotWriter) -> dict:
+    """Re-write every table of `src` through a writer; returns its manifest."""
+    for name in schema.TABLE_SCHEMAS:
+        writer.write_table(name, pl.read_parquet(src / name))
+    metrics = snapshot.scan_metrics(src).collect()
+    for (model_id,), rows in metrics.group_by("model_id"):
+        writer.write_metrics(model_id, rows.drop("model_id"))
+    manifest = json.loads((src / schema.MANIFEST).read_text())
+    return {k: v for k, v in manifest.items() if k not in ("schema_version", "complete")}
+
+
+def test_round_trip_keeps_every_table(tiny_snapshot, tmp_path):
+    out = tmp_path / "again"
+    with SnapshotWriter(out) as writer:
+        manifest = copy_tables(tiny_snapshot, writer)
+        writer.finish(manifest)
+    assert check_snapshot(out)["rows"] > 0
+    original, copy = store.open_snapshot(tiny_snapshot), store.open_snapshot(out)
+    for name in ("models", "conditions", "samples", "summary", "classes"):
+        assert getattr(copy, name).equals(getattr(original, name)), name
+    a = store.scan_metrics(original).sort("model_id", "condition_id", "sample_id").collect()
+    b = store.scan_metrics(copy).sort("model_id", "condition_id", "sample_id").collect()
+    assert a.equals(b)
+    assert json.loads((out / schema.MANIFEST).read_text())["complete"] is True
+
+
+def test_schema_types_are_the_narrow_ones(tiny_snapshot):
+    import pyarrow.parquet as pq
+
+    for name, expected in schema.TABLE_SCHEMAS.items():
+        assert pq.read_schema(tiny_snapshot / name).remove_metadata().equals(expected), name
+    part = next((tiny_snapshot / schema.METRICS_DIR).glob("model_id=*/*.parquet"))
+    assert pq.read_schema(part).remove_metadata().equals(schema.METRICS_SCHEMA)
+    assert pq.ParquetFile(part).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_crash_midway_leaves_no_snapshot(tiny_snapshot, tmp_path):
+    out = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated"):
+        with SnapshotWriter(out) as writer:
+            copy_tables(tiny_snapshot, writer)
+            raise RuntimeError("simulated crash before the manifest")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # the temporary folder is gone too
+    assert validate(str(out)) == 2
+
+
+def test_crash_while_writing_the_manifest_keeps_the_old_snapshot(snapshot_copy, tiny_snapshot, monkeypatch):
+    before = (snapshot_copy / schema.MANIFEST).read_text()
+
+    def broken(data, path):
+        raise OSError("simulated disk full")
+
+    with pytest.raises(OSError, match="simulated"):
+        with SnapshotWriter(snapshot_copy, overwrite=True) as writer:
+            manifest = copy_tables(tiny_snapshot, writer)
+            monkeypatch.setattr(snapshot, "write_json_atomic", broken)
+            writer.finish(manifest)
+    assert (snapshot_copy / schema.MANIFEST).read_text() == before
+    assert validate(str(snapshot_copy)) == 0
+    assert [p.name for p in snapshot_copy.parent.iterdir()] == [snapshot_copy.name]
+
+
+def test_a_killed_writer_leaves_only_a_hidden_folder_that_never_validates(tiny_snapshot, tmp_path):
+    out = tmp_path / "killed"
+    writer = SnapshotWriter(out)
+    copy_tables(tiny_snapshot, writer)  # the process "dies" here: no finish, no cleanup
+    assert not out.exists()
+    assert writer.tmp.name.startswith(".")
+    assert validate(str(writer.tmp)) == 2
+    assert store.list_snapshots(tmp_path) == [] or all(e.error for e in store.list_snapshots(tmp_path))
+
+
+def test_existing_folder_needs_overwrite(tiny_snapshot):
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        SnapshotWriter(tiny_snapshot)
+
+
+def test_unknown_schema_version_names_both_versions(snapshot_copy):
+    manifest = json.loads((snapshot_copy / schema.MANIFEST).read_text())
+    manifest["schema_version"] = 99
+    (snapshot_copy / schema.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(SnapshotError, match=r"99.*version 1"):
+        snapshot.read_manifest(snapshot_copy)
+    assert validate(str(snapshot_copy)) == 2
+
+
+def test_writer_refuses_a_table_missing_a_column(tmp_path):
+    with SnapshotWriter(tmp_path / "s") as writer:
+        with pytest.raises(ValueError, match="missing column"):
+            writer.write_table(schema.CONDITIONS, pl.DataFrame({"condition_id": [0]}))
+
+
+def test_model_ids_are_folder_safe():
+    assert schema.model_id_for("magnitude", 0.9, 2) == "magnitude-0.9-s2"
+    assert schema.model_id_for("dense", 0.0, 0) == "dense-s0"
+    with pytest.raises(ValueError, match="letters, digits"):
+        schema.check_model_id("../evil")
+
+
+def test_summary_matches_a_hand_computation():
+    rows = pl.DataFrame(
+        {
+            "model_id": ["m"] * 4,
+            "condition_id": [0] * 4,
+            "correct": [True, True, False, True],
+            **{name: [1.0, 2.0, 3.0, 4.0] for name in schema.FLOAT_METRICS},
+        }
+    ).with_columns(pl.lit(float("nan")).alias("angle_pred"))
+    summary = snapshot.summarize(rows)
+    assert summary["n"][0] == 4 and summary["accuracy"][0] == 0.75
+    assert summary["loss_mean"][0] == 2.5
+    assert summary["loss_q50"][0] == 2.5  # linear interpolation between 2 and 3
+    assert summary["loss_q10"][0] == pytest.approx(1.3)
+    assert summary["angle_pred_mean"][0] is None  # NaN angles are left out

@@ -1,0 +1,130 @@
+"""`prunescope validate` passes a good snapshot and catches each planted violation."""
+
+import json
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from compute import schema
+from compute.snapshot import conform
+from compute.validate import main as validate
+
+
+def rewrite_metrics(path, change):
+    """Apply `change` to the first model's per-sample rows, in place."""
+    part = sorted((path / schema.METRICS_DIR).glob("model_id=*/*.parquet"))[0]
+    frame = pl.read_parquet(part, hive_partitioning=False)
+    frame = change(frame)
+    frame.write_parquet(part)
+    return part.parent.name
+
+
+def rewrite_table(path, name, change, keep_schema=True):
+    frame = change(pl.read_parquet(path / name))
+    if keep_schema:
+        pq.write_table(conform(frame, schema.TABLE_SCHEMAS[name], name), path / name)
+    else:
+        frame.write_parquet(path / name)
+
+
+def first_row(column, value):
+    return lambda f: f.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(value).otherwise(pl.col(column)).cast(f.schema[column]).alias(column)
+    )
+
+
+def test_the_computed_snapshot_is_valid(tiny_snapshot, capsys):
+    assert validate(str(tiny_snapshot)) == 0
+    assert "valid snapshot" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("column", "change"),
+    [
+        (
+            "correct",
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 3)
+                .then(~pl.col("correct"))
+                .otherwise(pl.col("correct"))
+                .alias("correct")
+            ),
+        ),
+        (
+            "logit_margin",
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) < 5)
+                .then(-pl.col("logit_margin"))
+                .otherwise(pl.col("logit_margin"))
+                .alias("logit_margin")
+            ),
+        ),
+        (
+            "geom_margin",
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 7)
+                .then(-pl.col("geom_margin"))
+                .otherwise(pl.col("geom_margin"))
+                .alias("geom_margin")
+            ),
+        ),
+        ("angle_true", first_row("angle_true", 200.0)),
+        ("angle_pred", first_row("angle_pred", -1.0)),
+        ("loss", first_row("loss", 123.0)),
+        ("p_true", first_row("p_true", 1.5)),
+        ("sample_id", lambda f: f.slice(1)),
+        ("sample_id", first_row("sample_id", 999_999)),
+    ],
+)
+def test_planted_metric_violation_is_caught(snapshot_copy, capsys, column, change):
+    partition = rewrite_metrics(snapshot_copy, change)
+    assert validate(str(snapshot_copy)) == 1
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line
+    assert f"column {column}" in line
+    assert "row" in line
+    if column not in ("sample_id",):
+        assert partition in line  # names the file
+
+
+def test_planted_clean_accuracy_violation_is_caught(snapshot_copy, capsys):
+    rewrite_table(snapshot_copy, schema.MODELS, lambda f: f.with_columns(pl.col("clean_accuracy") - 0.01))
+    assert validate(str(snapshot_copy)) == 1
+    line = capsys.readouterr().out
+    assert "models.parquet" in line and "clean_accuracy" in line
+
+
+def test_planted_summary_violation_is_caught(snapshot_copy, capsys):
+    rewrite_table(snapshot_copy, schema.SUMMARY, first_row("geom_margin_mean", 42.0))
+    assert validate(str(snapshot_copy)) == 1
+    line = capsys.readouterr().out
+    assert "summary.parquet" in line and "geom_margin_mean" in line
+
+
+def test_wrong_column_type_is_caught(snapshot_copy, capsys):
+    rewrite_table(
+        snapshot_copy, schema.CONDITIONS, lambda f: f.with_columns(pl.col("severity").cast(pl.Int64)), keep_schema=False
+    )
+    assert validate(str(snapshot_copy)) == 1
+    assert "conditions.parquet: column severity: has type int64" in capsys.readouterr().out
+
+
+def test_missing_table_is_caught(snapshot_copy, capsys):
+    (snapshot_copy / schema.EMBEDDING).unlink()
+    assert validate(str(snapshot_copy)) == 1
+    assert "embedding.parquet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["no manifest", "incomplete", "not json", "not a folder"])
+def test_unreadable_snapshot_exits_2(snapshot_copy, capsys, damage):
+    manifest = snapshot_copy / schema.MANIFEST
+    if damage == "no manifest":
+        manifest.unlink()
+    elif damage == "incomplete":
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "complete": False}))
+    elif damage == "not json":
+        manifest.write_text("{broken")
+    target = snapshot_copy / schema.MODELS if damage == "not a folder" else snapshot_copy
+    assert validate(str(target)) == 2
+    assert "prunescope compute" in capsys.readouterr().out  # names the fix

@@ -1,0 +1,74 @@
+"""Overview: what the snapshot holds, and how each model's accuracy and robustness compare."""
+
+import polars as pl
+import streamlit as st
+
+from dashboard import figures, queries, ui
+
+snapshot = ui.current_snapshot()
+table = queries.models_table(snapshot)
+dense = table.filter(pl.col("method") == "dense")
+
+st.title("Overview")
+st.caption(
+    "Every model of the snapshot on clean test images and under corruptions. Mean corruption accuracy "
+    "is the plain mean over the CIFAR-10-C corruptions x severities present; relative robustness is a "
+    "model's mean corruption accuracy minus that of the dense model it was pruned from."
+)
+
+best = table.filter(pl.col("method") != "dense").sort("relative_robustness", descending=True, nulls_last=True)
+a, b, c, d = st.columns(4)
+a.metric("Models", f"{len(table)}", help="dense and pruned models, over all seeds")
+b.metric("Dense clean accuracy", f"{dense['clean_accuracy'].mean():.1%}")
+c.metric("Dense mean corruption accuracy", f"{dense['mean_corruption_accuracy'].mean():.1%}")
+if not best.is_empty() and best["relative_robustness"][0] is not None:
+    d.metric(
+        "Best relative robustness",
+        f"{100 * best['relative_robustness'][0]:+.1f} pts",
+        help=f"{best['model_id'][0]}: mean corruption accuracy minus its dense parent's, in percentage points",
+    )
+    d.caption(best["model_id"][0])
+
+chart, facts = st.columns([3, 1.2])
+chart.plotly_chart(figures.robustness_scatter(table), width="stretch")
+facts.markdown("**Snapshot**\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in queries.snapshot_facts(snapshot).items()))
+
+measure = st.radio(
+    "Accuracy on",
+    ["clean images", "corrupted images (mean)"],
+    horizontal=True,
+    key="overview_measure",
+)
+value = "clean_accuracy" if measure == "clean images" else "mean_corruption_accuracy"
+curves = queries.method_curves(table.drop_nulls(value), value)
+dense_value = dense[value].mean() if not dense.is_empty() else None
+y_title = "clean accuracy" if value == "clean_accuracy" else "mean corruption accuracy"
+st.plotly_chart(figures.accuracy_vs_sparsity(curves, dense_value, y_title), width="stretch")
+
+st.subheader("Models")
+st.dataframe(
+    table.select(
+        "model_id",
+        "method",
+        "family",
+        "seed",
+        "target_sparsity",
+        "sparsity",
+        "params_nonzero",
+        "flops",
+        "clean_accuracy",
+        "mean_corruption_accuracy",
+        "relative_robustness",
+    ),
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "target_sparsity": st.column_config.NumberColumn("target sparsity", format="percent"),
+        "sparsity": st.column_config.NumberColumn("measured sparsity", format="percent"),
+        "params_nonzero": st.column_config.NumberColumn("nonzero params", format="localized"),
+        "flops": st.column_config.NumberColumn("multiply-adds / image", format="localized"),
+        "clean_accuracy": st.column_config.NumberColumn("clean accuracy", format="percent"),
+        "mean_corruption_accuracy": st.column_config.NumberColumn("mean corruption accuracy", format="percent"),
+        "relative_robustness": st.column_config.NumberColumn("relative robustness", format="percent"),
+    },
+)
