@@ -54,7 +54,11 @@ def test_running_every_page_loads_no_torch():
     )
     env_root = str(REPO / "data")
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
         env={**__import__("os").environ, "PRUNESCOPE_DATA": env_root},
     )
     assert result.returncode == 0, result.stderr[-2000:]
