@@ -33,7 +33,9 @@ class ComputeConfig:
     data_root: str | None = _flag(None, "folder holding cifar-10-batches-py (cifar10 only)", "data")
     # model and sweep
     architecture: str = _flag("small_cnn", "classifier architecture", "sweep")
-    methods: tuple[str, ...] = _flag(("dense", "random", "magnitude"), "pruning methods, comma-separated", "sweep")
+    methods: tuple[str, ...] = _flag(
+        ("dense", "random", "magnitude"), "pruning methods, comma-separated, or 'all'", "sweep"
+    )
     sparsities: tuple[float, ...] = _flag(
         (0.5, 0.8, 0.9, 0.95), "target sparsities in [0, 1), comma-separated", "sweep"
     )
@@ -44,6 +46,12 @@ class ComputeConfig:
     seeds: int = _flag(1, "independent dense models (seeds 0..N-1), each pruned by every method", "sweep")
     prune_first_layer: bool = _flag(False, "let methods prune the first conv layer", "sweep")
     prune_last_layer: bool = _flag(False, "let methods prune the last linear layer", "sweep")
+    allocation: str = _flag(
+        "auto",
+        "sparsity per layer: global, uniform or erk where a method allows it; auto = each method's own",
+        "sweep",
+        ("auto", "global", "uniform", "erk"),
+    )
     # training
     epochs: int = _flag(20, "epochs of dense training", "training")
     finetune_epochs: int = _flag(6, "epochs of fine-tuning after one-shot pruning", "training")
@@ -54,9 +62,29 @@ class ComputeConfig:
     weight_decay: float = _flag(5e-4, "weight decay", "training")
     warmup_epochs: float = _flag(1.0, "linear learning-rate warmup, in epochs", "training")
     augment: bool = _flag(True, "random 2-pixel shifts (and flips on CIFAR) while training", "training")
+    # methods
+    round_epochs: int = _flag(8, "epochs of retraining per imp / lrr round", "methods")
+    imp_rate: float = _flag(0.2, "fraction of the remaining weights each imp / lrr round removes", "methods")
+    rewind_epochs: float = _flag(
+        1.0, "imp rewinds survivors to their values after this many epochs (0 = init)", "methods"
+    )
+    sparse_epochs: int = _flag(
+        12, "epochs of sparse training from initialisation (snip, grasp, synflow, rigl, set)", "methods"
+    )
+    supermask_epochs: int = _flag(12, "epochs of score training (edge_popup, biprop)", "methods")
+    supermask_lr: float = _flag(0.1, "peak learning rate of score training", "methods")
+    supermask_init: str = _flag(
+        "signed_constant", "edge_popup's frozen weights", "methods", ("signed_constant", "kaiming")
+    )
+    score_batch: int = _flag(256, "training images snip and grasp score on", "methods")
+    grasp_temperature: float = _flag(200.0, "temperature of grasp's logits", "methods")
+    synflow_rounds: int = _flag(100, "pruning rounds of synflow's exponential schedule", "methods")
+    dst_update_every: int = _flag(10, "optimizer steps between rigl / set mask updates", "methods")
+    dst_drop_fraction: float = _flag(0.3, "initial fraction of active weights rigl / set replace per update", "methods")
+    dst_end: float = _flag(0.75, "fraction of training after which rigl / set masks stay fixed", "methods")
     # run
     corruption_seed: int = _flag(0, "seed of the corruptions (the same for every model)", "run")
-    eval_batch_size: int = _flag(2048, "images per forward pass in evaluation", "run")
+    eval_batch_size: int = _flag(256, "images per forward pass in evaluation", "run")
     device: str = _flag("auto", "auto, cpu or cuda", "run", ("auto", "cpu", "cuda"))
 
     def as_dict(self) -> dict:
@@ -134,14 +162,22 @@ def check_basic(cfg: ComputeConfig) -> None:
     for severity in cfg.severities:
         if severity not in (1, 2, 3, 4, 5):
             raise ConfigError(f"--severities: {severity} is not allowed; choose from 1,2,3,4,5")
-    positive = ("epochs", "batch_size", "eval_batch_size", "seeds")
+    positive = (
+        "epochs", "batch_size", "eval_batch_size", "seeds", "round_epochs", "sparse_epochs", "supermask_epochs",
+        "score_batch", "synflow_rounds", "dst_update_every",
+    )  # fmt: skip
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be at least 1")
     for name in ("finetune_epochs", "n_test", "n_train"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be 0 or more")
-    for name in ("lr", "finetune_lr"):
+    for name in ("imp_rate", "dst_drop_fraction", "dst_end"):
+        if not 0.0 < getattr(cfg, name) < 1.0:
+            raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be between 0 and 1")
+    if cfg.rewind_epochs < 0:
+        raise ConfigError(f"--rewind-epochs: {cfg.rewind_epochs} is not allowed; it must be 0 or more")
+    for name in ("lr", "finetune_lr", "supermask_lr", "grasp_temperature"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be positive")
     if len(set(cfg.methods)) != len(cfg.methods):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compute.config import InputError
 from compute.models import prunable_modules
 
 
@@ -26,8 +27,8 @@ class LayerPolicy:
         return {"prune_first_layer": self.prune_first, "prune_last_layer": self.prune_last}
 
 
-class NoPrunableLayersError(ValueError):
-    pass
+class NoPrunableLayersError(InputError):
+    """The layer policy leaves nothing to prune."""
 
 
 def prunable_layers(model: nn.Module, policy: LayerPolicy) -> list[tuple[str, nn.Module]]:

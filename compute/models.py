@@ -28,12 +28,30 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Output channels that can be removed together (structured pruning).
+
+    `producer` is the conv whose filters go, `norm` the batch norm on its outputs, and
+    `consumers` the layers that read those channels as inputs (conv in-channels, or a
+    linear layer's in-features after global average pooling).
+    """
+
+    producer: str
+    norm: str | None
+    consumers: tuple[str, ...]
+
+
 class Classifier(nn.Module):
     """Base class: subclasses define `self.normalize`, `self.body` and `self.classifier`."""
 
     normalize: Normalize
     body: nn.Module
     classifier: nn.Linear
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        """Filter groups whose removal leaves the architecture valid (default: none)."""
+        return []
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.normalize(x))
@@ -73,6 +91,11 @@ class SmallCNN(Classifier):
         self.body = nn.Sequential(*layers)
         self.classifier = nn.Linear(c_in, num_classes)
 
+    def channel_groups(self) -> list[ChannelGroup]:
+        convs = [i for i, m in enumerate(self.body) if isinstance(m, nn.Conv2d)]
+        readers = [f"body.{i}" for i in convs[1:]] + ["classifier"]
+        return [ChannelGroup(f"body.{i}", f"body.{i + 1}", (reader,)) for i, reader in zip(convs, readers, strict=True)]
+
 
 class BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
@@ -111,6 +134,15 @@ class CifarResNet(Classifier):
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.body = nn.Sequential(*layers)
         self.classifier = nn.Linear(c_in, num_classes)
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        # a block's output channels are tied to its shortcut by the residual addition, so
+        # only the inner channels (conv1 -> bn1 -> conv2) are free, as in Li et al. 2017
+        return [
+            ChannelGroup(f"body.{i}.conv1", f"body.{i}.bn1", (f"body.{i}.conv2",))
+            for i, m in enumerate(self.body)
+            if isinstance(m, BasicBlock)
+        ]
 
 
 @dataclass(frozen=True)

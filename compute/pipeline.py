@@ -15,16 +15,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from compute import corrupt, data, models, schema
 from compute.config import ComputeConfig, ConfigError, check_basic
 from compute.evaluate import class_table, condition_metrics, forward_features, pca_2d
-from compute.masks import LayerPolicy, count_flops, count_parameters, layer_sparsity, prunable_layers
-from compute.prune import METHODS, PruneContext, get_method
+from compute.masks import LayerPolicy, count_flops, count_parameters, prunable_layers
+from compute.prune import METHODS, PruneContext, PruneSettings, get_method
 from compute.rng import derive_seeds
 from compute.snapshot import SnapshotWriter, scan_metrics, summarize
-from compute.train import TrainConfig, train
+from compute.train import TrainConfig, TrainHooks, steps_per_epoch, train
 
 #: a model's buffered per-sample rows are written out as a part file beyond this many
 FLUSH_ROWS = 4_000_000
@@ -38,6 +39,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def method_order() -> list[str]:
+    """Registered methods in DESIGN.md order, any others after them."""
+    known = [m for m in schema.METHOD_FAMILIES if m in METHODS]
+    return known + sorted(set(METHODS) - set(known))
+
+
 def resolve_config(cfg: ComputeConfig) -> ComputeConfig:
     """Check every flag against the registries; expand 'all'; put dense first."""
     check_basic(cfg)
@@ -47,9 +54,13 @@ def resolve_config(cfg: ComputeConfig) -> ComputeConfig:
             raise ConfigError(
                 f"--corruptions: {name!r} is not allowed; choose from {', '.join(corrupt.CORRUPTIONS)} or 'all'"
             )
+    if cfg.methods == ("all",):
+        cfg = dataclasses.replace(cfg, methods=("dense", *method_order()))
     for name in cfg.methods:
         if name != "dense" and name not in METHODS:
-            raise ConfigError(f"--methods: {name!r} is not allowed; choose from dense, {', '.join(sorted(METHODS))}")
+            raise ConfigError(
+                f"--methods: {name!r} is not allowed; choose from dense, {', '.join(method_order())} or 'all'"
+            )
     if cfg.architecture not in models.ARCHITECTURES:
         raise ConfigError(
             f"--architecture: {cfg.architecture!r} is not allowed; choose one of {', '.join(models.ARCHITECTURES)}"
@@ -69,6 +80,7 @@ class ModelRecord:
     model: models.Classifier
     train_seconds: float
     prune_seconds: float
+    notes: dict
 
 
 @dataclass
@@ -117,36 +129,83 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def from_config(cls, cfg: ComputeConfig, **overrides):
+    """A dataclass built from the config fields of the same names (then `overrides`)."""
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)}
+    return cls(**{**values, **overrides})
+
+
+def schedules(cfg: ComputeConfig) -> dict[str, TrainConfig]:
+    """Every training schedule of the run, from the flat config."""
+    dense = from_config(TrainConfig, cfg)
+    return {
+        "dense": dense,
+        "finetune": dataclasses.replace(dense, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0.0),
+        # each round restarts the decay from the peak: the schedule replayed (lrr) or resumed after rewinding (imp)
+        "rounds": dataclasses.replace(dense, epochs=cfg.round_epochs, warmup_epochs=0.0),
+        "sparse": dataclasses.replace(dense, epochs=cfg.sparse_epochs),
+        "supermask": dataclasses.replace(dense, epochs=cfg.supermask_epochs, lr=cfg.supermask_lr),
+    }
+
+
+def prune_settings(cfg: ComputeConfig) -> PruneSettings:
+    return from_config(PruneSettings, cfg)
+
+
+def method_table(cfg: ComputeConfig) -> dict[str, dict]:
+    """What the manifest records of each method: family, allocation used, what it does."""
+    settings = prune_settings(cfg)
+    out = {"dense": {"family": "dense", "description": "the trained, unpruned model every pruned model comes from"}}
+    for name in cfg.methods[1:]:
+        method = get_method(name)
+        out[name] = {
+            "family": method.family,
+            "allocation": method.allocation(settings),
+            "allocations": list(method.allocations),
+            "description": method.description,
+        }
+    return out
+
+
 def train_models(
     cfg: ComputeConfig, dataset: data.Dataset, device: torch.device, progress: bool
 ) -> tuple[list[ModelRecord], dict]:
     """The dense model of every seed and every method's pruned models from it."""
     mean, std = dataset.channel_stats()
     spec = models.ModelSpec(cfg.architecture, dataset.num_classes, tuple(mean), tuple(std))
-    dense_cfg = TrainConfig(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        warmup_epochs=cfg.warmup_epochs,
-        augment=cfg.augment,
-    )
-    finetune_cfg = dataclasses.replace(dense_cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0.0)
+    plans = schedules(cfg)
+    settings = prune_settings(cfg)
     policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
+    rewind_step = round(cfg.rewind_epochs * steps_per_epoch(len(dataset.train_labels), cfg.batch_size))
     records: list[ModelRecord] = []
-    jobs = cfg.seeds * len(cfg.methods)
-    bar = tqdm(total=jobs, desc="models", unit="method", disable=not progress)
+    bar = tqdm(total=cfg.seeds * len(cfg.methods), desc="models", unit="method", disable=not progress)
     for seed in range(cfg.seeds):
         torch.manual_seed(seed)
         dense = models.build(spec)
         prunable_layers(dense, policy)  # fail early on an architecture with nothing to prune
         init_state = copy.deepcopy(dense.state_dict())
-        result = train(dense, dataset, dense_cfg, seed=seed, device=device, desc=f"dense s{seed}", progress=progress)
+        result = train(
+            dense, dataset, plans["dense"], seed=seed, device=device, desc=f"dense s{seed}", progress=progress,
+            hooks=TrainHooks(capture_step=rewind_step),
+        )  # fmt: skip
         dense_id = schema.model_id_for("dense", 0.0, seed)
-        records.append(ModelRecord(dense_id, "dense", "dense", 0.0, seed, dense_id, dense, result.seconds, 0.0))
+        records.append(ModelRecord(dense_id, "dense", "dense", 0.0, seed, dense_id, dense, result.seconds, 0.0, {}))
         bar.update()
-        ctx = PruneContext(dense, init_state, dataset, dense_cfg, finetune_cfg, policy, seed, device, progress)
+        ctx = PruneContext(
+            dense=dense,
+            init_state=init_state,
+            rewind_state=result.captured,
+            data=dataset,
+            finetune=plans["finetune"],
+            rounds=plans["rounds"],
+            sparse=plans["sparse"],
+            supermask=plans["supermask"],
+            settings=settings,
+            policy=policy,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
         for name in cfg.methods[1:]:
             method = get_method(name)
             bar.set_postfix(method=name)
@@ -162,12 +221,29 @@ def train_models(
                         pruned.model,
                         pruned.train_seconds,
                         pruned.prune_seconds,
+                        pruned.notes,
                     )
                 )
             bar.update()
     bar.close()
-    schedule = {"dense": dense_cfg.as_dict(), "finetune": finetune_cfg.as_dict(), **policy.as_dict()}
+    schedule = {
+        **{name: plan.as_dict() for name, plan in plans.items()},
+        "rewind_step": rewind_step,
+        **policy.as_dict(),
+    }
     return records, schedule
+
+
+def prunable_sparsity(model: nn.Module, parent: nn.Module, policy: LayerPolicy) -> float:
+    """1 - nonzero prunable weights / the dense parent's prunable weights.
+
+    For unstructured methods the two totals are equal; a structurally pruned model is
+    smaller, and its removed filters count as pruned.
+    """
+    parent_total = sum(m.weight.numel() for _, m in prunable_layers(parent, policy))
+    modules = dict(model.named_modules())
+    nonzero = sum(int((modules[name].weight != 0).sum()) for name, _ in prunable_layers(parent, policy))
+    return 1.0 - nonzero / parent_total
 
 
 def condition_images(
@@ -247,9 +323,10 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
         summary = summarize(scan_metrics(writer.tmp))
         writer.write_table(schema.SUMMARY, summary)
         clean_accuracy = dict(summary.filter(pl.col("condition_id") == 0).select("model_id", "accuracy").iter_rows())
+        policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
+        by_id = {record.model_id: record for record in records}
         model_rows, class_rows, embedding_rows = [], [], []
         for record in records:
-            layers = prunable_layers(record.model, LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer))
             total, nonzero = count_parameters(record.model)
             model_rows.append(
                 {
@@ -257,7 +334,7 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
                     "method": record.method,
                     "family": record.family,
                     "target_sparsity": record.target_sparsity,
-                    "sparsity": layer_sparsity(layers),
+                    "sparsity": prunable_sparsity(record.model, by_id[record.parent_id].model, policy),
                     "params_total": total,
                     "params_nonzero": nonzero,
                     "flops": count_flops(record.model, dataset.image_shape),
@@ -312,6 +389,8 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
             "packages": _package_versions(),
             "config": cfg.as_dict(),
             "schedule": schedule,
+            "methods": method_table(cfg),
+            "model_notes": {r.model_id: r.notes for r in records if r.notes},
             "corruptions": {
                 "source": "generated",
                 "spatial_scale": dataset.image_shape[-1] / 32.0,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -42,16 +44,18 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, flip: bool, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random translation by up to `pad` pixels (zero fill) and optional horizontal flip."""
-    n, _, h, w = x.shape
+    """Random translation by up to `pad` pixels (zero fill) and optional horizontal flip.
+
+    One flat gather per batch: about twice as fast on the CPU as 4-way advanced indexing.
+    """
+    n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    out = padded[batch, channel, rows, cols]
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]
+    index = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+    out = padded.flatten(2).gather(2, index).reshape(n, c, h, w)
     if flip:
         flip_mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         out = torch.where(flip_mask[:, None, None, None], out.flip(-1), out)
@@ -59,16 +63,43 @@ def augment_batch(x: torch.Tensor, flip: bool, generator: torch.Generator, pad: 
 
 
 @dataclass
+class TrainHooks:
+    """How a method changes the training loop; the defaults train the model's own weights."""
+
+    #: what the optimizer updates (default: every parameter of the model)
+    parameters: Iterable[torch.Tensor] | None = None
+    #: images -> logits (default: the model's forward)
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: called as (step, total_steps) after backward, before the optimizer step: dense
+    #: gradients are still there (RigL reads them to regrow connections)
+    on_backward: Callable[[int, int], None] | None = None
+    #: return a copy of the model's state after this many steps (weight rewinding); the
+    #: final state when training has fewer steps
+    capture_step: int | None = None
+
+
+@dataclass
 class TrainResult:
     seconds: float
     steps: int
     final_loss: float
+    captured: dict[str, torch.Tensor] | None = None
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+def make_optimizer(
+    model: nn.Module, cfg: TrainConfig, parameters: Iterable[torch.Tensor] | None = None
+) -> torch.optim.SGD:
     return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+        model.parameters() if parameters is None else parameters,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=True,
     )
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return max(1, n_train // batch_size)  # the ragged last batch is dropped
 
 
 def train(
@@ -79,42 +110,49 @@ def train(
     device: torch.device,
     desc: str = "train",
     progress: bool = True,
-    epochs: int | None = None,
+    hooks: TrainHooks | None = None,
 ) -> TrainResult:
-    """Train `model` in place; weights outside its masks stay exactly zero."""
-    epochs = cfg.epochs if epochs is None else epochs
+    """Train `model` in place for `cfg.epochs`; weights outside its masks stay exactly zero."""
+    hooks = hooks or TrainHooks()
+    forward = hooks.forward or model
     start = time.perf_counter()
     model.to(device).train()
     images = data.train_images.to(device)
     labels = data.train_labels.to(device)
     n = len(labels)
-    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch
-    total_steps = epochs * steps_per_epoch
-    warmup = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
-    optimizer = make_optimizer(model, cfg)
+    per_epoch = steps_per_epoch(n, cfg.batch_size)
+    total_steps = cfg.epochs * per_epoch
+    warmup = min(total_steps, round(cfg.warmup_epochs * per_epoch))
+    optimizer = make_optimizer(model, cfg, hooks.parameters)
     generator = torch.Generator().manual_seed(seed)
-    step, loss_value = 0, float("nan")
+    step, loss_value, captured = 0, float("nan"), None
     bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, disable=not progress)
-    for _ in range(epochs):
+    for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=generator).to(device)
-        for b in range(steps_per_epoch):
+        for b in range(per_epoch):
+            if step == hooks.capture_step:
+                captured = copy.deepcopy(model.state_dict())
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x = to_float(images[idx])
             if cfg.augment:
                 x = augment_batch(x, data.augment_flip, generator)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
-            loss = F.cross_entropy(model(x), labels[idx])
+            loss = F.cross_entropy(forward(x), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if hooks.on_backward is not None:
+                hooks.on_backward(step, total_steps)
             masked_step(model, optimizer)
             step += 1
             bar.update()
         loss_value = float(loss.detach())
         bar.set_postfix(loss=f"{loss_value:.3f}")
     bar.close()
+    if hooks.capture_step is not None and captured is None:
+        captured = copy.deepcopy(model.state_dict())  # the step lies at or past the end of training
     model.eval()
-    return TrainResult(time.perf_counter() - start, step, loss_value)
+    return TrainResult(time.perf_counter() - start, step, loss_value, captured)
 
 
 @torch.inference_mode()

@@ -62,6 +62,9 @@ def test_summary_line_reports_the_work(tmp_path):
         (["--device", "tpu"], ["--device", "tpu", "cpu"]),
         (["--epochs", "zero"], ["--epochs", "zero"]),
         (["--dataset", "cifar10"], ["--data-root"]),
+        (["--allocation", "best"], ["--allocation", "best", "erk"]),
+        (["--imp-rate", "1.5"], ["--imp-rate", "1.5", "between 0 and 1"]),
+        (["--supermask-init", "zeros"], ["--supermask-init", "zeros", "signed_constant"]),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, names):

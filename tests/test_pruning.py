@@ -1,10 +1,15 @@
-"""Masks stay exact through training; one-shot methods pick the masks they claim to."""
+"""Masks, allocation and every pruning method against independent computations."""
 
+import copy
+import dataclasses
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from compute import models
+from compute import models, schema
 from compute.masks import (
     LayerPolicy,
     NoPrunableLayersError,
@@ -15,25 +20,60 @@ from compute.masks import (
     prunable_layers,
     set_masks,
 )
-from compute.prune import get_method
-from compute.prune.base import PruneContext, global_prune_masks
-from compute.train import TrainConfig, make_optimizer
+from compute.pipeline import prunable_sparsity
+from compute.prune import METHODS, PruneContext, PruneSettings, get_method
+from compute.prune.allocation import erk_densities, global_masks, keep_counts, select_masks
+from compute.prune.at_init import grasp_saliency, snip_saliency, synflow_saliency
+from compute.prune.dynamic import MaskUpdater, drop_fraction
+from compute.prune.iterative import round_plan
+from compute.prune.structured import choose_filters, fraction_for, mask_filters, prunable_groups, shrink
+from compute.prune.supermask import TopK, effective_weight
+from compute.train import TrainConfig, TrainHooks, make_optimizer, train
 
 
-def small_model(seed=0):
+def small_model(seed=0, architecture="small_cnn"):
     torch.manual_seed(seed)
-    return models.build(models.ModelSpec("small_cnn", 10, (0.5,) * 3, (0.25,) * 3))
+    return models.build(models.ModelSpec(architecture, 10, (0.5,) * 3, (0.25,) * 3))
+
+
+def magnitude_scores(layers):
+    return {name: module.weight.detach().abs() for name, module in layers}
+
+
+def make_ctx(data, dense=None, **settings) -> PruneContext:
+    """A context around a briefly trained dense model, with one-epoch schedules."""
+    dense = dense or small_model()
+    init_state = copy.deepcopy(dense.state_dict())
+    schedule = TrainConfig(epochs=1, batch_size=32, lr=0.05)
+    result = train(dense, data, schedule, seed=0, device=torch.device("cpu"), progress=False)
+    assert result.steps > 0
+    return PruneContext(
+        dense=dense,
+        init_state=init_state,
+        rewind_state=copy.deepcopy(init_state),
+        data=data,
+        finetune=schedule,
+        rounds=schedule,
+        sparse=schedule,
+        supermask=schedule,
+        settings=PruneSettings(**{"synflow_rounds": 5, "score_batch": 64, "dst_update_every": 2, **settings}),
+        policy=LayerPolicy(),
+        seed=0,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+
+
+# --- masks ---------------------------------------------------------------------------
 
 
 def test_masked_weights_stay_zero_under_momentum_and_weight_decay():
     model = small_model()
     layers = prunable_layers(model, LayerPolicy())
-    scores = {name: m.weight.detach().abs() for name, m in layers}
-    set_masks(model, global_prune_masks(scores, 0.8))
+    set_masks(model, global_masks(magnitude_scores(layers), 0.8))
     optimizer = make_optimizer(model, TrainConfig(epochs=1, lr=0.5, momentum=0.9, weight_decay=0.1))
-    # give the optimizer momentum on every weight first, as a model trained dense has
     for _ in range(5):
-        loss = torch.nn.functional.cross_entropy(model(torch.rand(8, 3, 32, 32)), torch.randint(0, 10, (8,)))
+        loss = nn.functional.cross_entropy(model(torch.rand(8, 3, 32, 32)), torch.randint(0, 10, (8,)))
         optimizer.zero_grad()
         loss.backward()
         masked_step(model, optimizer)
@@ -49,7 +89,7 @@ def test_masked_weights_stay_zero_under_momentum_and_weight_decay():
 def test_masks_hold_even_when_training_diverges():
     model = small_model()
     layers = prunable_layers(model, LayerPolicy())
-    set_masks(model, global_prune_masks({n: m.weight.detach().abs() for n, m in layers}, 0.5))
+    set_masks(model, global_masks(magnitude_scores(layers), 0.5))
     optimizer = make_optimizer(model, TrainConfig(epochs=1, lr=1e6))
     for _ in range(3):
         loss = model(torch.rand(4, 3, 32, 32)).pow(2).sum() * 1e30
@@ -65,7 +105,7 @@ def test_global_magnitude_equals_torch_global_unstructured():
 
     ours, theirs = small_model(1), small_model(1)
     layers = prunable_layers(ours, LayerPolicy())
-    masks = global_prune_masks({name: m.weight.detach().abs() for name, m in layers}, 0.9)
+    masks = select_masks(magnitude_scores(layers), 0.9, "global")
     their_layers = dict(theirs.named_modules())
     torch_prune.global_unstructured(
         [(their_layers[name], "weight") for name, _ in layers], pruning_method=torch_prune.L1Unstructured, amount=0.9
@@ -87,11 +127,13 @@ def test_policy_keeps_first_and_last_layer_dense_by_default():
 def test_pruned_checkpoint_loads_into_an_unpruned_model():
     pruned, fresh = small_model(0), small_model(5)
     layers = prunable_layers(pruned, LayerPolicy())
-    set_masks(pruned, global_prune_masks({n: m.weight.detach().abs() for n, m in layers}, 0.5))
+    set_masks(pruned, global_masks(magnitude_scores(layers), 0.5))
     fresh.load_state_dict(pruned.state_dict())  # strict: same keys, masks included
     x = torch.rand(4, 3, 32, 32)
     pruned.eval(), fresh.eval()
     torch.testing.assert_close(fresh(x), pruned(x))
+    assert not any("orig" in key for key in pruned.state_dict())  # no weight_orig re-parametrisation
+    copy.deepcopy(pruned)
 
 
 def test_parameter_and_flop_counts_by_hand():
@@ -106,43 +148,348 @@ def test_parameter_and_flop_counts_by_hand():
     assert count_parameters(model)[1] == total - 2 * 27
 
 
-@pytest.mark.parametrize("method", ["random", "magnitude"])
-def test_one_shot_methods_reach_their_sparsity_and_train(method, tiny_data):
-    dense = small_model()
-    ctx = PruneContext(
-        dense=dense,
-        init_state=dense.state_dict(),
-        data=tiny_data,
-        train=TrainConfig(epochs=1, batch_size=32),
-        finetune=TrainConfig(epochs=1, batch_size=32, lr=0.01),
-        policy=LayerPolicy(),
-        seed=0,
-        device=torch.device("cpu"),
-        progress=False,
-    )
-    before = {k: v.clone() for k, v in dense.state_dict().items()}
-    results = get_method(method).run(ctx, [0.5, 0.95])
-    for result, target in zip(results, [0.5, 0.95], strict=True):
-        layers = prunable_layers(result.model, LayerPolicy())
-        assert layer_sparsity(layers) == pytest.approx(target, abs=0.005)
+# --- allocation ------------------------------------------------------------------------
+
+
+def test_erk_densities_follow_their_definition():
+    shapes = {"a": (16, 3, 3, 3), "b": (32, 16, 3, 3), "c": (64, 32, 3, 3), "d": (10, 64)}
+    densities = erk_densities(shapes, 0.2)
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    kept = sum(densities[n] * sizes[n] for n in shapes)
+    assert kept == pytest.approx(0.2 * sum(sizes.values()))
+    sparse = [n for n in shapes if densities[n] < 1.0]
+    ratios = {n: densities[n] / (sum(shapes[n]) / sizes[n]) for n in sparse}
+    assert max(ratios.values()) == pytest.approx(min(ratios.values()))  # one epsilon for every sparse layer
+    assert all(0 < d <= 1 for d in densities.values())
+    assert densities["a"] > densities["c"]  # small layers stay denser
+    # a density the small layers cannot reach leaves them dense and the rest shares the budget
+    capped = erk_densities(shapes, 0.9)
+    assert capped["a"] == 1.0
+    assert sum(capped[n] * sizes[n] for n in shapes) == pytest.approx(0.9 * sum(sizes.values()))
+
+
+@pytest.mark.parametrize("allocation", ["global", "uniform", "erk"])
+def test_allocations_reach_the_target_exactly(allocation):
+    model = small_model()
+    layers = prunable_layers(model, LayerPolicy())
+    masks = select_masks(magnitude_scores(layers), 0.9, allocation)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    assert abs((1 - kept / total) - 0.9) < 0.005
+    if allocation == "uniform":
+        for name, mask in masks.items():
+            assert abs(1 - mask.float().mean().item() - 0.9) < 0.005, name
+    counts = keep_counts({n: tuple(m.weight.shape) for n, m in layers}, 0.9, "uniform")
+    assert all(c >= 1 for c in counts.values())
+
+
+# --- every method ------------------------------------------------------------------------
+
+
+def test_every_registered_method_has_its_design_family():
+    assert set(METHODS) == set(schema.METHOD_FAMILIES) - {"dense"}
+    for name, cls in METHODS.items():
+        assert cls.family == schema.METHOD_FAMILIES[name], name
+        assert cls.description
+
+
+@pytest.fixture(scope="module")
+def method_ctx(tiny_data):
+    return make_ctx(tiny_data)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_reaches_its_sparsity_and_leaves_the_dense_model_alone(name, method_ctx):
+    before = {k: v.clone() for k, v in method_ctx.dense.state_dict().items()}
+    targets = [0.5, 0.9]
+    results = get_method(name).run(method_ctx, targets)
+    assert [r.target_sparsity for r in results] == targets
+    for result in results:
+        measured = prunable_sparsity(result.model, method_ctx.dense, method_ctx.policy)
+        if name in ("imp", "lrr"):
+            total = sum(m.weight.numel() for _, m in prunable_layers(method_ctx.dense, method_ctx.policy))
+            plan, nearest = round_plan(total, 0.2, targets)
+            assert measured == pytest.approx(plan[nearest[result.target_sparsity]], abs=1e-3)
+            assert abs(measured - result.target_sparsity) < 0.02  # the nearest round
+        elif name == "l1_filter":
+            assert abs(measured - result.target_sparsity) < 0.02  # whole filters: coarser steps
+        else:
+            assert abs(measured - result.target_sparsity) < 0.005
+        for _, module in prunable_layers(result.model, method_ctx.policy):
+            assert (module.weight[~module.weight_mask] == 0).all()
         assert result.train_seconds > 0
-    for key, value in dense.state_dict().items():
-        assert torch.equal(value, before[key]), f"{method} changed the dense model's {key}"
+        x = method_ctx.data.test_images[:4].float() / 255
+        assert torch.isfinite(result.model.eval()(x)).all()
+    for key, value in method_ctx.dense.state_dict().items():
+        assert torch.equal(value, before[key]), f"{name} changed the dense model's {key}"
 
 
-def test_magnitude_removes_exactly_the_smallest_weights(tiny_data):
+def test_magnitude_removes_exactly_the_smallest_weights():
     dense = small_model(3)
     layers = prunable_layers(dense, LayerPolicy())
     magnitudes = torch.cat([m.weight.detach().abs().flatten() for _, m in layers])
     threshold = magnitudes.sort().values[round(0.8 * magnitudes.numel()) - 1]
-    masks = global_prune_masks({n: m.weight.detach().abs() for n, m in layers}, 0.8)
+    masks = global_masks(magnitude_scores(layers), 0.8)
     for name, module in layers:
         assert (module.weight.detach().abs()[~masks[name]] <= threshold).all()
         assert (module.weight.detach().abs()[masks[name]] >= threshold).all()
 
 
-def test_sparsity_outside_the_unit_interval_is_refused():
-    with pytest.raises(ValueError, match=r"outside \[0, 1\)"):
-        global_prune_masks({"w": torch.ones(4)}, 1.0)
+def test_allocation_setting_is_honoured_where_the_method_allows(tiny_data):
+    ctx = make_ctx(tiny_data, allocation="uniform")
+    model = get_method("magnitude").run(ctx, [0.8])[0].model
+    for _, module in prunable_layers(model, ctx.policy):
+        assert abs((module.weight == 0).float().mean().item() - 0.8) < 0.005
+    assert get_method("rigl").allocation(PruneSettings(allocation="global")) == "erk"  # not allowed: own default
+    assert get_method("magnitude").allocation(PruneSettings()) == "global"
+
+
+# --- iterative ---------------------------------------------------------------------------
+
+
+def test_round_plan_follows_the_geometric_schedule():
+    plan, nearest = round_plan(100_000, 0.2, [0.5, 0.8, 0.9, 0.95])
+    for n, sparsity in enumerate(plan):
+        assert sparsity == pytest.approx(1 - 0.8**n, abs=1e-4)
+    assert nearest == {0.5: 3, 0.8: 7, 0.9: 10, 0.95: 13}
+    with pytest.raises(ValueError, match="imp_rate"):
+        round_plan(100, 1.5, [0.5])
+
+
+@pytest.mark.parametrize("name", ["imp", "lrr"])
+def test_imp_rewinds_to_the_recorded_weights_and_lrr_does_not(name, tiny_data):
+    ctx = make_ctx(tiny_data)
+    # a recognisable rewind point, and no retraining, so the rewound weights are visible
+    rewind = {k: (v + 1.0 if k.endswith(".weight") else v) for k, v in ctx.init_state.items()}
+    ctx = dataclasses.replace(ctx, rewind_state=rewind, rounds=dataclasses.replace(ctx.rounds, epochs=0))
+    result = get_method(name).run(ctx, [0.2])[0]
+    assert result.notes["round"] == 1
+    dense_layers = dict(prunable_layers(ctx.dense, ctx.policy))
+    expected_masks = global_masks(magnitude_scores(dense_layers.items()), 1 - 0.8)
+    for layer, module in prunable_layers(result.model, ctx.policy):
+        kept = module.weight_mask
+        assert torch.equal(kept, expected_masks[layer])  # round 1 ranks the trained weights
+        source = rewind[f"{layer}.weight"] if name == "imp" else dense_layers[layer].weight.detach()
+        assert torch.equal(module.weight[kept], source[kept])
+        assert (module.weight[~kept] == 0).all()
+
+
+# --- at initialisation: saliencies by hand --------------------------------------------------
+
+
+def tiny_net():
+    net = nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.5, -1.0, 0.2], [0.3, 0.8, -0.6], [-0.7, 0.1, 0.4], [0.9, 0.2, 0.1]]))
+        net[2].weight.copy_(torch.tensor([[1.0, -0.5, 0.3, 0.7], [-0.2, 0.6, -0.9, 0.4]]))
+    return net
+
+
+X = torch.tensor([[1.0, 2.0, -1.0], [0.5, -0.3, 0.8], [2.0, 0.1, 0.3]])
+Y = torch.tensor([0, 1, 1])
+
+
+def hand_gradients(w1: np.ndarray, w2: np.ndarray, x: np.ndarray, y: np.ndarray, temperature: float = 1.0):
+    """Mean cross-entropy gradients of the two-layer ReLU net, written out by hand."""
+    z1 = x @ w1.T
+    a = np.maximum(z1, 0)
+    z2 = a @ w2.T / temperature
+    p = np.exp(z2 - z2.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    dz2 = (p - np.eye(2)[y]) / len(y) / temperature
+    dw2 = dz2.T @ a
+    dz1 = (dz2 @ w2) * (z1 > 0)
+    dw1 = dz1.T @ x
+    return dw1, dw2
+
+
+def test_snip_saliency_matches_a_hand_computation():
+    net = tiny_net()
+    w1, w2 = net[0].weight.detach().numpy(), net[2].weight.detach().numpy()
+    dw1, dw2 = hand_gradients(w1, w2, X.numpy(), Y.numpy())
+    got = snip_saliency(net, ["0", "2"], X, Y)
+    np.testing.assert_allclose(got["0"].numpy(), np.abs(w1 * dw1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["2"].numpy(), np.abs(w2 * dw2), rtol=1e-5, atol=1e-7)
+
+
+def test_grasp_saliency_matches_the_explicit_hessian():
+    net = tiny_net()
+    temperature = 2.0
+    shapes = [net[0].weight.shape, net[2].weight.shape]
+    theta = torch.cat([net[0].weight.detach().flatten(), net[2].weight.detach().flatten()]).double()
+
+    def loss(flat):
+        w1 = flat[:12].reshape(shapes[0])
+        w2 = flat[12:].reshape(shapes[1])
+        return nn.functional.cross_entropy(torch.relu(X.double() @ w1.T) @ w2.T / temperature, Y)
+
+    hessian = torch.autograd.functional.hessian(loss, theta)
+    gradient = torch.autograd.functional.jacobian(loss, theta)
+    expected = -theta * (hessian @ gradient)
+    got = grasp_saliency(net, ["0", "2"], X, Y, temperature)
+    np.testing.assert_allclose(
+        torch.cat([got["0"].flatten(), got["2"].flatten()]).numpy(), expected.numpy(), rtol=1e-4, atol=1e-9
+    )
+    # the gradient part agrees with the hand formulas too
+    dw1, _ = hand_gradients(*(m.weight.detach().numpy() for m in (net[0], net[2])), X.numpy(), Y.numpy(), temperature)
+    np.testing.assert_allclose(gradient[:12].reshape(4, 3).numpy(), dw1, rtol=1e-5, atol=1e-8)
+
+
+def test_synflow_saliency_matches_the_closed_form():
+    net = tiny_net()
+    w1, w2 = np.abs(net[0].weight.detach().numpy()), np.abs(net[2].weight.detach().numpy())
+    # R = 1' |W2| |W1| 1 (all positive, so the ReLU passes everything):
+    # dR/d|W1|_ij = sum_k |W2|_ki and dR/d|W2|_ki = sum_j |W1|_ij
+    expected_1 = w1 * w2.sum(axis=0)[:, None]
+    expected_2 = w2 * w1.sum(axis=1)[None, :]
+    got = synflow_saliency(net, ["0", "2"], (3,))
+    np.testing.assert_allclose(got["0"].numpy(), expected_1, rtol=1e-6)
+    np.testing.assert_allclose(got["2"].numpy(), expected_2, rtol=1e-6)
+    assert torch.equal(net[0].weight, tiny_net()[0].weight)  # the model itself is untouched
+
+
+# --- dynamic sparse training ---------------------------------------------------------------
+
+
+def test_drop_fraction_is_cosine_annealed_and_stops():
+    settings = PruneSettings(dst_update_every=10, dst_drop_fraction=0.3, dst_end=0.5)
+    assert drop_fraction(0, 100, settings) == 0.0  # no update before the first step
+    assert drop_fraction(5, 100, settings) == 0.0  # not an update step
+    assert drop_fraction(10, 100, settings) == pytest.approx(0.15 * (1 + math.cos(math.pi * 10 / 50)))
+    assert drop_fraction(50, 100, settings) == 0.0  # past dst_end
+
+
+@pytest.mark.parametrize("grow", ["gradient", "random"])
+def test_dynamic_updates_keep_each_layer_count_while_the_mask_moves(grow):
+    model = small_model()
+    layers = prunable_layers(model, LayerPolicy())
+    set_masks(model, select_masks(magnitude_scores(layers), 0.9, "erk"))
+    counts = {name: int(m.weight_mask.sum()) for name, m in layers}
+    start = {name: m.weight_mask.clone() for name, m in layers}
+    updater = MaskUpdater(layers, PruneSettings(dst_update_every=1, dst_end=0.9), grow, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(1, 6):
+        for _, module in layers:
+            module.weight.grad = torch.randn(module.weight.shape, generator=gen)
+        before = {name: m.weight_mask.clone() for name, m in layers}
+        updater(step, 10)
+        for name, module in layers:
+            assert int(module.weight_mask.sum()) == counts[name]
+            grown = module.weight_mask & ~before[name]
+            assert (module.weight[grown] == 0).all()
+            if grow == "gradient" and grown.any():
+                # regrown connections have the largest |gradient| among the connections that were free
+                free = ~module.weight_mask | grown
+                threshold = module.weight.grad.abs()[grown].min()
+                assert (module.weight.grad.abs()[free & ~grown] <= threshold).all()
+    assert updater.updates == 5 and updater.moved > 0
+    assert any(not torch.equal(start[name], m.weight_mask) for name, m in layers)
+
+
+# --- structured ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("architecture", ["small_cnn", "resnet20"])
+def test_l1_filter_smaller_model_gives_the_masked_model_outputs(architecture):
+    model = small_model(2, architecture)
+    with torch.no_grad():  # non-trivial batch-norm statistics and affine parameters
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    names = [n for n, _ in prunable_layers(model, LayerPolicy())]
+    groups = prunable_groups(model, set(names))
+    keep = choose_filters(model, groups, 0.5)
+    masked, small = copy.deepcopy(model), copy.deepcopy(model)
+    mask_filters(masked, groups, keep)
+    shrink(small, groups, keep)
+    x = torch.rand(6, 3, 32, 32)
+    masked.eval(), small.eval()
+    torch.testing.assert_close(small(x), masked(x), atol=1e-5, rtol=1e-4)
+    assert count_parameters(small)[0] < count_parameters(model)[0]
+    for g in groups:
+        assert small.get_submodule(g.producer).out_channels == len(keep[g.producer])
+    # the kept filters are the ones with the largest L1 norms
+    g = groups[0]
+    norms = model.get_submodule(g.producer).weight.abs().sum(dim=(1, 2, 3))
+    assert norms[keep[g.producer]].min() >= norms[~torch.isin(torch.arange(len(norms)), keep[g.producer])].max()
+
+
+def test_l1_filter_never_removes_a_layers_last_channel_and_matches_the_target():
+    model = small_model()
+    names = [n for n, _ in prunable_layers(model, LayerPolicy())]
+    groups = prunable_groups(model, set(names))
+    keep = choose_filters(model, groups, 0.9999)
+    assert all(len(idx) == 1 for idx in keep.values())
+    fraction = fraction_for(model, groups, names, 0.8)
+    small = copy.deepcopy(model)
+    shrink(small, groups, choose_filters(model, groups, fraction))
+    assert abs(prunable_sparsity(small, model, LayerPolicy()) - 0.8) < 0.02
+
+
+def test_l1_filter_needs_filter_groups():
+    with pytest.raises(ValueError, match="no filter group"):
+        prunable_groups(small_model(), set())
+
+
+# --- supermasks ----------------------------------------------------------------------------
+
+
+def test_topk_straight_through_and_biprop_binarisation():
+    scores = torch.tensor([[0.1, -0.9, 0.5], [0.3, 0.05, -0.2]], requires_grad=True)
+    mask = TopK.apply(scores.abs(), 3)
+    assert mask.tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
+    (mask * torch.arange(6.0).reshape(2, 3)).sum().backward()
+    torch.testing.assert_close(scores.grad.abs(), torch.arange(6.0).reshape(2, 3))  # straight through |.|
+    weight = torch.tensor([[0.4, -0.2, 0.6], [-0.8, 0.1, 0.3]])
+    binary = effective_weight(weight, mask.detach(), binarize=True)
+    alpha = (0.2 + 0.6 + 0.8) / 3
+    torch.testing.assert_close(binary, torch.tensor([[0.0, -alpha, alpha], [-alpha, 0.0, 0.0]]))
+    torch.testing.assert_close(effective_weight(weight, mask.detach(), binarize=False), weight * mask.detach())
+
+
+@pytest.mark.parametrize("name", ["edge_popup", "biprop"])
+def test_supermask_weights_are_frozen_random_values_under_the_mask(name, method_ctx):
+    result = get_method(name).run(method_ctx, [0.7])[0]
+    for _, module in prunable_layers(result.model, method_ctx.policy):
+        kept = module.weight[module.weight_mask].abs()
+        # signed-constant (edge_popup) and binarised (biprop) weights share one magnitude per layer
+        assert torch.allclose(kept, kept[0].expand_as(kept), rtol=1e-5)
+        assert abs((~module.weight_mask).float().mean().item() - 0.7) < 0.005
+
+
+def test_bad_method_and_sparsity_are_refused():
     with pytest.raises(ValueError, match="unknown pruning method 'nope'"):
         get_method("nope")
+    with pytest.raises(ValueError, match=r"outside \[0, 1\)"):
+        global_masks({"w": torch.ones(4)}, 1.0)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\)"):
+        select_masks({"w": torch.ones(4)}, -0.1, "uniform")
+
+
+def test_training_captures_the_state_at_the_rewind_step(tiny_data):
+    model = small_model()
+    schedule = TrainConfig(epochs=2, batch_size=50)  # 4 steps per epoch on 200 images
+    seen = {}
+
+    def observe(step, total):  # after `step` updates, before the next one
+        seen[step] = copy.deepcopy(model.state_dict())
+
+    hooks = TrainHooks(capture_step=3, on_backward=observe)
+    result = train(model, tiny_data, schedule, seed=0, device=torch.device("cpu"), progress=False, hooks=hooks)
+    assert result.steps == 8
+    # parameters match; batch-norm running statistics already moved in step 3's forward pass
+    for key, _ in model.named_parameters():
+        assert torch.equal(result.captured[key], seen[3][key]), key
+    assert not torch.equal(result.captured["body.3.weight"], model.state_dict()["body.3.weight"])
+
+    fresh = small_model()
+    initial = copy.deepcopy(fresh.state_dict())
+    at_init = train(
+        fresh, tiny_data, schedule, 0, torch.device("cpu"), progress=False, hooks=TrainHooks(capture_step=0)
+    )
+    assert torch.equal(at_init.captured["body.3.weight"], initial["body.3.weight"])
+    past = train(fresh, tiny_data, schedule, 0, torch.device("cpu"), progress=False, hooks=TrainHooks(capture_step=99))
+    assert torch.equal(past.captured["body.3.weight"], fresh.state_dict()["body.3.weight"])  # past the end: final

@@ -1,4 +1,8 @@
-"""CIFAR-10 at full scale on a CUDA GPU: ResNet-20, the whole test set."""
+"""CIFAR-10 at full scale on a CUDA GPU: ResNet-20, the whole test set, every method.
+
+Schedules follow the usual CIFAR recipes, shortened where a method repeats training
+(imp / lrr rounds) so the sweep fits a day on one GPU.
+"""
 
 from compute.config import ComputeConfig
 
@@ -6,11 +10,17 @@ PRESET = ComputeConfig(
     dataset="cifar10",
     n_test=0,
     architecture="resnet20",
+    methods=("all",),
     sparsities=(0.5, 0.8, 0.9, 0.95, 0.98),
     epochs=160,
     finetune_epochs=40,
+    finetune_lr=0.01,
+    round_epochs=30,
+    rewind_epochs=2.0,
+    sparse_epochs=160,
+    supermask_epochs=100,
+    dst_update_every=100,
     batch_size=128,
     lr=0.1,
-    finetune_lr=0.01,
-    eval_batch_size=4096,
+    eval_batch_size=1024,
 )

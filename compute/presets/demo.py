@@ -2,4 +2,4 @@
 
 from compute.config import ComputeConfig
 
-PRESET = ComputeConfig()
+PRESET = ComputeConfig(methods=("all",))

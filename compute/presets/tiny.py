@@ -10,4 +10,10 @@ PRESET = ComputeConfig(
     epochs=2,
     finetune_epochs=1,
     batch_size=64,
+    round_epochs=1,
+    sparse_epochs=1,
+    supermask_epochs=1,
+    synflow_rounds=10,
+    score_batch=64,
+    dst_update_every=2,
 )

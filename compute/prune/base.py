@@ -1,4 +1,4 @@
-"""The pruning-method interface and registry."""
+"""The pruning-method interface, its context and registry."""
 
 from __future__ import annotations
 
@@ -12,18 +12,38 @@ from torch import nn
 from compute.data import Dataset
 from compute.masks import LayerPolicy, prunable_layers, set_masks
 from compute.models import Classifier
-from compute.train import TrainConfig, train
+from compute.prune.allocation import ALLOCATIONS, check_sparsity, select_masks
+from compute.train import TrainConfig, TrainResult, train
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Method hyperparameters (each is a `prunescope compute` flag)."""
+
+    allocation: str = "auto"  # global | uniform | erk, or auto: each method's own default
+    imp_rate: float = 0.2  # fraction of the remaining weights each IMP/LRR round removes
+    score_batch: int = 256  # images SNIP and GraSP score on
+    grasp_temperature: float = 200.0
+    synflow_rounds: int = 100
+    dst_update_every: int = 10  # optimizer steps between RigL/SET mask updates
+    dst_drop_fraction: float = 0.3  # initial fraction of active weights replaced per update
+    dst_end: float = 0.75  # fraction of training after which masks stop changing
+    supermask_init: str = "signed_constant"  # edge_popup's frozen weights: signed_constant | kaiming
 
 
 @dataclass
 class PruneContext:
-    """What every method may use: the trained dense model and how to train."""
+    """What every method may use: the trained dense model, its history and the schedules."""
 
     dense: Classifier  # trained; methods must not modify it
-    init_state: dict[str, torch.Tensor]  # the dense model's weights at initialisation
+    init_state: dict[str, torch.Tensor]  # the dense model at initialisation
+    rewind_state: dict[str, torch.Tensor]  # the dense model at the IMP rewind point
     data: Dataset
-    train: TrainConfig  # the dense model's schedule
-    finetune: TrainConfig  # the schedule after one-shot pruning
+    finetune: TrainConfig  # after one-shot pruning of the trained model
+    rounds: TrainConfig  # each IMP / LRR round
+    sparse: TrainConfig  # sparse training from initialisation (at-init and dynamic methods)
+    supermask: TrainConfig  # score training of supermask methods
+    settings: PruneSettings
     policy: LayerPolicy
     seed: int
     device: torch.device
@@ -36,6 +56,15 @@ class PruneContext:
         model = copy.deepcopy(self.dense)
         model.load_state_dict(self.init_state)
         return model
+
+    def layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        return prunable_layers(model, self.policy)
+
+    def fit(self, model: nn.Module, schedule: TrainConfig, desc: str, seed_offset: int = 1, hooks=None) -> TrainResult:
+        return train(
+            model, self.data, schedule, seed=self.seed + seed_offset, device=self.device,
+            desc=desc, progress=self.progress, hooks=hooks,
+        )  # fmt: skip
 
 
 @dataclass
@@ -52,6 +81,14 @@ class Method:
 
     name: str = ""
     family: str = ""
+    #: allocations the method supports; the first is its default
+    allocations: tuple[str, ...] = ("global",)
+    description: str = ""
+
+    def allocation(self, settings: PruneSettings) -> str:
+        """The allocation this method uses: the one asked for if it supports it, else its own."""
+        wanted = settings.allocation
+        return wanted if wanted in self.allocations else self.allocations[0]
 
     def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
         raise NotImplementedError
@@ -61,14 +98,11 @@ METHODS: dict[str, type[Method]] = {}
 
 
 def register(cls: type[Method]) -> type[Method]:
+    unknown = set(cls.allocations) - set(ALLOCATIONS)
+    if unknown:
+        raise ValueError(f"{cls.name}: unknown allocation(s) {sorted(unknown)}")
     METHODS[cls.name] = cls
     return cls
-
-
-def check_sparsity(value: float) -> float:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"sparsity {value} is outside [0, 1); use a fraction such as 0.9")
-    return float(value)
 
 
 def get_method(name: str) -> Method:
@@ -77,28 +111,10 @@ def get_method(name: str) -> Method:
     return METHODS[name]()
 
 
-# --- mask selection ----------------------------------------------------------------
-
-
-def global_prune_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """Remove the round(sparsity * n) lowest scores over all layers together.
-
-    Same selection as torch.nn.utils.prune.global_unstructured: one topk over the
-    concatenated scores, in layer order.
-    """
-    check_sparsity(sparsity)
-    names = list(scores)
-    flat = torch.cat([scores[name].reshape(-1) for name in names])
-    n_prune = round(sparsity * flat.numel())
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    if n_prune:
-        keep[torch.topk(flat, k=n_prune, largest=False).indices] = False
-    masks, offset = {}, 0
-    for name in names:
-        size = scores[name].numel()
-        masks[name] = keep[offset : offset + size].reshape(scores[name].shape)
-        offset += size
-    return masks
+def install(model: nn.Module, scores: dict[str, torch.Tensor], sparsity: float, allocation: str) -> None:
+    """Keep the highest-scoring weights at `sparsity` and zero the rest."""
+    with torch.no_grad():
+        set_masks(model, select_masks(scores, check_sparsity(sparsity), allocation))
 
 
 class OneShotFinetune(Method):
@@ -112,18 +128,30 @@ class OneShotFinetune(Method):
         for sparsity in sparsities:
             start = time.perf_counter()
             model = ctx.fresh_copy()
-            layers = prunable_layers(model, ctx.policy)
-            with torch.no_grad():
-                set_masks(model, global_prune_masks(self.scores(ctx, model, layers), sparsity))
+            install(model, self.scores(ctx, model, ctx.layers(model)), sparsity, self.allocation(ctx.settings))
             prune_seconds = time.perf_counter() - start
-            result = train(
-                model,
-                ctx.data,
-                ctx.finetune,
-                seed=ctx.seed + 1,
-                device=ctx.device,
-                desc=f"{self.name} {sparsity:g}",
-                progress=ctx.progress,
-            )
+            result = ctx.fit(model, ctx.finetune, f"{self.name} {sparsity:g}")
             out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds))
+        return out
+
+
+class FromInit(Method):
+    """Choose a mask at initialisation, then train the sparse network from there."""
+
+    def mask_at_init(self, ctx: PruneContext, model: nn.Module, sparsity: float) -> dict:
+        """Install the mask on `model` (at initialisation); return notes for the manifest."""
+        raise NotImplementedError
+
+    def train_sparse(self, ctx: PruneContext, model: nn.Module, desc: str) -> tuple[TrainResult, dict]:
+        return ctx.fit(model, ctx.sparse, desc), {}
+
+    def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
+        out = []
+        for sparsity in sparsities:
+            start = time.perf_counter()
+            model = ctx.fresh_init()
+            notes = self.mask_at_init(ctx, model, sparsity) or {}
+            prune_seconds = time.perf_counter() - start
+            result, train_notes = self.train_sparse(ctx, model, f"{self.name} {sparsity:g}")
+            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds, {**notes, **train_notes}))
         return out

@@ -1,4 +1,4 @@
-"""Unstructured one-shot methods: random and global magnitude."""
+"""One-shot unstructured pruning of the trained model, then fine-tuning: random, magnitude."""
 
 from __future__ import annotations
 
@@ -8,25 +8,31 @@ from compute.rng import derive_seeds, uniform
 
 @register
 class Random(OneShotFinetune):
-    """A uniformly random mask at the target sparsity: the baseline every method must beat."""
-
     name = "random"
     family = "unstructured"
+    allocations = ("uniform", "global", "erk")
+    description = "a uniformly random mask at the target sparsity, then fine-tuning: the baseline"
 
     def scores(self, ctx, model, layers):
-        out = {}
-        for index, (name, module) in enumerate(layers):
-            seed = derive_seeds(ctx.seed, index)
-            out[name] = uniform(seed.reshape(1), tuple(module.weight.shape))[0]
-        return out
+        return {
+            name: uniform(derive_seeds(ctx.seed, index).reshape(1), tuple(module.weight.shape))[0]
+            for index, (name, module) in enumerate(layers)
+        }
 
 
 @register
 class Magnitude(OneShotFinetune):
-    """Global |w|: the smallest weights over all prunable layers go first (Han et al. 2015)."""
-
     name = "magnitude"
     family = "unstructured"
+    allocations = ("global", "uniform", "erk")
+    description = "removes the smallest |w| over all prunable layers at once, then fine-tunes (Han et al. 2015)"
 
     def scores(self, ctx, model, layers):
         return {name: module.weight.detach().abs() for name, module in layers}
+
+
+@register
+class LayerMagnitude(Magnitude):
+    name = "layer_magnitude"
+    allocations = ("uniform",)
+    description = "removes the smallest |w| in each layer, the same fraction everywhere, then fine-tunes"

@@ -1,0 +1,72 @@
+"""Wall time per pruning method and clean accuracy against sparsity, on a compute preset.
+
+Run: python bench/methods.py [--preset demo] [any `prunescope compute` flag]
+Baseline: the dense model's training, in the same process; each method's wall time is
+also printed as a multiple of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import time
+
+import torch
+
+from compute import data, models
+from compute.config import add_config_flags, apply_overrides
+from compute.masks import LayerPolicy
+from compute.pipeline import prunable_sparsity, prune_settings, resolve_config, resolve_device, schedules
+from compute.presets import get_preset
+from compute.prune import PruneContext, get_method
+from compute.train import TrainHooks, accuracy, steps_per_epoch, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="demo")
+    add_config_flags(parser)
+    args = vars(parser.parse_args())
+    cfg = resolve_config(apply_overrides(get_preset(args.pop("preset")), args))
+    device = resolve_device(cfg.device)
+    dataset = data.load(data.DataSpec(cfg.dataset, cfg.n_test, cfg.n_train, cfg.split_seed, cfg.data_root))
+    mean, std = dataset.channel_stats()
+    plans = schedules(cfg)
+    torch.manual_seed(0)
+    dense = models.build(models.ModelSpec(cfg.architecture, dataset.num_classes, tuple(mean), tuple(std)))
+    init_state = copy.deepcopy(dense.state_dict())
+    rewind_step = round(cfg.rewind_epochs * steps_per_epoch(len(dataset.train_labels), cfg.batch_size))
+    start = time.perf_counter()
+    hooks = TrainHooks(capture_step=rewind_step)
+    result = train(dense, dataset, plans["dense"], seed=0, device=device, progress=False, hooks=hooks)
+    baseline = time.perf_counter() - start
+    policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
+    ctx = PruneContext(
+        dense, init_state, result.captured, dataset, plans["finetune"], plans["rounds"], plans["sparse"],
+        plans["supermask"], prune_settings(cfg), policy, 0, device, progress=False,
+    )  # fmt: skip
+
+    def clean(model) -> float:
+        return accuracy(model, dataset.test_images, dataset.test_labels, device, cfg.eval_batch_size)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, device {device}")
+    print(f"preset: {cfg.dataset} / {cfg.architecture}, {len(dataset.train_labels)} training images")
+    print(f"baseline: dense training ({cfg.epochs} epochs) {baseline:.1f} s, clean accuracy {clean(dense):.3f}\n")
+    header = "".join(f"{s:>8.2f}" for s in cfg.sparsities)
+    print(f"{'method':<16}{'wall s':>8}{'x dense':>9}  clean accuracy at target sparsity {header}")
+    total = 0.0
+    for name in cfg.methods[1:]:
+        start = time.perf_counter()
+        pruned = get_method(name).run(ctx, list(cfg.sparsities))
+        wall = time.perf_counter() - start
+        total += wall
+        cells = "".join(f"{clean(p.model):>8.3f}" for p in pruned)
+        measured = ", ".join(f"{prunable_sparsity(p.model, dense, policy):.3f}" for p in pruned)
+        print(f"{name:<16}{wall:>8.1f}{wall / baseline:>9.1f}  {' ' * 35}{cells}   (measured {measured})")
+    print(f"\nall methods: {total:.1f} s ({total / baseline:.1f} x the dense training)")
+
+
+if __name__ == "__main__":
+    main()
