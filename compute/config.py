@@ -86,6 +86,7 @@ class ComputeConfig:
     corruption_seed: int = _flag(0, "seed of the corruptions (the same for every model)", "run")
     eval_batch_size: int = _flag(256, "images per forward pass in evaluation", "run")
     device: str = _flag("auto", "auto, cpu or cuda", "run", ("auto", "cpu", "cuda"))
+    checkpoints: bool = _flag(False, "also save every model's weights in <out>/checkpoints/", "run")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from compute import corrupt, data, models, schema
+from compute.checkpoints import checkpoint_bytes
 from compute.config import ComputeConfig, ConfigError, check_basic
 from compute.evaluate import class_table, condition_metrics, forward_features, pca_2d
 from compute.masks import LayerPolicy, count_flops, count_parameters, prunable_layers
@@ -352,6 +353,9 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
                 pl.DataFrame({"model_id": record.model_id, "sample_id": sample_ids, "x": xy[:, 0], "y": xy[:, 1]})
             )
         writer.write_table(schema.MODELS, pl.DataFrame(model_rows))
+        if cfg.checkpoints:
+            for record in records:
+                writer.write_file(f"{schema.CHECKPOINTS_DIR}/{record.model_id}.pt", checkpoint_bytes(record.model))
         writer.write_table(schema.CLASSES, pl.concat(class_rows))
         writer.write_table(schema.EMBEDDING, pl.concat(embedding_rows))
         writer.write_table(

@@ -20,6 +20,7 @@ METRICS_DIR = "metrics"
 SUMMARY = "summary.parquet"
 CLASSES = "classes.parquet"
 EMBEDDING = "embedding.parquet"
+CHECKPOINTS_DIR = "checkpoints"  # optional: <model_id>.pt state dicts (torch.load(..., weights_only=True))
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 9}
 

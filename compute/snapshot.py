@@ -108,6 +108,17 @@ class SnapshotWriter:
         table = table.sort_by([("condition_id", "ascending"), ("sample_id", "ascending")])
         write_parquet_atomic(table, folder / f"part-{part}.parquet")
 
+    def write_file(self, relative: str, data: bytes) -> None:
+        """Any other file of the snapshot (model checkpoints), written atomically."""
+        path = self.tmp / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def finish(self, manifest: dict[str, Any]) -> Path:
         """Write the manifest last, then move the folder to its destination."""
         manifest = {"schema_version": schema.SCHEMA_VERSION, **manifest, "complete": True}

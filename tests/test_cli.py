@@ -93,3 +93,35 @@ def test_flags_override_the_preset():
     cfg = apply_overrides(get_preset("demo"), {"sparsities": "0.3,0.6", "seeds": "2", "augment": False})
     assert cfg.sparsities == (0.3, 0.6) and cfg.seeds == 2 and cfg.augment is False
     assert cfg.epochs == get_preset("demo").epochs
+
+
+def test_checkpoints_reload_into_models_that_reproduce_the_snapshot(tmp_path):
+    """End to end: --checkpoints, then load_model, then the same clean predictions."""
+    import torch
+
+    from compute import models
+    from compute.checkpoints import load_model
+    from compute.data import DataSpec, load
+    from compute.snapshot import scan_metrics
+
+    out = tmp_path / "ckpt"
+    result = run_cli(
+        "compute", "--preset", "tiny", "--out", str(out), "--quiet", "--checkpoints",
+        "--methods", "magnitude,l1_filter", "--sparsities", "0.7", "--corruptions", "contrast", "--severities", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert run_cli("validate", str(out)).returncode == 0
+    data = load(DataSpec("digits", n_test=60, n_train=300))
+    rows = scan_metrics(out).filter(pl.col("condition_id") == 0).sort("sample_id").collect()
+    for model_id in ("dense-s0", "magnitude-0.7-s0", "l1_filter-0.7-s0"):
+        model = load_model(out, model_id)
+        with torch.no_grad():
+            pred = model(data.test_images.float() / 255).argmax(1)
+        order = torch.argsort(data.test_index)
+        expected = rows.filter(pl.col("model_id") == model_id)["pred"].to_list()
+        assert pred[order].tolist() == expected, model_id
+    pruned = load_model(out, "magnitude-0.7-s0")
+    fresh = models.build(models.ModelSpec("small_cnn", 10, (0.0,) * 3, (1.0,) * 3))
+    fresh.load_state_dict(pruned.state_dict())  # an unstructured checkpoint fits an unpruned model as it is
+    small = load_model(out, "l1_filter-0.7-s0")
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in fresh.parameters())
