@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from compute import corrupt, rng
+from compute.corrupt.ops import disk_kernel
+from tests.corruption_images import corruption_batch
 
 
 def images(n=6, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, 32, 32, generator=gen)
-    return torch.floor(x * 255) / 255  # on the uint8 grid, like real images
+    return corruption_batch(n, seed)
 
 
 @pytest.mark.parametrize("name", sorted(corrupt.CORRUPTIONS))
@@ -60,7 +60,7 @@ def test_contrast_keeps_the_per_channel_mean():
 
 
 def test_defocus_kernel_is_a_normalised_blurred_disk():
-    k = corrupt.disk_kernel(1.0, 0.2)
+    k = disk_kernel(1.0, 0.2)
     assert k.shape == (17, 17)
     assert float(k.sum()) == pytest.approx(1.0, abs=1e-6)
     assert torch.allclose(k, k.flip(0)) and torch.allclose(k, k.T)

@@ -4,19 +4,19 @@ Every corruption maps a batch x (N, 3, H, W) float in [0, 1] to the same shape, 
 like the original benchmark: clip to [0, 1], scale to [0, 255], truncate to an integer.
 Randomness comes from one seed per sample (compute.rng), so a batch gives the same result
 as its images one at a time. Spatial parameters are given for 32x32 images and scale
-with the image side on other sizes.
+with the image side on other sizes (`scale` = side / 32).
+
+One module per family registers its corruptions: noise, blur, weather, digital (the four
+extras live with the family they resemble).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from compute import rng
 from compute.schema import CORRUPTION_FAMILIES
 
 #: fn(x, severity parameter, per-sample seeds, spatial scale) -> corrupted x (unquantised)
@@ -70,62 +70,8 @@ def corrupt_uint8(images: torch.Tensor, name: str, severity: int, seeds: torch.T
     return torch.round(out * 255.0).to(torch.uint8)
 
 
-# --- shared building blocks ------------------------------------------------------
+# the family modules register their corruptions on import (after `register` exists)
+from compute.corrupt import blur, digital, noise, weather  # noqa: E402, F401
 
-
-def filter2d(x: torch.Tensor, kernel: torch.Tensor, padding_mode: str = "reflect") -> torch.Tensor:
-    """Apply one 2-D kernel to every channel, padding so the output keeps its size."""
-    kh, kw = kernel.shape
-    c = x.shape[1]
-    pad = (kw // 2, kw // 2, kh // 2, kh // 2)
-    padded = F.pad(x, pad, mode=padding_mode)
-    weight = kernel.to(x).expand(c, 1, kh, kw)
-    return F.conv2d(padded, weight, groups=c)
-
-
-def gaussian_kernel1d(sigma: float, radius: int) -> torch.Tensor:
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-(t**2) / (2.0 * sigma**2))
-    return (k / k.sum()).float()
-
-
-def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
-    """The benchmark's defocus kernel: an aliased disk smoothed by a small Gaussian."""
-    half = 8 if radius <= 8 else math.ceil(radius)
-    t = torch.arange(-half, half + 1, dtype=torch.float64)
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    disk = ((xx**2 + yy**2) <= radius**2).double()
-    disk /= disk.sum()
-    k1 = gaussian_kernel1d(alias_blur, 1 if radius <= 8 else 2).double()
-    smooth = F.conv2d(disk[None, None], (k1[:, None] * k1[None, :])[None, None], padding=len(k1) // 2)
-    return smooth[0, 0].float()
-
-
-# --- noise -----------------------------------------------------------------------
-
-
-@register("gaussian_noise", (0.04, 0.06, 0.08, 0.09, 0.10))
-def gaussian_noise(x, sigma, seeds, scale):
-    return x + sigma * rng.normal(seeds, tuple(x.shape[1:])).to(x.device)
-
-
-# --- blur ------------------------------------------------------------------------
-
-
-@register("defocus_blur", ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1)))
-def defocus_blur(x, param, seeds, scale):
-    radius, alias_blur = param
-    kernel = disk_kernel(radius * scale, alias_blur * scale)
-    half = min(kernel.shape[0] // 2, x.shape[-1] - 1, x.shape[-2] - 1)
-    centre = kernel.shape[0] // 2
-    kernel = kernel[centre - half : centre + half + 1, centre - half : centre + half + 1]
-    return filter2d(x, kernel)
-
-
-# --- digital ---------------------------------------------------------------------
-
-
-@register("contrast", (0.75, 0.5, 0.4, 0.3, 0.15))
-def contrast(x, c, seeds, scale):
-    means = x.mean(dim=(2, 3), keepdim=True)
-    return (x - means) * c + means
+#: registry order = CORRUPTIONS.md order, whatever the import order
+CORRUPTIONS = {name: CORRUPTIONS[name] for name in CORRUPTION_FAMILIES if name in CORRUPTIONS}

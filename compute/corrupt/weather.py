@@ -1,0 +1,3 @@
+"""Weather corruptions: snow, frost, fog, and the extra spatter."""
+
+from __future__ import annotations
