@@ -31,6 +31,9 @@ class ComputeConfig:
     n_train: int = _flag(0, "training images, stratified (0 = all)", "data")
     split_seed: int = _flag(0, "seed of the train/test split and subsets", "data")
     data_root: str | None = _flag(None, "folder holding cifar-10-batches-py (cifar10 only)", "data")
+    cifar10c: str | None = _flag(
+        None, "folder of the released CIFAR-10-C .npy files, evaluated instead of generated corruptions", "data"
+    )
     # model and sweep
     architecture: str = _flag("small_cnn", "classifier architecture", "sweep")
     methods: tuple[str, ...] = _flag(
@@ -87,6 +90,12 @@ class ComputeConfig:
     eval_batch_size: int = _flag(256, "images per forward pass in evaluation", "run")
     device: str = _flag("auto", "auto, cpu or cuda", "run", ("auto", "cpu", "cuda"))
     checkpoints: bool = _flag(False, "also save every model's weights in <out>/checkpoints/", "run")
+    thumbnail_samples: int = _flag(
+        0, "store every corrupted image of this many samples (half the most misclassified) for the app", "run"
+    )
+    metric_bits: int = _flag(
+        23, "mantissa bits kept of each float metric (23 = exact float32; fewer compress far better)", "run"
+    )
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -170,12 +179,16 @@ def check_basic(cfg: ComputeConfig) -> None:
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be at least 1")
-    for name in ("finetune_epochs", "n_test", "n_train"):
+    for name in ("finetune_epochs", "n_test", "n_train", "thumbnail_samples"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be 0 or more")
     for name in ("imp_rate", "dst_drop_fraction", "dst_end"):
         if not 0.0 < getattr(cfg, name) < 1.0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be between 0 and 1")
+    if not 1 <= cfg.metric_bits <= 23:
+        raise ConfigError(f"--metric-bits: {cfg.metric_bits} is not allowed; choose 1 to 23 (23 keeps float32 exact)")
+    if cfg.cifar10c and cfg.dataset != "cifar10":
+        raise ConfigError(f"--cifar10c: the released files are for CIFAR-10; add --dataset cifar10 (got {cfg.dataset})")
     if cfg.rewind_epochs < 0:
         raise ConfigError(f"--rewind-epochs: {cfg.rewind_epochs} is not allowed; it must be 0 or more")
     for name in ("lr", "finetune_lr", "supermask_lr", "grasp_temperature"):

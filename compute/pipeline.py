@@ -18,14 +18,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from compute import corrupt, data, models, schema
+from compute import cifar10c, corrupt, data, models, schema
 from compute.checkpoints import checkpoint_bytes
 from compute.config import ComputeConfig, ConfigError, check_basic
 from compute.evaluate import class_table, condition_metrics, forward_features, pca_2d
 from compute.masks import LayerPolicy, count_flops, count_parameters, prunable_layers
 from compute.prune import METHODS, PruneContext, PruneSettings, get_method
 from compute.rng import derive_seeds
-from compute.snapshot import SnapshotWriter, scan_metrics, summarize
+from compute.snapshot import SnapshotWriter, round_mantissa, scan_metrics, summarize
 from compute.train import TrainConfig, TrainHooks, steps_per_epoch, train
 
 #: a model's buffered per-sample rows are written out as a part file beyond this many
@@ -49,12 +49,12 @@ def method_order() -> list[str]:
 def resolve_config(cfg: ComputeConfig) -> ComputeConfig:
     """Check every flag against the registries; expand 'all'; put dense first."""
     check_basic(cfg)
-    corruptions = tuple(corrupt.CORRUPTIONS) if cfg.corruptions == ("all",) else cfg.corruptions
+    # released files exist for all 19; generated ones need an implementation
+    available = tuple(schema.CORRUPTION_FAMILIES) if cfg.cifar10c else tuple(corrupt.CORRUPTIONS)
+    corruptions = available if cfg.corruptions == ("all",) else cfg.corruptions
     for name in corruptions:
-        if name not in corrupt.CORRUPTIONS:
-            raise ConfigError(
-                f"--corruptions: {name!r} is not allowed; choose from {', '.join(corrupt.CORRUPTIONS)} or 'all'"
-            )
+        if name not in available:
+            raise ConfigError(f"--corruptions: {name!r} is not allowed; choose from {', '.join(available)} or 'all'")
     if cfg.methods == ("all",):
         cfg = dataclasses.replace(cfg, methods=("dense", *method_order()))
     for name in cfg.methods:
@@ -250,10 +250,16 @@ def prunable_sparsity(model: nn.Module, parent: nn.Module, policy: LayerPolicy) 
 def condition_images(
     dataset: data.Dataset, condition: schema.Condition, cfg: ComputeConfig, device: torch.device
 ) -> torch.Tensor:
-    """The test images under one condition, uint8 on `device`."""
+    """The test images under one condition, uint8 on `device`: generated, or read from
+    the released CIFAR-10-C files when --cifar10c is given."""
     images = dataset.test_images.to(device)
     if condition.corruption == schema.CLEAN:
         return images
+    if cfg.cifar10c:
+        rows = cifar10c.load_condition(
+            cfg.cifar10c, condition.corruption, condition.severity, dataset.test_index.numpy()
+        )
+        return torch.from_numpy(rows).to(device)
     corruption_index = list(schema.CORRUPTION_FAMILIES).index(condition.corruption)
     # the same per-sample seed at every severity: severity curves compare like with like
     seeds = derive_seeds(cfg.corruption_seed, corruption_index, dataset.test_index)
@@ -266,6 +272,65 @@ def condition_images(
     return out
 
 
+def summary_errors(snapshot_dir: Path) -> pl.DataFrame:
+    """Per sample: how many model x condition rows got it wrong."""
+    return scan_metrics(snapshot_dir).group_by("sample_id").agg((~pl.col("correct")).sum().alias("errors")).collect()
+
+
+def thumbnail_subset(errors: pl.DataFrame, dataset: data.Dataset, n: int, seed: int) -> np.ndarray:
+    """Sample ids whose corrupted images the snapshot keeps: the n/2 most misclassified (the
+    fragile lists lead with them), then a class-stratified random rest. Sorted."""
+    ids = dataset.test_index.numpy()
+    if n >= len(ids):
+        return np.sort(ids)
+    ranked = errors.sort("errors", "sample_id", descending=[True, False])["sample_id"].to_numpy()
+    chosen = list(ranked[: n // 2])
+    rest = np.setdiff1d(ids, chosen)
+    labels = dict(zip(ids.tolist(), dataset.test_labels.tolist(), strict=True))
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for sample in rng.permutation(rest).tolist():
+        by_class.setdefault(labels[sample], []).append(sample)
+    while len(chosen) < n:  # round-robin over classes keeps the rest stratified
+        for members in by_class.values():
+            if members and len(chosen) < n:
+                chosen.append(members.pop())
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def corrupted_thumbnails(
+    dataset: data.Dataset, conditions: list[schema.Condition], cfg: ComputeConfig, device: torch.device, ids: np.ndarray
+) -> pl.DataFrame:
+    """PNGs of the chosen samples under every corrupted condition. Corruptions are seeded per
+    sample, so regenerating a subset gives exactly the images the models were evaluated on."""
+    positions = np.flatnonzero(np.isin(dataset.test_index.numpy(), ids))
+    subset = dataclasses.replace(
+        dataset, test_images=dataset.test_images[positions], test_labels=dataset.test_labels[positions],
+        test_index=dataset.test_index[positions],
+    )  # fmt: skip
+    rows = []
+    for condition in conditions:
+        if condition.corruption == schema.CLEAN:
+            continue
+        images = condition_images(subset, condition, cfg, device).cpu()
+        for sample_id, image in zip(subset.test_index.tolist(), images, strict=True):
+            rows.append({"sample_id": sample_id, "condition_id": condition.condition_id, "thumbnail": png_bytes(image)})
+    return pl.DataFrame(rows, schema={"sample_id": pl.Int32, "condition_id": pl.Int16, "thumbnail": pl.Binary})
+
+
+def corruption_source(cfg: ComputeConfig, dataset: data.Dataset) -> dict:
+    if cfg.cifar10c:
+        return {"source": "CIFAR-10-C files", "path": str(Path(cfg.cifar10c).expanduser().resolve())}
+    side = dataset.image_shape[-1]
+    return {
+        "source": "generated",
+        "parameters": "CIFAR-10-C (CORRUPTIONS.md)",
+        "seed": cfg.corruption_seed,
+        "spatial_scale": side / 32.0,
+        "note": f"kernel radii, crop sizes and blur sigmas scaled by {side}/32" if side != 32 else "32x32: no scaling",
+    }
+
+
 def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> RunSummary:
     """Run the whole compute step and write a snapshot folder at `out`."""
     started = time.perf_counter()
@@ -276,6 +341,10 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
     with SnapshotWriter(out, overwrite=overwrite) as writer:
         tick = time.perf_counter()
         dataset = data.load(data.DataSpec(cfg.dataset, cfg.n_test, cfg.n_train, cfg.split_seed, cfg.data_root))
+        if cfg.cifar10c:  # before hours of training, not after
+            cifar10c.check_folder(
+                cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()
+            )
         timings["data"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -301,6 +370,8 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
                 if condition.corruption == schema.CLEAN:
                     clean_features[record.model_id] = features.cpu().numpy()
                 metrics = condition_metrics(record.model, features, labels)
+                for name in schema.FLOAT_METRICS:
+                    metrics[name] = round_mantissa(metrics[name], cfg.metric_bits)
                 frame = pl.DataFrame(
                     {
                         "condition_id": np.full(len(sample_ids), condition.condition_id, np.int16),
@@ -357,6 +428,9 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
             for record in records:
                 writer.write_file(f"{schema.CHECKPOINTS_DIR}/{record.model_id}.pt", checkpoint_bytes(record.model))
         writer.write_table(schema.CLASSES, pl.concat(class_rows))
+        if cfg.thumbnail_samples:
+            chosen = thumbnail_subset(summary_errors(writer.tmp), dataset, cfg.thumbnail_samples, cfg.split_seed)
+            writer.write_table(schema.THUMBNAILS, corrupted_thumbnails(dataset, conditions, cfg, device, chosen))
         writer.write_table(schema.EMBEDDING, pl.concat(embedding_rows))
         writer.write_table(
             schema.CONDITIONS,
@@ -395,11 +469,8 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
             "schedule": schedule,
             "methods": method_table(cfg),
             "model_notes": {r.model_id: r.notes for r in records if r.notes},
-            "corruptions": {
-                "source": "generated",
-                "spatial_scale": dataset.image_shape[-1] / 32.0,
-                "note": "CIFAR-10-C parameters (CORRUPTIONS.md); spatial parameters scale with the image side",
-            },
+            "corruptions": corruption_source(cfg, dataset),
+            "storage": {"metric_bits": cfg.metric_bits, "float_encoding": "BYTE_STREAM_SPLIT", "compression": "zstd"},
             "flops": "multiply-adds per image by nonzero conv and linear weights",
             "counts": {
                 "models": len(records),

@@ -20,6 +20,7 @@ METRICS_DIR = "metrics"
 SUMMARY = "summary.parquet"
 CLASSES = "classes.parquet"
 EMBEDDING = "embedding.parquet"
+THUMBNAILS = "thumbnails.parquet"  # optional: corrupted images of a subset of samples
 CHECKPOINTS_DIR = "checkpoints"  # optional: <model_id>.pt state dicts (torch.load(..., weights_only=True))
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 9}
@@ -191,6 +192,17 @@ EMBEDDING_SCHEMA = pa.schema(
         ("y", pa.float32()),
     ]
 )
+
+THUMBNAILS_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.int32()),
+        ("condition_id", pa.int16()),
+        ("thumbnail", pa.binary()),  # PNG of the image exactly as the models saw it
+    ]
+)
+
+#: optional tables: written on request, checked when present
+OPTIONAL_SCHEMAS: dict[str, pa.Schema] = {THUMBNAILS: THUMBNAILS_SCHEMA}
 
 #: file name -> schema for every single-file table of a snapshot.
 TABLE_SCHEMAS: dict[str, pa.Schema] = {

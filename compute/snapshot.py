@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -98,7 +99,8 @@ class SnapshotWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def write_table(self, name: str, table: pa.Table | pl.DataFrame) -> None:
-        write_parquet_atomic(conform(table, schema.TABLE_SCHEMAS[name], name), self.tmp / name)
+        target = schema.TABLE_SCHEMAS.get(name) or schema.OPTIONAL_SCHEMAS[name]
+        write_parquet_atomic(conform(table, target, name), self.tmp / name)
 
     def write_metrics(self, model_id: str, table: pa.Table | pl.DataFrame, part: int = 0) -> None:
         folder = self.tmp / schema.metrics_partition(schema.check_model_id(model_id))
@@ -169,6 +171,29 @@ def scan_metrics(path: str | Path) -> pl.LazyFrame:
         hive_partitioning=True,
         hive_schema={"model_id": pl.String},
     )
+
+
+def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """float32 values rounded to `bits` mantissa bits (23 = unchanged), to nearest.
+
+    The low mantissa bytes become zero, so BYTE_STREAM_SPLIT + zstd stores them almost
+    for free. Sign, zero and non-finite values are kept; so are the signs of the margins,
+    which the validator relies on.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if bits >= 23:
+        return values
+    drop = 23 - bits
+    raw = values.view(np.uint32).astype(np.uint64)
+    rounded = ((raw + (1 << (drop - 1))) >> drop) << drop
+    out = rounded.astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(values), out, values)
+
+
+def metric_tolerance(manifest: dict) -> float:
+    """Absolute tolerance of the invariants linking float metrics, given their precision."""
+    bits = int(manifest.get("storage", {}).get("metric_bits", 23))
+    return 1e-5 + 4.0 * 2.0 ** -(bits + 1)
 
 
 # --- the one definition of summary.parquet ---------------------------------------

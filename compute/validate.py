@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from compute import schema
-from compute.snapshot import SnapshotError, read_manifest, scan_metrics, summarize
+from compute.snapshot import SnapshotError, metric_tolerance, read_manifest, scan_metrics, summarize
 
 #: float32 storage of float64 computations
 ABS_TOL = 1e-5
@@ -140,7 +140,8 @@ def check_snapshot(path: str | Path) -> dict:
         raise Violation(schema.CONDITIONS, "severity", "outside 1-5", _rows(bad))
     clean_id = int(clean["condition_id"][0])
 
-    # per-sample rows, lazily
+    # per-sample rows, lazily; float metrics may be stored rounded (manifest storage.metric_bits)
+    tolerance = metric_tolerance(manifest)
     metrics = scan_metrics(path)
     labelled = metrics.join(samples.lazy(), on="sample_id", how="left")
     checks: list[tuple[str, str, pl.Expr]] = [
@@ -178,12 +179,12 @@ def check_snapshot(path: str | Path) -> dict:
         (
             "confidence",
             "is below p_true or above 1",
-            ~((pl.col("confidence") >= pl.col("p_true") - ABS_TOL) & (pl.col("confidence") <= 1)),
+            ~((pl.col("confidence") >= pl.col("p_true") - tolerance) & (pl.col("confidence") <= 1)),
         ),
         (
             "loss",
             "is not -log(p_true)",
-            ~((-pl.col("loss").cast(pl.Float64)).exp() - pl.col("p_true")).abs().le(ABS_TOL),
+            ~((-pl.col("loss").cast(pl.Float64)).exp() - pl.col("p_true")).abs().le(tolerance),
         ),
         (
             "confidence",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
@@ -64,54 +65,6 @@ def empty_figure(message: str) -> go.Figure:
     return fig
 
 
-def accuracy_vs_sparsity(curves: pl.DataFrame, dense_value: float | None, y_title: str) -> go.Figure:
-    """One line per method (mean over seeds, whiskers min-max), the dense model as a dashed line."""
-    pruned = curves.filter(pl.col("method") != "dense")
-    if pruned.is_empty():
-        return empty_figure("No pruned models in this selection")
-    fig = go.Figure()
-    for method in pruned["method"].unique(maintain_order=True):
-        rows = pruned.filter(pl.col("method") == method).sort("target_sparsity")
-        fig.add_trace(
-            go.Scatter(
-                x=rows["sparsity"],
-                y=rows["mean"],
-                mode="lines+markers",
-                name=method,
-                line={"color": method_color(method), "width": 2},
-                marker={"symbol": family_symbol(method), "size": 9},
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": (rows["max"] - rows["mean"]).to_list(),
-                    "arrayminus": (rows["mean"] - rows["min"]).to_list(),
-                    "visible": bool((rows["seeds"] > 1).any()),
-                    "thickness": 1,
-                },
-                customdata=rows.select("target_sparsity", "seeds").to_numpy(),
-                hovertemplate=(
-                    f"<b>{method}</b><br>target sparsity %{{customdata[0]:.1%}}<br>measured sparsity %{{x:.2%}}"
-                    f"<br>{y_title} %{{y:.2%}}<br>seeds %{{customdata[1]}}<extra></extra>"
-                ),
-            )
-        )
-    if dense_value is not None:
-        fig.add_hline(
-            y=dense_value,
-            line={"color": method_color("dense"), "dash": "dash", "width": 1.5},
-            annotation_text=f"dense {dense_value:.1%}",
-            annotation_position="top right",
-        )
-    fig.update_layout(
-        **LAYOUT,
-        title={"text": f"{y_title} against sparsity"},
-        xaxis={**_percent_axis("sparsity of the prunable weights (%)")},
-        yaxis=_percent_axis(f"{y_title} (%)"),
-        height=430,
-    )
-    return fig
-
-
 def robustness_scatter(table: pl.DataFrame) -> go.Figure:
     """Clean accuracy against mean corruption accuracy per model; dense marked, with reference lines.
 
@@ -166,3 +119,139 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
         height=480,
     )
     return fig
+
+
+def heatmap(
+    z: list[list[float | None]] | np.ndarray,
+    x: list[str],
+    y: list[str],
+    title: str,
+    colorbar: str,
+    *,
+    diverging: bool = False,
+    zrange: tuple[float, float] | None = None,
+    percent: bool = True,
+    x_title: str = "",
+    y_title: str = "",
+    hover: str = "%{z:.2%}",
+) -> go.Figure:
+    """A labelled matrix: accuracy (sequential) or a change or correlation (diverging, centred at 0)."""
+    z = np.asarray([[np.nan if v is None else v for v in row] for row in z], dtype=float)
+    if z.size == 0:
+        return empty_figure("Nothing to show for this selection")
+    if diverging:
+        bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+        lo, hi = zrange or (-(bound or 1.0), bound or 1.0)
+        colour = {"colorscale": "RdBu", "zmid": 0.0, "zmin": lo, "zmax": hi}
+    else:
+        lo, hi = zrange or (0.0, 1.0)
+        colour = {"colorscale": "Viridis", "zmin": lo, "zmax": hi}
+    scale = 100.0 if percent else 1.0
+    fmt = ("{:+.1f}" if diverging else "{:.0f}") if percent else "{:.2f}"
+    text = [["" if not np.isfinite(v) else fmt.format(scale * v) for v in row] for row in z]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=x, y=y, text=text, texttemplate="%{text}" if len(x) * len(y) <= 900 else None,
+            textfont={"size": 10}, colorbar={"title": {"text": colorbar}},
+            hovertemplate="<b>%{y}</b><br>%{x}: " + hover + "<extra></extra>", **colour,
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        **{**LAYOUT, "legend": {}},
+        title={"text": title},
+        xaxis={"title": {"text": x_title}, "side": "top", "tickangle": -40},
+        yaxis={"title": {"text": y_title}, "autorange": "reversed", "tickfont": {"size": 10}},
+        height=max(340, 140 + 18 * len(y)),
+    )
+    return fig
+
+
+def family_heatmap(table: pl.DataFrame, model_order: list[str], relative: bool) -> go.Figure:
+    """Models (rows, in `model_order`) against condition families: accuracy, or its change vs dense."""
+    if table.is_empty():
+        return empty_figure("No accuracy per family in this selection")
+    families = [f for f in schema.CONDITION_FAMILIES if f in set(table["family"])]
+    models = [m for m in model_order if m in set(table["model_id"])]
+    lookup = {(m, f): a for m, f, a in table.select("model_id", "family", "accuracy").iter_rows()}
+    z = [[lookup.get((m, f)) for f in families] for m in models]
+    title = "Accuracy by corruption family" + (" relative to the dense model" if relative else "")
+    colorbar = "change vs dense (points)" if relative else "accuracy (%)"
+    return heatmap(
+        z, families, models, title, colorbar, diverging=relative, x_title="condition family", y_title="model"
+    )
+
+
+def method_lines(
+    curves: pl.DataFrame, reference: float | None, y_title: str, x_title: str, x_percent: bool
+) -> go.Figure:
+    """One line per method (mean over seeds, whiskers min-max) against `x`, the dense model as a dashed line."""
+    pruned = curves.filter(pl.col("method") != "dense")
+    if pruned.is_empty():
+        return empty_figure("No pruned models in this selection")
+    fig = go.Figure()
+    x_hover = "%{x:.1%}" if x_percent else "%{x:,.0f}"
+    for method in pruned["method"].unique(maintain_order=True):
+        rows = pruned.filter(pl.col("method") == method).sort("x", descending=not x_percent)
+        fig.add_trace(
+            go.Scatter(
+                x=rows["x"], y=rows["mean"], mode="lines+markers", name=method,
+                line={"color": method_color(method), "width": 2},
+                marker={"symbol": family_symbol(method), "size": 9},
+                error_y={
+                    "type": "data", "symmetric": False, "array": (rows["max"] - rows["mean"]).to_list(),
+                    "arrayminus": (rows["mean"] - rows["min"]).to_list(),
+                    "visible": bool((rows["seeds"] > 1).any()), "thickness": 1,
+                },
+                customdata=rows.select("target_sparsity", "seeds").to_numpy(),
+                hovertemplate=(
+                    f"<b>{method}</b><br>target sparsity %{{customdata[0]:.1%}}<br>{x_title}: {x_hover}"
+                    f"<br>{y_title}: %{{y:.2%}}<br>seeds %{{customdata[1]}}<extra></extra>"
+                ),
+            )
+        )  # fmt: skip
+    if reference is not None:
+        fig.add_hline(
+            y=reference, line={"color": method_color("dense"), "dash": "dash", "width": 1.5},
+            annotation_text=f"dense {reference:+.1%}" if "change" in y_title else f"dense {reference:.1%}",
+            annotation_position="top right",
+        )  # fmt: skip
+    xaxis = _percent_axis(x_title) if x_percent else {"title": {"text": x_title}, "type": "log"}
+    fig.update_layout(
+        **LAYOUT, title={"text": f"{y_title} against {x_title.split(' (')[0]}"}, xaxis=xaxis,
+        yaxis={**_percent_axis(f"{y_title} (%)"), "tickformat": "+.0%" if "change" in y_title else ".0%"},
+        height=440,
+    )  # fmt: skip
+    return fig
+
+
+def severity_lines(curves: pl.DataFrame, model_id: str) -> go.Figure:
+    """Accuracy of one model against severity, one line per corruption (0 = clean)."""
+    rows = curves.filter(pl.col("model_id") == model_id)
+    if rows.is_empty():
+        return empty_figure("No corrupted conditions in this selection")
+    fig = go.Figure()
+    palette = dict(zip(schema.CORRUPTION_FAMILIES, _CORRUPTION_COLOURS, strict=False))
+    for corruption in [c for c in schema.CORRUPTION_FAMILIES if c in set(rows["corruption"])]:
+        line = rows.filter(pl.col("corruption") == corruption).sort("severity")
+        fig.add_trace(
+            go.Scatter(
+                x=line["severity"], y=line["accuracy"], mode="lines+markers", name=corruption,
+                line={"color": palette.get(corruption), "dash": _FAMILY_DASH[schema.CORRUPTION_FAMILIES[corruption]]},
+                hovertemplate=f"<b>{corruption}</b><br>severity %{{x}}<br>accuracy %{{y:.2%}}<extra>{model_id}</extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        **{**LAYOUT, "legend": {"title": {"text": "corruption"}}},
+        title={"text": f"Accuracy against severity: {model_id}"},
+        xaxis={"title": {"text": "severity (0 = clean)"}, "dtick": 1},
+        yaxis=_percent_axis("accuracy (%)"),
+        height=460,
+    )
+    return fig
+
+
+_CORRUPTION_COLOURS = [
+    "#332288", "#6699CC", "#88CCEE", "#117733", "#44AA99", "#999933", "#DDCC77", "#CC6677", "#882255",
+    "#AA4499", "#E69F00", "#D55E00", "#0072B2", "#009E73", "#661100", "#888888", "#000000", "#56B4E9", "#CC79A7",
+]  # fmt: skip
+_FAMILY_DASH = {"noise": "solid", "blur": "dot", "weather": "dash", "digital": "dashdot", "extra": "longdash"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from compute import schema
@@ -33,6 +34,35 @@ def mean_corruption_accuracy(summary: pl.DataFrame, conditions: pl.DataFrame) ->
     )
 
 
+def family_accuracy(
+    summary: pl.DataFrame, conditions: pl.DataFrame, relative: bool = False, models=None
+) -> pl.DataFrame:
+    """Per model and condition family (clean, noise, blur, weather, digital, extra): the mean
+    accuracy over that family's conditions; with `relative`, minus the dense parent's."""
+    table = (
+        summary.join(conditions.select("condition_id", "family"), on="condition_id")
+        .group_by("model_id", "family")
+        .agg(pl.col("accuracy").cast(pl.Float64).mean())
+    )
+    if relative:
+        if models is None:
+            raise ValueError("relative family accuracy needs the models table (for each model's dense parent)")
+        parents = models.select("model_id", "parent_id")
+        parent_acc = table.rename({"model_id": "parent_id", "accuracy": "parent_accuracy"})
+        table = (
+            table.join(parents, on="model_id")
+            .join(parent_acc, on=["parent_id", "family"], how="left")
+            .with_columns((pl.col("accuracy") - pl.col("parent_accuracy")).alias("accuracy"))
+            .select("model_id", "family", "accuracy")
+        )
+    order = {family: i for i, family in enumerate(schema.CONDITION_FAMILIES)}
+    return (
+        table.with_columns(pl.col("family").replace_strict(order, default=len(order)).alias("_order"))
+        .sort("model_id", "_order")
+        .drop("_order")
+    )
+
+
 def models_table(snapshot: Snapshot) -> pl.DataFrame:
     """One row per model: size, clean and mean corruption accuracy, both relative to its dense parent."""
     mca = mean_corruption_accuracy(snapshot.summary, snapshot.conditions)
@@ -49,24 +79,6 @@ def models_table(snapshot: Snapshot) -> pl.DataFrame:
     )
     return table.sort("_rank", "method", "target_sparsity", "seed").drop(
         "_rank", "parent_clean_accuracy", "parent_mean_corruption_accuracy"
-    )
-
-
-def method_curves(table: pl.DataFrame, value: str) -> pl.DataFrame:
-    """Mean and spread over seeds of `value` per method and target sparsity."""
-    return (
-        table.group_by("method", "target_sparsity")
-        .agg(
-            pl.col("sparsity").mean(),
-            pl.col(value).mean().alias("mean"),
-            pl.col(value).std().fill_null(0.0).alias("std"),
-            pl.col(value).min().alias("min"),
-            pl.col(value).max().alias("max"),
-            pl.len().alias("seeds"),
-        )
-        .with_columns(pl.col("method").map_elements(method_rank, return_dtype=pl.Int64).alias("_rank"))
-        .sort("_rank", "method", "target_sparsity")
-        .drop("_rank")
     )
 
 
@@ -91,3 +103,365 @@ def snapshot_facts(snapshot: Snapshot) -> dict[str, str]:
         "Computed": f"{manifest.get('created', '?')} on {manifest.get('device', '?')}",
         "Compute time": f"{timings.get('total', 0):.0f} s",
     }
+
+
+# --- similarity of models and corruptions ------------------------------------------------
+
+
+def agreement_and_kappa(preds: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise prediction agreement and Cohen's kappa between the columns of `preds`
+    (rows: condition x sample, columns: models).
+
+    agreement = P(a == b); kappa = (agreement - p_e) / (1 - p_e), with p_e the agreement
+    expected by chance from each model's own class frequencies. Kappa is 1 when p_e is 1
+    and both models always predict that one class.
+    """
+    rows, n_models = preds.shape
+    onehot = np.zeros((rows, n_models * n_classes), dtype=np.float32)
+    onehot[np.arange(rows)[:, None], np.arange(n_models)[None, :] * n_classes + preds] = 1.0
+    # float32 counts are exact integers (below 2^24 rows); divide in float64
+    counts = (onehot.T @ onehot).astype(np.float64).reshape(n_models, n_classes, n_models, n_classes)
+    agreement = np.einsum("akbk->ab", counts) / rows
+    freq = onehot.reshape(rows, n_models, n_classes).sum(axis=0).astype(np.float64) / rows
+    expected = freq @ freq.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = np.where(expected < 1.0, (agreement - expected) / (1.0 - expected), 1.0)
+    return agreement, kappa
+
+
+def cluster_order(distance: np.ndarray) -> list[int]:
+    """Leaf order of average-linkage hierarchical clustering (UPGMA) of a symmetric distance
+    matrix, as scipy.cluster.hierarchy.leaves_list(linkage(..., "average")) gives it: at each
+    merge the cluster formed earlier (or the smaller leaf) goes left. Numpy only, so the app
+    needs no scipy; fine for the tens of items a matrix view shows."""
+    n = len(distance)
+    if n <= 1:
+        return list(range(n))
+    dist = distance.astype(np.float64).copy()
+    np.fill_diagonal(dist, np.inf)
+    members: dict[int, list[int]] = {i: [i] for i in range(n)}  # cluster id -> leaves in order
+    active = list(range(n))
+    size = {i: 1 for i in range(n)}
+    index = {i: i for i in range(n)}  # cluster id -> row of `dist`
+    next_id = n
+    while len(active) > 1:
+        rows = [index[c] for c in active]
+        sub = dist[np.ix_(rows, rows)]
+        i, j = np.unravel_index(np.argmin(sub), sub.shape)
+        a, b = sorted((active[i], active[j]))
+        ra, rb = index[a], index[b]
+        merged = (dist[ra] * size[a] + dist[rb] * size[b]) / (size[a] + size[b])
+        dist[ra], dist[:, ra] = merged, merged
+        dist[ra, ra] = np.inf
+        dist[rb, :], dist[:, rb] = np.inf, np.inf
+        members[next_id] = members.pop(a) + members.pop(b)
+        size[next_id] = size[a] + size[b]
+        index[next_id] = ra
+        active = [c for c in active if c not in (a, b)] + [next_id]
+        next_id += 1
+    return members[active[0]]
+
+
+def correlation_distance(matrix: np.ndarray) -> np.ndarray:
+    """1 - Pearson correlation between rows; rows without variance are at distance 1."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(matrix)
+    corr = np.nan_to_num(corr, nan=0.0)
+    np.fill_diagonal(corr, 1.0)
+    return 1.0 - corr
+
+
+# --- fragile samples ----------------------------------------------------------------------
+
+
+def modal_classes(preds: pl.DataFrame, by: str = "sample_id") -> pl.DataFrame:
+    """Per sample, the set of most common predictions (ties kept) as a sorted list."""
+    counts = preds.group_by(by, "pred").agg(pl.len().alias("votes"))
+    best = counts.group_by(by).agg(pl.col("votes").max().alias("top"))
+    return (
+        counts.join(best, on=by)
+        .filter(pl.col("votes") == pl.col("top"))
+        .group_by(by)
+        .agg(pl.col("pred").sort().alias("modal"), pl.col("top").first().alias("votes"))
+    )
+
+
+def pruning_identified_exemplars(clean_preds: pl.DataFrame, dense_ids, pruned_ids) -> pl.DataFrame:
+    """Hooker et al.'s PIEs on clean images: a sample whose modal prediction among the pruned
+    models differs from its modal prediction among the dense models.
+
+    With ties the modal prediction is a set; a sample is a PIE only when the two sets share
+    no class (a tie that includes the dense answer is not counted as a disagreement).
+    Columns: sample_id, dense_modal, pruned_modal (lists), pruned_share (fraction of pruned
+    models that give a dense modal class), is_pie.
+    """
+    dense = modal_classes(clean_preds.filter(pl.col("model_id").is_in(list(dense_ids))))
+    pruned = modal_classes(clean_preds.filter(pl.col("model_id").is_in(list(pruned_ids))))
+    joined = dense.select("sample_id", pl.col("modal").alias("dense_modal")).join(
+        pruned.select("sample_id", pl.col("modal").alias("pruned_modal")), on="sample_id"
+    )
+    share = (
+        clean_preds.filter(pl.col("model_id").is_in(list(pruned_ids)))
+        .join(joined.select("sample_id", "dense_modal"), on="sample_id")
+        .group_by("sample_id")
+        .agg(pl.col("pred").is_in(pl.col("dense_modal").first()).mean().alias("pruned_share"))
+    )
+    return (
+        joined.join(share, on="sample_id")
+        .with_columns(
+            (pl.col("dense_modal").list.set_intersection(pl.col("pruned_modal")).list.len() == 0).alias("is_pie")
+        )
+        .sort("sample_id")
+    )
+
+
+def pruning_fragility(metrics: pl.LazyFrame | pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
+    """Per sample: over every pruned model x condition in `metrics`, how often the dense
+    parent is right and the pruned model wrong (`fragile`), out of how many pairs the
+    parent is right (`chances`). `metrics` needs model_id, condition_id, sample_id, correct."""
+    frame = metrics.lazy().select("model_id", "condition_id", "sample_id", "correct")
+    parents = models.lazy().select("model_id", "parent_id", "method")
+    pruned = frame.join(parents, on="model_id").filter(pl.col("method") != "dense")
+    dense = frame.select(
+        pl.col("model_id").alias("parent_id"), "condition_id", "sample_id", pl.col("correct").alias("parent_correct")
+    )
+    pairs = pruned.join(dense, on=["parent_id", "condition_id", "sample_id"])
+    return (
+        pairs.group_by("sample_id")
+        .agg(
+            (pl.col("parent_correct") & ~pl.col("correct")).sum().alias("fragile"),
+            pl.col("parent_correct").sum().alias("chances"),
+            pl.len().alias("pairs"),
+        )
+        .with_columns((pl.col("fragile") / pl.col("chances")).fill_nan(0.0).fill_null(0.0).alias("fragile_rate"))
+        .sort("fragile", "fragile_rate", "sample_id", descending=[True, True, False])
+        .collect()
+    )
+
+
+def breaking_severity(metrics: pl.LazyFrame | pl.DataFrame, conditions: pl.DataFrame) -> pl.DataFrame:
+    """Per model, sample and corruption where the model is right on the clean image: the
+    lowest severity at which it is wrong (null when it never breaks)."""
+    frame = metrics.lazy().select("model_id", "condition_id", "sample_id", "correct")
+    cond = conditions.lazy().select("condition_id", "corruption", "severity")
+    clean_right = (
+        frame.join(cond, on="condition_id")
+        .filter((pl.col("corruption") == schema.CLEAN) & pl.col("correct"))
+        .select("model_id", "sample_id")
+    )
+    corrupted = frame.join(cond, on="condition_id").filter(pl.col("corruption") != schema.CLEAN)
+    return (
+        corrupted.join(clean_right, on=["model_id", "sample_id"])
+        .group_by("model_id", "sample_id", "corruption")
+        .agg(pl.col("severity").filter(~pl.col("correct")).min().alias("breaking_severity"))
+        .sort("model_id", "sample_id", "corruption")
+        .collect()
+    )
+
+
+def corruption_fragility(breaks: pl.DataFrame) -> pl.DataFrame:
+    """Per sample, from `breaking_severity`: how many model x corruption pairs break, and
+    the lowest and mean breaking severity."""
+    return (
+        breaks.group_by("sample_id")
+        .agg(
+            pl.col("breaking_severity").is_not_null().sum().alias("broken"),
+            pl.len().alias("pairs"),
+            pl.col("breaking_severity").min().alias("lowest_severity"),
+            pl.col("breaking_severity").mean().alias("mean_severity"),
+        )
+        .with_columns((pl.col("broken") / pl.col("pairs")).alias("broken_rate"))
+        .sort("broken", "sample_id", descending=[True, False])
+    )
+
+
+# --- method comparison and corruption breakdown (summary.parquet only) ---------------------
+
+X_AXES = {
+    "sparsity": "sparsity of the prunable weights (%)",
+    "params_nonzero": "nonzero parameters",
+    "flops": "multiply-adds per image",
+}
+
+
+def accuracy_on(summary: pl.DataFrame, condition_ids: list[int]) -> pl.DataFrame:
+    """model_id -> mean accuracy over the given conditions."""
+    return (
+        summary.filter(pl.col("condition_id").is_in(condition_ids))
+        .group_by("model_id")
+        .agg(pl.col("accuracy").cast(pl.Float64).mean().alias("accuracy"))
+    )
+
+
+def comparison_table(models: pl.DataFrame, summary: pl.DataFrame, condition_ids: list[int]) -> pl.DataFrame:
+    """Per model: accuracy over `condition_ids`, and that minus its dense parent's."""
+    acc = accuracy_on(summary, condition_ids)
+    table = models.join(acc, on="model_id", how="inner")
+    parent = acc.rename({"model_id": "parent_id", "accuracy": "parent_accuracy"})
+    return table.join(parent, on="parent_id", how="left").with_columns(
+        (pl.col("accuracy") - pl.col("parent_accuracy")).alias("vs_dense")
+    )
+
+
+def comparison_curves(table: pl.DataFrame, value: str, x: str) -> pl.DataFrame:
+    """Mean, min and max over seeds of `value` per method and target sparsity, at the mean x."""
+    return (
+        table.group_by("method", "target_sparsity")
+        .agg(
+            pl.col(x).cast(pl.Float64).mean().alias("x"),
+            pl.col(value).mean().alias("mean"),
+            pl.col(value).min().alias("min"),
+            pl.col(value).max().alias("max"),
+            pl.len().alias("seeds"),
+        )
+        .with_columns(pl.col("method").map_elements(method_rank, return_dtype=pl.Int64).alias("_rank"))
+        .sort("_rank", "method", "target_sparsity")
+        .drop("_rank")
+    )
+
+
+def corruption_matrix(
+    summary: pl.DataFrame, conditions: pl.DataFrame, models: pl.DataFrame, relative: bool
+) -> pl.DataFrame:
+    """Per model and corruption: accuracy averaged over the conditions given (pass the
+    severities you want in `conditions`), or its change against the dense parent."""
+    corrupted = conditions.filter(pl.col("corruption") != schema.CLEAN).select("condition_id", "corruption")
+    acc = (
+        summary.join(corrupted, on="condition_id")
+        .group_by("model_id", "corruption")
+        .agg(pl.col("accuracy").cast(pl.Float64).mean())
+    )
+    if relative:
+        parent = acc.rename({"model_id": "parent_id", "accuracy": "parent_accuracy"})
+        acc = (
+            acc.join(models.select("model_id", "parent_id"), on="model_id")
+            .join(parent, on=["parent_id", "corruption"], how="left")
+            .with_columns((pl.col("accuracy") - pl.col("parent_accuracy")).alias("accuracy"))
+            .select("model_id", "corruption", "accuracy")
+        )
+    return acc.filter(pl.col("model_id").is_in(models["model_id"].implode()))
+
+
+def severity_curves(summary: pl.DataFrame, conditions: pl.DataFrame, model_ids: list[str]) -> pl.DataFrame:
+    """Accuracy of each model per corruption and severity, with the clean accuracy as severity 0."""
+    rows = summary.filter(pl.col("model_id").is_in(model_ids)).join(
+        conditions.select("condition_id", "corruption", "severity"), on="condition_id"
+    )
+    clean = rows.filter(pl.col("corruption") == schema.CLEAN).select("model_id", pl.col("accuracy").alias("clean"))
+    corrupted = rows.filter(pl.col("corruption") != schema.CLEAN)
+    starts = (
+        corrupted.select("model_id", "corruption")
+        .unique()
+        .join(clean, on="model_id")
+        .select("model_id", "corruption", pl.lit(0, dtype=pl.Int8).alias("severity"), pl.col("clean").alias("accuracy"))
+    )
+    return pl.concat(
+        [starts, corrupted.select("model_id", "corruption", pl.col("severity").cast(pl.Int8), "accuracy")],
+        how="vertical_relaxed",
+    ).sort("model_id", "corruption", "severity")
+
+
+def corruption_profiles(
+    summary: pl.DataFrame, conditions: pl.DataFrame, model_ids: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """Corruptions and, per corruption, its accuracy on each model (mean over the given
+    severities): the profiles whose correlation says which corruptions test the same thing."""
+    table = (
+        summary.filter(pl.col("model_id").is_in(model_ids))
+        .join(conditions.filter(pl.col("corruption") != schema.CLEAN), on="condition_id")
+        .group_by("corruption", "model_id")
+        .agg(pl.col("accuracy").cast(pl.Float64).mean())
+        .pivot(on="model_id", index="corruption", values="accuracy")
+    )
+    order = [c for c in schema.CORRUPTION_FAMILIES if c in set(table["corruption"])]
+    table = table.with_columns(pl.col("corruption").cast(pl.Enum(order))).sort("corruption")
+    return order, table.select(sorted(c for c in table.columns if c != "corruption")).to_numpy()
+
+
+# --- per-sample scans (lazy: filters and columns pushed down to the Parquet reader) ---------
+
+
+def prediction_matrix(
+    metrics: pl.LazyFrame, model_ids: list[str], condition_ids: list[int], max_rows: int = 200_000
+) -> np.ndarray:
+    """Predictions as rows (condition x sample) by columns (models, in `model_ids` order).
+
+    More than `max_rows` rows are thinned to an evenly spaced subset of samples, so the
+    similarity views stay interactive on snapshots with millions of rows.
+    """
+    frame = (
+        metrics.filter(pl.col("model_id").is_in(model_ids) & pl.col("condition_id").is_in(condition_ids))
+        .select("model_id", "condition_id", "sample_id", "pred")
+        .collect()
+    )
+    samples = frame["sample_id"].unique().sort()
+    per_sample = max(1, len(condition_ids))
+    if len(samples) * per_sample > max_rows:
+        keep = samples.gather(np.linspace(0, len(samples) - 1, max(1, max_rows // per_sample)).astype(int))
+        frame = frame.filter(pl.col("sample_id").is_in(keep.implode()))
+    wide = frame.pivot(on="model_id", index=["condition_id", "sample_id"], values="pred").drop_nulls()
+    return wide.select(model_ids).to_numpy().astype(np.int64)
+
+
+def correctness_by_corruption(
+    metrics: pl.LazyFrame, conditions: pl.DataFrame, model_ids: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """Per corruption, a vector over (model, sample) of correctness averaged over the given
+    severities: correlated rows are corruptions that trip up the same samples."""
+    corrupted = conditions.filter(pl.col("corruption") != schema.CLEAN).select("condition_id", "corruption")
+    frame = (
+        metrics.filter(
+            pl.col("model_id").is_in(model_ids) & pl.col("condition_id").is_in(corrupted["condition_id"].implode())
+        )
+        .select("model_id", "condition_id", "sample_id", "correct")
+        .join(corrupted.lazy(), on="condition_id")
+        .group_by("corruption", "model_id", "sample_id")
+        .agg(pl.col("correct").cast(pl.Float32).mean())
+        .collect()
+    )
+    order = [c for c in schema.CORRUPTION_FAMILIES if c in set(frame["corruption"])]
+    wide = frame.pivot(on="corruption", index=["model_id", "sample_id"], values="correct").drop_nulls()
+    return order, wide.select(order).to_numpy().T
+
+
+def metric_rows(
+    metrics: pl.LazyFrame, model_ids: list[str], condition_ids: list[int], columns: list[str], max_rows: int = 300_000
+) -> pl.DataFrame:
+    """Per-sample values of `columns` for the chosen models and conditions (at most
+    `max_rows`, an evenly spaced subset of samples beyond that)."""
+    frame = metrics.filter(pl.col("model_id").is_in(model_ids) & pl.col("condition_id").is_in(condition_ids))
+    frame = frame.select("model_id", "condition_id", "sample_id", *columns).collect()
+    if len(frame) > max_rows:
+        samples = frame["sample_id"].unique().sort()
+        keep = samples.gather(
+            np.linspace(0, len(samples) - 1, max(1, len(samples) * max_rows // len(frame))).astype(int)
+        )
+        frame = frame.filter(pl.col("sample_id").is_in(keep.implode()))
+    return frame
+
+
+def shift_from_dense(metrics: pl.LazyFrame, model_id: str, parent_id: str, condition_id: int) -> pl.DataFrame:
+    """Per sample, how pruning moved it in feature space on one condition: the change of
+    feature length and of angle to the true class, with both models' correctness."""
+    columns = ["sample_id", "feat_norm", "angle_true", "geom_margin", "correct"]
+    base = metrics.filter(pl.col("condition_id") == condition_id)
+    pruned = base.filter(pl.col("model_id") == model_id).select(columns)
+    dense = base.filter(pl.col("model_id") == parent_id).select(columns)
+    return (
+        pruned.join(dense, on="sample_id", suffix="_dense")
+        .with_columns(
+            (pl.col("feat_norm") - pl.col("feat_norm_dense")).alias("d_length"),
+            (pl.col("angle_true") - pl.col("angle_true_dense")).alias("d_angle"),
+            (pl.col("geom_margin") - pl.col("geom_margin_dense")).alias("d_margin"),
+            pl.when(pl.col("correct_dense") & ~pl.col("correct"))
+            .then(pl.lit("broken by pruning"))
+            .when(~pl.col("correct_dense") & pl.col("correct"))
+            .then(pl.lit("fixed by pruning"))
+            .when(pl.col("correct"))
+            .then(pl.lit("right in both"))
+            .otherwise(pl.lit("wrong in both"))
+            .alias("outcome"),
+        )
+        .sort("sample_id")
+        .collect()
+    )

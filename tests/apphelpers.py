@@ -26,9 +26,22 @@ def figures(at: AppTest) -> list[dict]:
 def values(array) -> np.ndarray:
     """A plotly array, plain or base64-encoded ({'dtype', 'bdata'})."""
     if isinstance(array, dict) and "bdata" in array:
-        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
-    return np.asarray(array, dtype=float)
+        flat = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+        if "shape" in array:
+            return flat.reshape([int(n) for n in str(array["shape"]).split(",")])
+        return flat
+    return np.asarray(
+        [[np.nan if v is None else v for v in row] for row in array] if array and isinstance(array[0], list) else array,
+        dtype=float,
+    )
 
 
 def texts(at: AppTest, kind: str) -> list[str]:
     return [str(element.value) for element in getattr(at, kind)]
+
+
+def figure_titled(at: AppTest, words: str) -> dict:
+    """The one plotly figure whose title contains `words`."""
+    found = [f for f in figures(at) if words in f["layout"].get("title", {}).get("text", "")]
+    assert len(found) == 1, [f["layout"].get("title", {}).get("text") for f in figures(at)]
+    return found[0]

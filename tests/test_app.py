@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from compute import schema
-from tests.apphelpers import figures, run_app, texts, values
+from tests.apphelpers import figure_titled, run_app, texts, values
 from tests.conftest import DEMO
 
 
@@ -34,7 +34,7 @@ def test_overview_renders_the_demo_snapshot(monkeypatch):
     dense = models.filter(pl.col("method") == "dense")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Dense clean accuracy"] == f"{dense['clean_accuracy'][0]:.1%}"
-    scatter, curves = figures(at)
+    scatter = figure_titled(at, "Clean accuracy against mean corruption accuracy")
     assert "mean corruption accuracy" in scatter["layout"]["yaxis"]["title"]["text"]
     assert {t["name"] for t in scatter["data"]} == set(models["method"])
 
@@ -42,18 +42,47 @@ def test_overview_renders_the_demo_snapshot(monkeypatch):
 def test_switching_the_measure_changes_the_plotted_curves(monkeypatch):
     at = run_app(monkeypatch, DEMO.parent)
     models = pl.read_parquet(DEMO / schema.MODELS)
-    _, clean_fig = figures(at)
+    clean_fig = figure_titled(at, "clean accuracy against sparsity")
     magnitude = models.filter(pl.col("method") == "magnitude").sort("target_sparsity")
     trace = next(t for t in clean_fig["data"] if t["name"] == "magnitude")
     np.testing.assert_allclose(values(trace["y"]), magnitude["clean_accuracy"].to_numpy(), atol=1e-6)
 
     at.radio(key="overview_measure").set_value("corrupted images (mean)").run()
     assert not at.exception
-    _, corrupted_fig = figures(at)
+    corrupted_fig = figure_titled(at, "mean corruption accuracy against sparsity")
     assert "mean corruption accuracy" in corrupted_fig["layout"]["title"]["text"]
     mca = hand_mean_corruption_accuracy(DEMO)
     trace = next(t for t in corrupted_fig["data"] if t["name"] == "magnitude")
     np.testing.assert_allclose(values(trace["y"]), [mca[m] for m in magnitude["model_id"]], atol=1e-6)
+
+
+def hand_family_accuracy(path) -> dict[tuple[str, str], float]:
+    summary = pl.read_parquet(path / schema.SUMMARY).join(pl.read_parquet(path / schema.CONDITIONS), on="condition_id")
+    return {(m, f): float(np.mean(g["accuracy"].to_numpy())) for (m, f), g in summary.group_by("model_id", "family")}
+
+
+def test_family_heatmap_shows_accuracy_per_family_and_relative_to_dense(monkeypatch):
+    at = run_app(monkeypatch, DEMO.parent)
+    expected = hand_family_accuracy(DEMO)
+    fig = figure_titled(at, "Accuracy by corruption family")
+    heat = fig["data"][0]
+    z = values(heat["z"])
+    families, models = heat["x"], heat["y"]
+    assert families[0] == "clean" and set(families) <= {"clean", "noise", "blur", "weather", "digital", "extra"}
+    for i, model in enumerate(models):
+        for j, family in enumerate(families):
+            assert z[i, j] == pytest.approx(expected[(model, family)], abs=1e-6)
+
+    at.toggle(key="overview_family_relative").set_value(True).run()
+    assert not at.exception
+    fig = figure_titled(at, "relative to the dense model")
+    heat = fig["data"][0]
+    z = values(heat["z"])
+    parents = dict(pl.read_parquet(DEMO / schema.MODELS).select("model_id", "parent_id").iter_rows())
+    for i, model in enumerate(heat["y"]):
+        for j, family in enumerate(heat["x"]):
+            want = expected[(model, family)] - expected[(parents[model], family)]
+            assert z[i, j] == pytest.approx(want, abs=1e-6)
 
 
 def test_no_snapshot_shows_the_command_that_builds_one(monkeypatch, tmp_path):

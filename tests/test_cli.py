@@ -125,3 +125,18 @@ def test_checkpoints_reload_into_models_that_reproduce_the_snapshot(tmp_path):
     fresh.load_state_dict(pruned.state_dict())  # an unstructured checkpoint fits an unpruned model as it is
     small = load_model(out, "l1_filter-0.7-s0")
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in fresh.parameters())
+
+
+def test_reduced_metric_precision_is_recorded_and_still_validates(tmp_path):
+    out = tmp_path / "coarse"
+    result = run_cli(
+        "compute", "--preset", "tiny", "--out", str(out), "--quiet", "--metric-bits", "10",
+        "--methods", "dense", "--corruptions", "contrast", "--severities", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / schema.MANIFEST).read_text())["storage"]["metric_bits"] == 10
+    assert run_cli("validate", str(out)).returncode == 0
+    import numpy as np
+
+    losses = pl.read_parquet(next((out / schema.METRICS_DIR).glob("*/*.parquet")))["loss"].to_numpy()
+    assert np.all(losses.view(np.uint32) & ((1 << 13) - 1) == 0)  # 10 mantissa bits kept

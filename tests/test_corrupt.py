@@ -23,12 +23,34 @@ def test_output_is_valid_quantised_and_differs_from_the_input(name, severity):
     assert (y - x).abs().mean() > 1e-3
 
 
+#: Severity steps at which the mean distance from the clean image falls, because the CIFAR
+#: parameters themselves say so (the original numpy/cv2 recipes fall at the same steps).
+#: The test checks that these steps do fall and that every other step does not.
+FALLING_STEPS = {
+    # sigma .25 -> .4 with the same shuffle: the wider second blur undoes part of the shuffle
+    "glass_blur": {(2, 3), (4, 5)},
+    # a drops from .9 to .85 while b stays .4: the darker image offsets the extra frost
+    "frost": {(3, 4)},
+    # the affine jitter shrinks (.08 -> .03) faster than the displacement field grows
+    "elastic_transform": {(1, 2), (2, 3), (3, 4), (4, 5)},
+    # severity 4 switches from liquid splashes to mud
+    "spatter": {(3, 4)},
+    # a = .3, .1, then 1.5: severity 3 turns desaturation into over-saturation
+    "saturate": {(2, 3)},
+}
+
+
 @pytest.mark.parametrize("name", sorted(corrupt.CORRUPTIONS))
 def test_distance_from_clean_does_not_fall_with_severity(name):
     x = images(16)
     seeds = torch.arange(16)
     distances = [float((corrupt.corrupt(x, name, s, seeds) - x).abs().mean()) for s in range(1, 6)]
-    assert all(b >= a - 1e-6 for a, b in zip(distances, distances[1:], strict=False)), distances
+    for low in range(1, 5):
+        before, after = distances[low - 1], distances[low]
+        if (low, low + 1) in FALLING_STEPS.get(name, set()):
+            assert after < before, f"{name} {low}->{low + 1} no longer falls: update FALLING_STEPS ({distances})"
+        else:
+            assert after >= before - 1e-6, f"{name} falls from severity {low} to {low + 1}: {distances}"
 
 
 @pytest.mark.parametrize("name", sorted(corrupt.CORRUPTIONS))
@@ -102,3 +124,35 @@ def test_counter_rng_is_uniform_and_independent_per_seed():
         rng.uniform(torch.tensor([3]), (10,), stream=0), rng.uniform(torch.tensor([3]), (10,), stream=1)
     )
     assert int(rng.derive_seeds(0, 1, 2)) != int(rng.derive_seeds(0, 2, 1))
+
+
+def test_int32_hot_path_hash_equals_the_int64_reference():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat(
+        [
+            torch.randint(0, 2**32, (200_000,), generator=gen, dtype=torch.int64),
+            torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1]),
+        ]
+    )
+    reference = rng._mix32(x)
+    fast = rng._mix32_i32_(rng._as_int32(x)).to(torch.int64) & 0xFFFFFFFF
+    assert torch.equal(fast, reference)
+    # the full per-pixel path too: bits at every position equal the reference composition
+    seeds = torch.tensor([5, 2**31 + 7])
+    bits = rng.random_bits(seeds, (4, 6), stream=3).to(torch.int64) & 0xFFFFFFFF
+    keys = rng._stream_keys(seeds, 3)[:, None]
+    expected = rng._mix32((rng._mix32(torch.arange(24)) + keys) & 0xFFFFFFFF)
+    assert torch.equal(bits.reshape(2, 24), expected)
+
+
+def test_normal_draws_do_not_reuse_uniform_streams():
+    seeds = torch.arange(8)
+    n = rng.normal(seeds, (500,), stream=0)
+    for stream in (0, 1, 2):
+        u = rng.uniform(seeds, (500,), stream=stream)
+        # Box-Muller of uniform streams 0/1 would make z a deterministic function of them
+        assert abs(torch.corrcoef(torch.stack([n.flatten(), u.flatten()]))[0, 1]) < 0.05
+        z = torch.sqrt(-2 * torch.log(rng.uniform(seeds, (500,), 0))) * torch.cos(
+            2 * torch.pi * rng.uniform(seeds, (500,), 1)
+        )
+        assert not torch.allclose(z, n)

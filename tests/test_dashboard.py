@@ -65,8 +65,8 @@ def test_relative_robustness_against_a_hand_computation():
     assert rel["dense-s0"] == 0.0
     assert table["method"].to_list()[:2] == ["dense", "dense"]  # DESIGN order: dense first
 
-    curves = queries.method_curves(table, "relative_robustness").filter(pl.col("method") == "magnitude")
-    assert curves["mean"][0] == pytest.approx(0.0) and curves["std"][0] == pytest.approx(0.1414, abs=1e-3)
+    curves = queries.comparison_curves(table, "relative_robustness", "sparsity").filter(pl.col("method") == "magnitude")
+    assert curves["mean"][0] == pytest.approx(0.0) and curves["x"][0] == pytest.approx(0.9)
     assert curves["min"][0] == pytest.approx(-0.1) and curves["seeds"][0] == 2
 
 
@@ -92,8 +92,8 @@ def test_figures_mark_dense_and_keep_method_colours():
     assert {round(s.x0, 6) for s in lines if s.x0 == s.x1} == {0.9}  # dense clean line
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
 
-    curves = queries.method_curves(table, "clean_accuracy")
-    fig = figures.accuracy_vs_sparsity(curves, 0.9, "clean accuracy")
+    curves = queries.comparison_curves(table, "clean_accuracy", "sparsity")
+    fig = figures.method_lines(curves, 0.9, "clean accuracy", queries.X_AXES["sparsity"], x_percent=True)
     assert [t.name for t in fig.data] == ["random", "magnitude"]
     assert fig.data[1].line.color == figures.METHOD_COLORS["magnitude"]
     assert "%" in fig.layout.xaxis.title.text and "%" in fig.layout.yaxis.title.text
@@ -145,3 +145,30 @@ def test_thumbnails_are_png_images_of_the_test_set(tiny_snapshot):
     assert sorted(pictures) == sorted(ids)
     for data in pictures.values():
         assert Image.open(io.BytesIO(data)).size == (32, 32)
+
+
+def test_family_accuracy_averages_each_family_and_subtracts_the_parent():
+    conditions = pl.DataFrame(
+        {
+            "condition_id": [0, 1, 2, 3, 4],
+            "corruption": ["clean", "gaussian_noise", "gaussian_noise", "contrast", "saturate"],
+            "family": ["clean", "noise", "noise", "digital", "extra"],
+            "severity": [0, 1, 2, 1, 1],
+        }
+    )
+    acc = {"dense-s0": [0.9, 0.8, 0.6, 0.5, 0.7], "magnitude-0.9-s0": [0.85, 0.9, 0.8, 0.2, 0.7]}
+    summary = pl.DataFrame(
+        [{"model_id": m, "condition_id": c, "accuracy": a} for m, row in acc.items() for c, a in enumerate(row)]
+    )
+    got = {(m, f): a for m, f, a in queries.family_accuracy(summary, conditions).iter_rows()}
+    assert got[("dense-s0", "noise")] == pytest.approx(0.7) and got[("magnitude-0.9-s0", "noise")] == pytest.approx(
+        0.85
+    )
+    assert got[("dense-s0", "clean")] == pytest.approx(0.9) and got[("magnitude-0.9-s0", "extra")] == pytest.approx(0.7)
+    models = pl.DataFrame({"model_id": list(acc), "parent_id": ["dense-s0", "dense-s0"]})
+    rel = {(m, f): a for m, f, a in queries.family_accuracy(summary, conditions, True, models).iter_rows()}
+    assert rel[("magnitude-0.9-s0", "noise")] == pytest.approx(0.15)
+    assert rel[("magnitude-0.9-s0", "digital")] == pytest.approx(-0.3)
+    assert rel[("dense-s0", "noise")] == pytest.approx(0.0)
+    order = queries.family_accuracy(summary, conditions).filter(pl.col("model_id") == "dense-s0")["family"].to_list()
+    assert order == ["clean", "noise", "digital", "extra"]  # DESIGN order

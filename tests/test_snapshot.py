@@ -127,3 +127,27 @@ def test_summary_matches_a_hand_computation():
     assert summary["loss_q50"][0] == 2.5  # linear interpolation between 2 and 3
     assert summary["loss_q10"][0] == pytest.approx(1.3)
     assert summary["angle_pred_mean"][0] is None  # NaN angles are left out
+
+
+@pytest.mark.parametrize("bits", [23, 16, 12, 8])
+def test_round_mantissa_keeps_sign_and_bounds_the_relative_error(bits):
+    import numpy as np
+
+    from compute.snapshot import round_mantissa
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [rng.normal(size=2000) * 10.0 ** rng.integers(-30, 30, 2000), [0.0, -0.0, 1.0, 180.0, np.nan, np.inf, -np.inf]]
+    ).astype(np.float32)
+    out = round_mantissa(values, bits)
+    finite = np.isfinite(values)
+    assert out.dtype == np.float32
+    assert np.array_equal(np.signbit(out[finite]), np.signbit(values[finite]))
+    assert np.all((out[finite] == 0) == (values[finite] == 0))
+    rel = np.abs(out[finite] - values[finite]) / np.maximum(np.abs(values[finite]), 1e-38)
+    assert rel.max() <= 2.0 ** -(bits + 1) * 1.0001
+    assert np.isnan(out[-3]) and out[-2] == np.inf and out[-1] == -np.inf
+    if bits < 23:
+        assert np.all(out[finite].view(np.uint32) & ((1 << (23 - bits)) - 1) == 0)  # low bits cleared
+    else:
+        assert np.array_equal(out, values, equal_nan=True)

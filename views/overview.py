@@ -40,10 +40,19 @@ measure = st.radio(
     key="overview_measure",
 )
 value = "clean_accuracy" if measure == "clean images" else "mean_corruption_accuracy"
-curves = queries.method_curves(table.drop_nulls(value), value)
+curves = queries.comparison_curves(table.drop_nulls(value), value, "sparsity")
 dense_value = dense[value].mean() if not dense.is_empty() else None
 y_title = "clean accuracy" if value == "clean_accuracy" else "mean corruption accuracy"
-st.plotly_chart(figures.accuracy_vs_sparsity(curves, dense_value, y_title), width="stretch")
+st.plotly_chart(
+    figures.method_lines(curves, dense_value, y_title, queries.X_AXES["sparsity"], x_percent=True), width="stretch"
+)
+
+st.subheader("By corruption family")
+relative = st.toggle(
+    "Relative to the dense model", key="overview_family_relative", help="accuracy minus the dense parent's, per family"
+)
+families = queries.family_accuracy(snapshot.summary, snapshot.conditions, relative=relative, models=snapshot.models)
+st.plotly_chart(figures.family_heatmap(families, table["model_id"].to_list(), relative), width="stretch")
 
 st.subheader("Models")
 st.dataframe(

@@ -28,22 +28,31 @@ def gaussian_kernel1d(sigma: float, radius: int) -> torch.Tensor:
     return (k / k.sum()).float()
 
 
-def gaussian_blur(
-    x: torch.Tensor, sigma: float, padding_mode: str = "replicate", truncate: float = 4.0
-) -> torch.Tensor:
-    """Separable Gaussian blur of every channel, as skimage.filters.gaussian: radius
-    int(truncate * sigma + 0.5); `replicate` is its default mode 'nearest'. A radius of
-    zero (sigma 0.05 at 32x32) is the identity. Works on (N, C, H, W)."""
+def symmetric_filter(x: torch.Tensor, taps: list[float], padding_mode: str = "replicate") -> torch.Tensor:
+    """Filter every channel's rows, then its columns, with the same symmetric 1-D taps, by
+    shifted sums: on the CPU far faster for small images than a depthwise convolution, and
+    the same order of additions for every image, batched or alone."""
+    radius = len(taps) // 2
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (radius, radius, 0, 0), mode=padding_mode)
+    rows = taps[radius] * padded[..., radius : radius + w]
+    for i in range(radius):
+        rows = rows + taps[i] * (padded[..., i : i + w] + padded[..., 2 * radius - i : 2 * radius - i + w])
+    padded = F.pad(rows, (0, 0, radius, radius), mode=padding_mode)
+    out = taps[radius] * padded[..., radius : radius + h, :]
+    for i in range(radius):
+        out = out + taps[i] * (padded[..., i : i + h, :] + padded[..., 2 * radius - i : 2 * radius - i + h, :])
+    return out
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Gaussian blur of every channel as skimage.filters.gaussian with its default mode
+    'nearest' (replicate padding): radius int(truncate * sigma + 0.5); a radius of zero
+    (sigma 0.05 at 32x32) is the identity. (N, C, H, W)."""
     radius = int(truncate * sigma + 0.5)
     if radius == 0:
         return x
-    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1) if padding_mode == "reflect" else radius
-    k = gaussian_kernel1d(sigma, radius).to(x)
-    c = x.shape[1]
-    out = F.pad(x, (radius, radius, 0, 0), mode=padding_mode)
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode=padding_mode)
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return symmetric_filter(x, gaussian_kernel1d(sigma, radius).tolist())
 
 
 def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
@@ -54,5 +63,7 @@ def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
     disk = ((xx**2 + yy**2) <= radius**2).double()
     disk /= disk.sum()
     k1 = gaussian_kernel1d(alias_blur, 1 if radius <= 8 else 2).double()
-    smooth = F.conv2d(disk[None, None], (k1[:, None] * k1[None, :])[None, None], padding=len(k1) // 2)
-    return smooth[0, 0].float()
+    smooth = F.conv2d(disk[None, None], (k1[:, None] * k1[None, :])[None, None], padding=len(k1) // 2)[0, 0]
+    # weights below 1e-12 (the far tails of a sigma-0.1 alias blur) would be float32
+    # denormals, which slow a convolution several times over
+    return torch.where(smooth < 1e-12, 0.0, smooth).float()

@@ -1,0 +1,105 @@
+"""The shared sidebar filters: what they select, and how they live in the page address.
+
+Streamlit-free. The URL form is short and readable, e.g.
+`?snapshot=demo&methods=imp,snip&sparsity=0.5-0.9&families=noise,blur&severities=3,5`;
+a parameter that is absent means "all". Unknown or malformed values are dropped, never
+an error: a shared link from an older snapshot still opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import polars as pl
+
+from compute import schema
+
+KEYS = ("methods", "sparsity", "families", "severities")
+CORRUPTION_FAMILIES = tuple(f for f in schema.CONDITION_FAMILIES if f != "clean")
+
+
+def _first(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return str(value[-1]) if value else ""
+    return str(value)
+
+
+def _items(value) -> list[str]:
+    return [part for part in _first(value).split(",") if part]
+
+
+@dataclass(frozen=True)
+class Filters:
+    methods: tuple[str, ...] | None = None  # None: every method
+    sparsity: tuple[float, float] = (0.0, 1.0)  # target sparsity range; dense (0) is the reference
+    families: tuple[str, ...] | None = None  # corruption families; clean is always kept
+    severities: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_query(cls, params: Mapping, models: pl.DataFrame, conditions: pl.DataFrame) -> Filters:
+        """Filters from URL parameters, keeping only values this snapshot has."""
+        known_methods = set(models["method"])
+        known_families = set(conditions["family"]) - {"clean"}
+        known_severities = set(conditions.filter(pl.col("severity") > 0)["severity"].to_list())
+        methods = tuple(m for m in _items(params.get("methods", "")) if m in known_methods) or None
+        families = tuple(f for f in _items(params.get("families", "")) if f in known_families) or None
+        severities = tuple(
+            sorted({int(s) for s in _items(params.get("severities", "")) if s.isdigit() and int(s) in known_severities})
+        )
+        sparsity = (0.0, 1.0)
+        low, _, high = _first(params.get("sparsity", "")).partition("-")
+        try:
+            lo, hi = float(low), float(high)
+            if 0.0 <= lo <= hi <= 1.0:
+                sparsity = (lo, hi)
+        except ValueError:
+            pass
+        return cls(methods, sparsity, families, severities or None)
+
+    def to_query(self) -> dict[str, str]:
+        """Only what differs from "all", so the default view has a clean address."""
+        out = {}
+        if self.methods:
+            out["methods"] = ",".join(self.methods)
+        if self.sparsity != (0.0, 1.0):
+            out["sparsity"] = f"{self.sparsity[0]:g}-{self.sparsity[1]:g}"
+        if self.families:
+            out["families"] = ",".join(self.families)
+        if self.severities:
+            out["severities"] = ",".join(map(str, self.severities))
+        return out
+
+    def select_models(self, models: pl.DataFrame) -> pl.DataFrame:
+        """Models of the chosen methods within the sparsity range (dense models pass the range)."""
+        keep = pl.lit(True)
+        if self.methods:
+            keep = keep & pl.col("method").is_in(list(self.methods))
+        lo, hi = self.sparsity
+        in_range = pl.col("target_sparsity").is_between(lo - 1e-9, hi + 1e-9)
+        return models.filter(keep & (in_range | (pl.col("method") == "dense")))
+
+    def select_conditions(self, conditions: pl.DataFrame, clean: bool = True) -> pl.DataFrame:
+        """Conditions of the chosen families and severities; the clean one unless `clean=False`."""
+        corrupted = pl.col("corruption") != schema.CLEAN
+        keep = corrupted
+        if self.families:
+            keep = keep & pl.col("family").is_in(list(self.families))
+        if self.severities:
+            keep = keep & pl.col("severity").is_in(list(self.severities))
+        if clean:
+            keep = keep | ~corrupted
+        return conditions.filter(keep)
+
+    def describe(self) -> str:
+        """One line for captions: what the view is restricted to."""
+        parts = []
+        if self.methods:
+            parts.append(f"methods {', '.join(self.methods)}")
+        if self.sparsity != (0.0, 1.0):
+            parts.append(f"sparsity {self.sparsity[0]:.0%}–{self.sparsity[1]:.0%}")
+        if self.families:
+            parts.append(f"families {', '.join(self.families)}")
+        if self.severities:
+            parts.append(f"severities {', '.join(map(str, self.severities))}")
+        return "; ".join(parts) if parts else "all models and conditions"

@@ -1,0 +1,110 @@
+"""The released CIFAR-10-C files as conditions: loader, checks, and the compute step on them."""
+
+import json
+import re
+
+import numpy as np
+import polars as pl
+import pytest
+
+from compute import schema
+from compute.cifar10c import SHAPE, Cifar10CError, check_folder, load_condition
+from tests.conftest import run_cli
+from tests.test_data import write_cifar10
+
+
+def write_cifar10c(folder, test_images: np.ndarray, test_labels: list[int], corruptions, shift=17):
+    """Full-size release files (sparse on disk): row (s-1)*10000+i holds test image i at
+    severity s, here the image plus a known per-severity shift so rows can be recognised."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(test_labels)
+    labels = np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.uint8, shape=(SHAPE[0],))
+    for s in range(5):
+        labels[s * 10_000 : s * 10_000 + n] = test_labels
+    labels.flush()
+    for name in corruptions:
+        array = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.uint8, shape=SHAPE)
+        hwc = test_images.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1)
+        for s in range(1, 6):
+            array[(s - 1) * 10_000 : (s - 1) * 10_000 + n] = (hwc.astype(np.int32) + shift * s) % 256
+        array.flush()
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    batches = write_cifar10(tmp_path / "cifar", n_per_batch=40)
+    data, labels = batches["test_batch"]
+    write_cifar10c(tmp_path / "c", data, labels, ["gaussian_noise", "contrast"])
+    return tmp_path, data, np.asarray(labels)
+
+
+def test_rows_come_from_the_right_severity_block(cifar_root):
+    tmp, data, labels = cifar_root
+    index = np.array([3, 0, 39])
+    check_folder(tmp / "c", ["gaussian_noise"], index, labels[index])
+    for severity in (1, 4):
+        rows = load_condition(tmp / "c", "gaussian_noise", severity, index)
+        assert rows.shape == (3, 3, 32, 32) and rows.dtype == np.uint8
+        expected = (data[index].reshape(3, 3, 32, 32).astype(np.int32) + 17 * severity) % 256
+        np.testing.assert_array_equal(rows, expected)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", "frost.npy is missing"),
+        ("shape", "expected (50000, 32, 32, 3) uint8"),
+        ("dtype", "dtype float32"),
+        ("labels", "disagrees with the CIFAR-10 test labels"),
+        ("not a folder", "is not a folder"),
+    ],
+)
+def test_bad_folders_get_a_clear_error(cifar_root, damage, message):
+    tmp, _, labels = cifar_root
+    folder, corruptions = tmp / "c", ["gaussian_noise"]
+    index = np.arange(10)
+    if damage == "missing":
+        corruptions = ["frost"]
+    elif damage == "shape":
+        np.save(folder / "gaussian_noise.npy", np.zeros((100, 32, 32, 3), np.uint8))
+    elif damage == "dtype":
+        np.lib.format.open_memmap(folder / "gaussian_noise.npy", mode="w+", dtype=np.float32, shape=SHAPE).flush()
+    elif damage == "labels":
+        labels = (labels + 1) % 10
+    else:
+        folder = folder / "labels.npy"
+    with pytest.raises(Cifar10CError, match=re.escape(message)):
+        check_folder(folder, corruptions, index, labels[index])
+
+
+def test_compute_evaluates_the_files_instead_of_generating(cifar_root):
+    tmp, data, labels = cifar_root
+    out = tmp / "snap"
+    result = run_cli(
+        "compute", "--preset", "tiny", "--out", str(out), "--quiet", "--dataset", "cifar10",
+        "--data-root", str(tmp / "cifar"), "--cifar10c", str(tmp / "c"), "--n-test", "0", "--n-train", "0",
+        "--methods", "dense,magnitude", "--sparsities", "0.5", "--corruptions", "gaussian_noise,contrast",
+        "--severities", "1,5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / schema.MANIFEST).read_text())
+    assert manifest["corruptions"]["source"] == "CIFAR-10-C files"
+    assert manifest["corruptions"]["path"] == str((tmp / "c").resolve())
+    assert run_cli("validate", str(out)).returncode == 0
+    conditions = pl.read_parquet(out / schema.CONDITIONS)
+    assert conditions["corruption"].to_list() == ["clean"] + ["gaussian_noise"] * 2 + ["contrast"] * 2
+    samples = pl.read_parquet(out / schema.SAMPLES)
+    assert samples["sample_id"].to_list() == list(range(40)) and samples["label"].to_list() == labels.tolist()
+
+
+def test_cli_refuses_a_bad_folder_before_training(cifar_root):
+    tmp, _, _ = cifar_root
+    result = run_cli(
+        "compute", "--preset", "tiny", "--out", str(tmp / "never"), "--dataset", "cifar10",
+        "--data-root", str(tmp / "cifar"), "--cifar10c", str(tmp / "c"), "--corruptions", "frost",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "frost.npy is missing" in result.stderr
+    assert not (tmp / "never").exists()
+    result = run_cli("compute", "--preset", "tiny", "--out", str(tmp / "never"), "--cifar10c", str(tmp / "c"))
+    assert result.returncode == 2 and "--dataset cifar10" in result.stderr

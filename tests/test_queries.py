@@ -1,0 +1,145 @@
+"""Sample-level queries against small hand-built tables with known answers."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dashboard import queries
+
+
+def test_agreement_and_kappa_by_hand():
+    a = [0, 0, 1, 1, 2, 2, 0, 1]
+    b = [0, 1, 1, 1, 2, 0, 0, 2]
+    agreement, kappa = queries.agreement_and_kappa(np.array([a, b, a]).T, n_classes=3)
+    observed = np.mean(np.array(a) == np.array(b))  # 5 / 8
+    pa = np.bincount(a, minlength=3) / 8
+    pb = np.bincount(b, minlength=3) / 8
+    expected = float(pa @ pb)
+    assert agreement[0, 1] == pytest.approx(observed) and agreement[1, 0] == pytest.approx(observed)
+    assert kappa[0, 1] == pytest.approx((observed - expected) / (1 - expected))
+    assert agreement[0, 2] == 1.0 and kappa[0, 2] == pytest.approx(1.0)
+    assert np.allclose(np.diag(agreement), 1.0)
+    # the same single class everywhere: chance agreement is 1, kappa defined as 1
+    _, k = queries.agreement_and_kappa(np.zeros((5, 2), dtype=int), n_classes=3)
+    assert k[0, 1] == 1.0
+
+
+def test_kappa_matches_scikit_learn():
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(0)
+    preds = rng.integers(0, 5, size=(200, 4))
+    preds[:, 1] = np.where(rng.random(200) < 0.7, preds[:, 0], preds[:, 1])  # correlated pair
+    _, kappa = queries.agreement_and_kappa(preds, n_classes=5)
+    for i in range(4):
+        for j in range(4):
+            if i != j:
+                assert kappa[i, j] == pytest.approx(cohen_kappa_score(preds[:, i], preds[:, j]))
+
+
+@pytest.mark.parametrize("n", [2, 5, 12, 19])
+def test_cluster_order_matches_scipy_average_linkage(n):
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    rng = np.random.default_rng(n)
+    points = rng.normal(size=(n, 3))
+    distance = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+    expected = leaves_list(linkage(squareform(distance, checks=False), method="average")).tolist()
+    assert queries.cluster_order(distance) == expected
+
+
+def test_cluster_order_puts_similar_items_together():
+    # two tight groups {0, 2} and {1, 3}
+    distance = np.array([[0, 9, 1, 9], [9, 0, 9, 1], [1, 9, 0, 9], [9, 1, 9, 0]], dtype=float)
+    order = queries.cluster_order(distance)
+    assert abs(order.index(0) - order.index(2)) == 1 and abs(order.index(1) - order.index(3)) == 1
+    assert queries.cluster_order(np.zeros((1, 1))) == [0]
+
+
+def test_correlation_distance_handles_constant_rows():
+    d = queries.correlation_distance(np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [5.0, 5.0, 5.0]]))
+    assert d[0, 1] == pytest.approx(0.0) and d[0, 2] == pytest.approx(1.0) and d[2, 2] == 0.0
+
+
+def preds_frame(table: dict[str, list[int]]) -> pl.DataFrame:
+    """model -> predictions for samples 0..n-1 (clean condition)."""
+    return pl.DataFrame(
+        [{"model_id": m, "sample_id": i, "pred": p} for m, row in table.items() for i, p in enumerate(row)]
+    )
+
+
+def test_pie_modal_logic_with_ties():
+    table = {
+        "dense-s0": [1, 1, 1, 1],
+        "dense-s1": [1, 2, 3, 1],
+        "dense-s2": [1, 2, 7, 1],
+        "p1": [2, 2, 3, 4],
+        "p2": [2, 2, 1, 4],
+        "p3": [1, 3, 3, 5],
+    }
+    pies = queries.pruning_identified_exemplars(
+        preds_frame(table), ["dense-s0", "dense-s1", "dense-s2"], ["p1", "p2", "p3"]
+    )
+    rows = {r["sample_id"]: r for r in pies.iter_rows(named=True)}
+    # sample 0: dense mode {1}, pruned mode {2} -> PIE
+    assert rows[0]["dense_modal"] == [1] and rows[0]["pruned_modal"] == [2] and rows[0]["is_pie"]
+    # sample 1: dense {2} (two of three), pruned {2} -> not a PIE
+    assert rows[1]["dense_modal"] == [2] and not rows[1]["is_pie"]
+    # sample 2: dense three-way tie {1, 3, 7}, pruned {3} -> the sets share 3: not a PIE
+    assert rows[2]["dense_modal"] == [1, 3, 7] and rows[2]["pruned_modal"] == [3] and not rows[2]["is_pie"]
+    # sample 3: dense {1}, pruned tie {4} (two votes) vs {5} -> {4}: PIE
+    assert rows[3]["pruned_modal"] == [4] and rows[3]["is_pie"]
+    assert rows[0]["pruned_share"] == pytest.approx(1 / 3)  # p3 gives the dense answer
+    assert rows[2]["pruned_share"] == pytest.approx(1.0)  # every pruned model gives 1, 3 or 7
+
+
+def test_pruning_fragility_counts_parent_right_pruned_wrong():
+    models = pl.DataFrame(
+        {
+            "model_id": ["dense-s0", "a", "b"],
+            "parent_id": ["dense-s0", "dense-s0", "dense-s0"],
+            "method": ["dense", "magnitude", "snip"],
+        }
+    )
+    rows = []
+    correct = {  # (condition, sample) -> correctness of dense, a, b
+        (0, 0): (True, False, False),
+        (0, 1): (True, True, False),
+        (1, 0): (False, False, True),
+        (1, 1): (True, True, True),
+    }
+    for (c, s), flags in correct.items():
+        for model, flag in zip(["dense-s0", "a", "b"], flags, strict=True):
+            rows.append({"model_id": model, "condition_id": c, "sample_id": s, "correct": flag})
+    out = {r["sample_id"]: r for r in queries.pruning_fragility(pl.DataFrame(rows), models).iter_rows(named=True)}
+    assert out[0]["fragile"] == 2 and out[0]["chances"] == 2 and out[0]["pairs"] == 4
+    assert out[1]["fragile"] == 1 and out[1]["chances"] == 4
+    assert out[0]["fragile_rate"] == 1.0 and out[1]["fragile_rate"] == 0.25
+    assert queries.pruning_fragility(pl.DataFrame(rows), models)["sample_id"].to_list() == [0, 1]  # ranked
+
+
+def test_breaking_severity_is_the_lowest_failing_severity_given_clean_right():
+    conditions = pl.DataFrame(
+        {
+            "condition_id": [0, 1, 2, 3, 4],
+            "corruption": ["clean", "fog", "fog", "fog", "contrast"],
+            "severity": [0, 1, 3, 5, 2],
+        }
+    )
+    rows = []
+    outcome = {  # sample -> correctness on conditions 0..4
+        0: [True, True, False, False, True],  # fog breaks at 3, contrast never
+        1: [True, False, True, False, False],  # fog breaks at 1 (not monotone), contrast at 2
+        2: [False, False, False, False, False],  # wrong on clean: never counted
+    }
+    for sample, flags in outcome.items():
+        for condition, flag in enumerate(flags):
+            rows.append({"model_id": "m", "condition_id": condition, "sample_id": sample, "correct": flag})
+    breaks = queries.breaking_severity(pl.DataFrame(rows), conditions)
+    got = {(r["sample_id"], r["corruption"]): r["breaking_severity"] for r in breaks.iter_rows(named=True)}
+    assert got == {(0, "contrast"): None, (0, "fog"): 3, (1, "contrast"): 2, (1, "fog"): 1}
+    summary = {r["sample_id"]: r for r in queries.corruption_fragility(breaks).iter_rows(named=True)}
+    assert summary[1]["broken"] == 2 and summary[1]["lowest_severity"] == 1 and summary[1]["mean_severity"] == 1.5
+    assert summary[0]["broken"] == 1 and summary[0]["broken_rate"] == 0.5
+    assert 2 not in summary
