@@ -11,9 +11,23 @@ from dashboard import ui
 
 st.set_page_config(page_title="prunescope", page_icon=":material/content_cut:", layout="wide")
 
-PAGES = [
-    st.Page("views/overview.py", title="Overview", icon=":material/insights:", default=True),
-]
+PAGES = {
+    "Models": [
+        st.Page("views/overview.py", title="Overview", icon=":material/insights:", default=True),
+        st.Page("views/methods.py", title="Method comparison", icon=":material/stacked_line_chart:"),
+    ],
+    "Robustness": [
+        st.Page("views/corruptions.py", title="Corruption breakdown", icon=":material/grid_on:"),
+    ],
+    "Inside the network": [
+        st.Page("views/geometry.py", title="Geometry", icon=":material/explore:"),
+        st.Page("views/embedding.py", title="Embedding", icon=":material/scatter_plot:"),
+    ],
+    "Samples": [
+        st.Page("views/fragile.py", title="Fragile samples", icon=":material/broken_image:"),
+        st.Page("views/sample.py", title="Sample detail", icon=":material/image_search:"),
+    ],
+}
 
 page = st.navigation(PAGES)
 if ui.sidebar() is not None:

@@ -152,7 +152,8 @@ def heatmap(
     fig = go.Figure(
         go.Heatmap(
             z=z, x=x, y=y, text=text, texttemplate="%{text}" if len(x) * len(y) <= 900 else None,
-            textfont={"size": 10}, colorbar={"title": {"text": colorbar}},
+            textfont={"size": 10},
+            colorbar={"title": {"text": colorbar}, "tickformat": ("+.0%" if diverging else ".0%") if percent else ""},
             hovertemplate="<b>%{y}</b><br>%{x}: " + hover + "<extra></extra>", **colour,
         )
     )  # fmt: skip
@@ -202,10 +203,10 @@ def method_lines(
                     "arrayminus": (rows["mean"] - rows["min"]).to_list(),
                     "visible": bool((rows["seeds"] > 1).any()), "thickness": 1,
                 },
-                customdata=rows.select("target_sparsity", "seeds").to_numpy(),
+                customdata=rows.select("target_sparsity", "seeds", "models").to_numpy(),
                 hovertemplate=(
                     f"<b>{method}</b><br>target sparsity %{{customdata[0]:.1%}}<br>{x_title}: {x_hover}"
-                    f"<br>{y_title}: %{{y:.2%}}<br>seeds %{{customdata[1]}}<extra></extra>"
+                    f"<br>{y_title}: %{{y:.2%}}<br>%{{customdata[2]}}<extra></extra>"
                 ),
             )
         )  # fmt: skip
@@ -224,27 +225,31 @@ def method_lines(
     return fig
 
 
-def severity_lines(curves: pl.DataFrame, model_id: str) -> go.Figure:
-    """Accuracy of one model against severity, one line per corruption (0 = clean)."""
+def severity_lines(
+    curves: pl.DataFrame, model_id: str, y: str = "accuracy", y_title: str = "accuracy (%)", title: str = ""
+) -> go.Figure:
+    """One model's `y` against severity, one line per corruption (0 = clean)."""
     rows = curves.filter(pl.col("model_id") == model_id)
     if rows.is_empty():
         return empty_figure("No corrupted conditions in this selection")
+    percent = y == "accuracy"
     fig = go.Figure()
     palette = dict(zip(schema.CORRUPTION_FAMILIES, _CORRUPTION_COLOURS, strict=False))
     for corruption in [c for c in schema.CORRUPTION_FAMILIES if c in set(rows["corruption"])]:
         line = rows.filter(pl.col("corruption") == corruption).sort("severity")
+        value = "%{y:.2%}" if percent else "%{y:.3g}"
         fig.add_trace(
             go.Scatter(
-                x=line["severity"], y=line["accuracy"], mode="lines+markers", name=corruption,
+                x=line["severity"], y=line[y], mode="lines+markers", name=corruption,
                 line={"color": palette.get(corruption), "dash": _FAMILY_DASH[schema.CORRUPTION_FAMILIES[corruption]]},
-                hovertemplate=f"<b>{corruption}</b><br>severity %{{x}}<br>accuracy %{{y:.2%}}<extra>{model_id}</extra>",
+                hovertemplate=f"<b>{corruption}</b><br>severity %{{x}}<br>{y_title}: {value}<extra>{model_id}</extra>",
             )
         )  # fmt: skip
     fig.update_layout(
         **{**LAYOUT, "legend": {"title": {"text": "corruption"}}},
-        title={"text": f"Accuracy against severity: {model_id}"},
+        title={"text": title or f"Accuracy against severity: {model_id}"},
         xaxis={"title": {"text": "severity (0 = clean)"}, "dtick": 1},
-        yaxis=_percent_axis("accuracy (%)"),
+        yaxis=_percent_axis(y_title) if percent else {"title": {"text": y_title}},
         height=460,
     )
     return fig
@@ -255,3 +260,187 @@ _CORRUPTION_COLOURS = [
     "#AA4499", "#E69F00", "#D55E00", "#0072B2", "#009E73", "#661100", "#888888", "#000000", "#56B4E9", "#CC79A7",
 ]  # fmt: skip
 _FAMILY_DASH = {"noise": "solid", "blur": "dot", "weather": "dash", "digital": "dashdot", "extra": "longdash"}
+
+
+METRIC_TITLES = {
+    "feat_norm": "feature length ‖f‖",
+    "angle_true": "angle to the true class (degrees)",
+    "angle_pred": "angle to the predicted class (degrees)",
+    "geom_margin": "geometric margin (feature-space distance)",
+    "logit_margin": "logit margin",
+    "p_true": "probability of the true class",
+    "confidence": "confidence (largest probability)",
+    "loss": "cross-entropy loss",
+}
+
+
+def distributions(
+    rows: pl.DataFrame, metric: str, model_order: list[str], condition_labels: dict[int, str]
+) -> go.Figure:
+    """Box plots of one per-sample metric per model, one box per condition side by side."""
+    if rows.is_empty():
+        return empty_figure("No per-sample rows in this selection")
+    fig = go.Figure()
+    palette = ["#0F766E", "#D55E00", "#332288", "#999933"]
+    for index, (condition_id, label) in enumerate(condition_labels.items()):
+        part = rows.filter(pl.col("condition_id") == condition_id).drop_nans(metric)
+        if part.is_empty():
+            continue
+        fig.add_trace(
+            go.Box(
+                x=part["model_id"], y=part[metric], name=label, marker_color=palette[index % len(palette)],
+                boxpoints=False, customdata=part.select("sample_id").to_numpy(),
+                hovertemplate=f"<b>%{{x}}</b><br>{label}<br>{METRIC_TITLES.get(metric, metric)}: %{{y:.3g}}"
+                "<extra></extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        **{**LAYOUT, "legend": {"title": {"text": "condition"}}},
+        boxmode="group",
+        title={"text": f"{METRIC_TITLES.get(metric, metric)} per model"},
+        xaxis={"title": {"text": "model"}, "categoryorder": "array", "categoryarray": model_order, "tickangle": -35},
+        yaxis={"title": {"text": METRIC_TITLES.get(metric, metric)}},
+        height=460,
+    )
+    return fig
+
+
+def polar_pair(rows: pl.DataFrame, model_ids: list[str], title: str) -> go.Figure:
+    """Angle-length plots of two models side by side: radius the feature length, angle the
+    angle to the true class direction; right and wrong predictions in two colours."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1, cols=len(model_ids), specs=[[{"type": "polar"}] * len(model_ids)], subplot_titles=model_ids
+    )
+    top = float(rows["feat_norm"].max() or 1.0) if not rows.is_empty() else 1.0
+    for col, model in enumerate(model_ids, start=1):
+        part = rows.filter(pl.col("model_id") == model).drop_nans("angle_true")
+        for correct, colour, name in ((True, "#0F766E", "right"), (False, "#D55E00", "wrong")):
+            points = part.filter(pl.col("correct") == correct)
+            fig.add_trace(
+                go.Scatterpolar(
+                    r=points["feat_norm"], theta=points["angle_true"], mode="markers", name=name,
+                    marker={"color": colour, "size": 6, "opacity": 0.75}, legendgroup=name, showlegend=col == 1,
+                    customdata=points.select("sample_id", "class_name").to_numpy(),
+                    hovertemplate=(
+                        "sample %{customdata[0]} (class %{customdata[1]})<br>length %{r:.3g}"
+                        f"<br>angle %{{theta:.1f}}°<extra>{model}</extra>"
+                    ),
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+        fig.update_layout(
+            {
+                f"polar{col if col > 1 else ''}": {
+                    "sector": [0, 180], "angularaxis": {"direction": "counterclockwise", "rotation": 0},
+                    "radialaxis": {"range": [0, top * 1.05], "title": {"text": "‖f‖"}},
+                }
+            }
+        )  # fmt: skip
+    fig.update_layout(**{**LAYOUT, "legend": {"title": {"text": "prediction"}}}, title={"text": title}, height=460)
+    return fig
+
+
+def shift_scatter(table: pl.DataFrame, model_id: str) -> go.Figure:
+    """How pruning moved each sample: change of feature length against change of angle."""
+    if table.is_empty():
+        return empty_figure("No samples to compare")
+    colours = {
+        "broken by pruning": "#D55E00",
+        "fixed by pruning": "#0072B2",
+        "right in both": "#B0B7B5",
+        "wrong in both": "#000000",
+    }
+    fig = go.Figure()
+    for outcome, colour in colours.items():
+        part = table.filter(pl.col("outcome") == outcome)
+        fig.add_trace(
+            go.Scattergl(
+                x=part["d_length"], y=part["d_angle"], mode="markers", name=f"{outcome} ({len(part)})",
+                marker={"color": colour, "size": 7, "opacity": 0.8},
+                customdata=part.select("sample_id", "class_name", "d_margin").to_numpy(),
+                hovertemplate=(
+                    "sample %{customdata[0]} (class %{customdata[1]})<br>Δ length %{x:+.3g}<br>Δ angle %{y:+.2f}°"
+                    "<br>Δ margin %{customdata[2]:+.3g}<extra></extra>"
+                ),
+            )
+        )  # fmt: skip
+    fig.add_hline(y=0, line={"color": "#888888", "width": 1})
+    fig.add_vline(x=0, line={"color": "#888888", "width": 1})
+    fig.update_layout(
+        **{**LAYOUT, "legend": {"title": {"text": "outcome"}}},
+        title={"text": f"From the dense model to {model_id}: each sample's move in feature space"},
+        xaxis={"title": {"text": "change of feature length ‖f‖"}},
+        yaxis={"title": {"text": "change of angle to the true class (degrees)"}},
+        height=480,
+    )
+    return fig
+
+
+def class_norms(classes: pl.DataFrame, model_ids: list[str]) -> go.Figure:
+    """Weight-row norm per class, one bar group per model."""
+    fig = go.Figure()
+    for model in model_ids:
+        rows = classes.filter(pl.col("model_id") == model).sort("class")
+        method = model.split("-")[0]
+        fig.add_trace(
+            go.Bar(
+                x=rows["class_name"], y=rows["weight_norm"], name=model, marker_color=method_color(method),
+                marker_pattern_shape="" if method == "dense" else "/",
+                hovertemplate=f"<b>{model}</b><br>class %{{x}}<br>‖w‖ %{{y:.3g}}<extra></extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        **{**LAYOUT, "legend": {"title": {"text": "model"}}},
+        barmode="group",
+        title={"text": "Class directions: length of each class's weight vector"},
+        xaxis={"title": {"text": "class"}, "type": "category"},
+        yaxis={"title": {"text": "weight-row norm ‖w_c‖"}},
+        height=400,
+    )
+    return fig
+
+
+def embedding_scatter(points: pl.DataFrame, colour: str, title: str) -> go.Figure:
+    """The 2-D projection of clean features; `colour` is a column (class_name, outcome or
+    fragile). Points carry their sample_id for selection."""
+    if points.is_empty():
+        return empty_figure("No embedding for this model")
+    fig = go.Figure()
+    if colour == "fragile":
+        fig.add_trace(
+            go.Scattergl(
+                x=points["x"], y=points["y"], mode="markers", name="samples",
+                marker={
+                    "color": points["fragile"], "colorscale": "Viridis", "size": 7, "showscale": True,
+                    "colorbar": {"title": {"text": "pruned models<br>it breaks"}},
+                },
+                customdata=points.select("sample_id", "class_name", "fragile").to_numpy(),
+                hovertemplate=(
+                    "sample %{customdata[0]} (class %{customdata[1]})<br>broken by %{customdata[2]} pruned models"
+                    "<extra></extra>"
+                ),
+            )
+        )  # fmt: skip
+    else:
+        for value in points[colour].unique().sort():
+            part = points.filter(pl.col(colour) == value)
+            fig.add_trace(
+                go.Scattergl(
+                    x=part["x"], y=part["y"], mode="markers", name=str(value), marker={"size": 7, "opacity": 0.85},
+                    customdata=part.select("sample_id", "class_name").to_numpy(),
+                    hovertemplate=(
+                        f"sample %{{customdata[0]}} (class %{{customdata[1]}})<br>{colour}: {value}<extra></extra>"
+                    ),
+                )
+            )  # fmt: skip
+    fig.update_layout(
+        **{**LAYOUT, "legend": {"title": {"text": colour.replace("_", " ")}}},
+        title={"text": title},
+        xaxis={"title": {"text": "first principal component of the clean features"}},
+        yaxis={"title": {"text": "second principal component"}},
+        dragmode="lasso",
+        height=520,
+    )
+    return fig

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from compute import schema
-from dashboard.store import Snapshot
+from dashboard.store import Snapshot, scan_metrics
 
 METHOD_ORDER = list(schema.METHOD_FAMILIES)
 
@@ -163,7 +163,10 @@ def cluster_order(distance: np.ndarray) -> list[int]:
 
 
 def correlation_distance(matrix: np.ndarray) -> np.ndarray:
-    """1 - Pearson correlation between rows; rows without variance are at distance 1."""
+    """1 - Pearson correlation between rows; rows without variance (or vectors of a single
+    value) are at distance 1 from everything else."""
+    if matrix.shape[1] < 2:
+        return 1.0 - np.eye(len(matrix))
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(matrix)
     corr = np.nan_to_num(corr, nan=0.0)
@@ -303,11 +306,22 @@ def comparison_table(models: pl.DataFrame, summary: pl.DataFrame, condition_ids:
     )
 
 
+def in_method_order(table: pl.DataFrame) -> pl.DataFrame:
+    """Rows by method (DESIGN.md order), then target sparsity and seed where present."""
+    keys = [c for c in ("target_sparsity", "seed", "model_id") if c in table.columns]
+    return (
+        table.with_columns(pl.col("method").map_elements(method_rank, return_dtype=pl.Int64).alias("_rank"))
+        .sort("_rank", "method", *keys)
+        .drop("_rank")
+    )
+
+
 def comparison_curves(table: pl.DataFrame, value: str, x: str) -> pl.DataFrame:
     """Mean, min and max over seeds of `value` per method and target sparsity, at the mean x."""
     return (
         table.group_by("method", "target_sparsity")
         .agg(
+            pl.col("model_id").sort().str.join(", ").alias("models"),
             pl.col(x).cast(pl.Float64).mean().alias("x"),
             pl.col(value).mean().alias("mean"),
             pl.col(value).min().alias("min"),
@@ -465,3 +479,110 @@ def shift_from_dense(metrics: pl.LazyFrame, model_id: str, parent_id: str, condi
         .sort("sample_id")
         .collect()
     )
+
+
+# --- snapshot-level views (pages call these through store.cached) -------------------------
+
+
+def model_similarity(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
+    """Agreement and Cohen's kappa between models' predictions, and a clustered order."""
+    preds = prediction_matrix(scan_metrics(snapshot), list(model_ids), list(condition_ids))
+    n_classes = max(len(snapshot.class_names), int(preds.max(initial=0)) + 1)
+    agreement, kappa = agreement_and_kappa(preds, n_classes)
+    return agreement, kappa, cluster_order(1.0 - agreement), preds.shape[0]
+
+
+def corruption_similarity(
+    snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...], per_sample: bool
+):
+    """Correlation between corruptions (per-model accuracy profiles, or per-sample
+    correctness), and a clustered order of the corruptions."""
+    conditions = snapshot.conditions.filter(pl.col("condition_id").is_in(list(condition_ids)))
+    if per_sample:
+        names, matrix = correctness_by_corruption(scan_metrics(snapshot), conditions, list(model_ids))
+    else:
+        names, matrix = corruption_profiles(snapshot.summary, conditions, list(model_ids))
+    if len(names) < 2:
+        return names, np.ones((len(names), len(names))), list(range(len(names)))
+    distance = correlation_distance(matrix)
+    return names, 1.0 - distance, cluster_order(distance)
+
+
+def with_samples(snapshot: Snapshot, table: pl.DataFrame) -> pl.DataFrame:
+    """Label and class name beside each sample_id."""
+    return table.join(snapshot.samples, on="sample_id", how="left")
+
+
+def pruning_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
+    models = snapshot.models.filter(pl.col("model_id").is_in(list(model_ids)))
+    parents = set(models["parent_id"])
+    scan = scan_metrics(snapshot, model_ids=sorted(set(model_ids) | parents), condition_ids=list(condition_ids))
+    return with_samples(snapshot, pruning_fragility(scan, snapshot.models))
+
+
+def corruption_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
+    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    scan = scan_metrics(snapshot, model_ids=list(model_ids), condition_ids=sorted(set(condition_ids) | set(clean)))
+    breaks = breaking_severity(scan, snapshot.conditions)
+    per_sample = corruption_fragility(breaks)
+    worst = (
+        breaks.drop_nulls("breaking_severity")
+        .sort("breaking_severity", "corruption")
+        .group_by("sample_id", maintain_order=True)
+        .agg(pl.col("corruption").first().alias("first_to_break"))
+    )
+    return with_samples(snapshot, per_sample.join(worst, on="sample_id", how="left"))
+
+
+def exemplars(snapshot: Snapshot, pruned_ids: tuple[str, ...]):
+    """PIEs on clean images: every dense model of the snapshot against the chosen pruned ones."""
+    dense_ids = snapshot.models.filter(pl.col("method") == "dense")["model_id"].to_list()
+    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    preds = (
+        scan_metrics(snapshot, model_ids=dense_ids + list(pruned_ids), condition_ids=clean, columns=["pred"])
+        .select("model_id", "sample_id", "pred")
+        .collect()
+    )
+    table = pruning_identified_exemplars(preds, dense_ids, list(pruned_ids))
+    return with_samples(snapshot, table).sort("is_pie", "pruned_share", "sample_id", descending=[True, False, False])
+
+
+def robust_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
+    """Samples by their accuracy over every chosen model and condition, most robust first."""
+    scan = scan_metrics(snapshot, model_ids=list(model_ids), condition_ids=list(condition_ids), columns=["correct"])
+    table = (
+        scan.group_by("sample_id")
+        .agg(pl.col("correct").mean().alias("accuracy"), pl.len().alias("pairs"))
+        .sort("accuracy", "sample_id", descending=[True, False])
+        .collect()
+    )
+    return with_samples(snapshot, table)
+
+
+def sample_outcomes(snapshot: Snapshot, sample_id: int, model_ids: tuple[str, ...]):
+    """Every model x condition row of one sample, with the condition's name and severity."""
+    rows = scan_metrics(snapshot, model_ids=list(model_ids)).filter(pl.col("sample_id") == int(sample_id)).collect()
+    return rows.join(snapshot.conditions, on="condition_id").sort("model_id", "condition_id")
+
+
+def clean_outcomes(snapshot: Snapshot, model_id: str):
+    """sample_id, pred, correct and the geometry of one model on clean images."""
+    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    return (
+        scan_metrics(snapshot, model_ids=[model_id], condition_ids=clean)
+        .select("sample_id", "pred", "correct", "p_true", "feat_norm", "angle_true", "geom_margin")
+        .collect()
+    )
+
+
+def metric_sample(
+    snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...], columns: tuple[str, ...]
+):
+    return with_samples(
+        snapshot, metric_rows(scan_metrics(snapshot), list(model_ids), list(condition_ids), list(columns))
+    )
+
+
+def dense_shift(snapshot: Snapshot, model_id: str, condition_id: int):
+    parent = snapshot.models.filter(pl.col("model_id") == model_id)["parent_id"][0]
+    return with_samples(snapshot, shift_from_dense(scan_metrics(snapshot), model_id, parent, condition_id))

@@ -168,3 +168,63 @@ def thumbnails(snapshot: Snapshot, sample_ids: Sequence[int]) -> dict[int, bytes
         .collect()
     )
     return dict(frame.iter_rows())
+
+
+def version(snapshot: Snapshot) -> int:
+    """Changes when the snapshot is rebuilt (the manifest is written last)."""
+    try:
+        return (snapshot.path / schema.MANIFEST).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def cached(fn, snapshot: Snapshot, *args):
+    """fn(snapshot, *args), remembered per snapshot version and arguments (which must be
+    hashable: pass tuples, not lists). For per-sample aggregations that every rerun of a
+    page would otherwise repeat. Treat the result as read-only."""
+    return _cached_call(fn, str(snapshot.path), version(snapshot), args)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_call(fn, path_text: str, _version: int, args: tuple):
+    return fn(open_snapshot(path_text), *args)
+
+
+def embedding(snapshot: Snapshot, model_id: str) -> pl.DataFrame:
+    """The 2-D projection of one model's clean features: sample_id, x, y."""
+    return (
+        pl.scan_parquet(snapshot.path / schema.EMBEDDING)
+        .filter(pl.col("model_id") == model_id)
+        .select("sample_id", "x", "y")
+        .collect()
+    )
+
+
+def has_thumbnails(snapshot: Snapshot) -> bool:
+    return (snapshot.path / schema.THUMBNAILS).is_file()
+
+
+def sample_thumbnails(snapshot: Snapshot, sample_id: int) -> pl.DataFrame:
+    """condition_id -> PNG of one sample under every stored corrupted condition."""
+    if not has_thumbnails(snapshot):
+        return pl.DataFrame(schema={"condition_id": pl.Int16, "thumbnail": pl.Binary})
+    return (
+        pl.scan_parquet(snapshot.path / schema.THUMBNAILS)
+        .filter(pl.col("sample_id") == int(sample_id))
+        .select("condition_id", "thumbnail")
+        .collect()
+    )
+
+
+def thumbnail_samples(snapshot: Snapshot) -> list[int]:
+    """Samples whose corrupted images the snapshot keeps."""
+    if not has_thumbnails(snapshot):
+        return []
+    return (
+        pl.scan_parquet(snapshot.path / schema.THUMBNAILS)
+        .select("sample_id")
+        .unique()
+        .collect()["sample_id"]
+        .sort()
+        .to_list()
+    )

@@ -6,12 +6,17 @@ traceback reaches the browser (it goes to the server log).
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
+from dataclasses import dataclass
 
+import polars as pl
 import streamlit as st
 
 from compute.snapshot import SnapshotError
-from dashboard import store
+from dashboard import queries, store
+from dashboard.filters import CORRUPTION_FAMILIES, KEYS, Filters
 
 log = logging.getLogger("prunescope")
 SNAPSHOT_KEY = "snapshot_name"
@@ -52,7 +57,6 @@ def sidebar() -> store.Snapshot | None:
             format_func=lambda n: n if by_name[n].error is None else f"{n} (damaged)",
             help=f"Snapshot folders under {root} (set PRUNESCOPE_DATA to look elsewhere)",
         )
-    st.query_params["snapshot"] = name
     entry = by_name[name]
     if entry.error:
         show_fix(f"Snapshot `{name}` cannot be opened: {entry.error}", store.build_command(root))
@@ -68,8 +72,120 @@ def sidebar() -> store.Snapshot | None:
             f"{dataset.get('name', '?')} · {len(snapshot.models)} models · "
             f"{len(snapshot.conditions)} conditions · {len(snapshot.samples):,} samples"
         )
+        filters = filter_widgets(snapshot)
     st.session_state["snapshot"] = snapshot
+    st.session_state["filters"] = filters
+    write_url(name, filters)
     return snapshot
+
+
+def filter_widgets(snapshot: store.Snapshot) -> Filters:
+    """The shared filters, initialised from the page address once per snapshot."""
+    methods = sorted(set(snapshot.models["method"]), key=queries.method_rank)
+    families = [f for f in CORRUPTION_FAMILIES if f in set(snapshot.conditions["family"])]
+    severities = sorted(set(snapshot.conditions.filter(pl.col("severity") > 0)["severity"].to_list()))
+    start = Filters.from_query(st.query_params.to_dict(), snapshot.models, snapshot.conditions)
+    initial = {
+        "f_methods": list(start.methods or methods),
+        "f_sparsity": start.sparsity,
+        "f_families": list(start.families or families),
+        "f_severities": list(start.severities or severities),
+    }
+    new_snapshot = st.session_state.get("filters_for") != str(snapshot.path)
+    for key, value in initial.items():
+        # a new snapshot starts from its address; otherwise only a key Streamlit dropped
+        # (widget state can go across a page switch) is restored, from the address
+        if new_snapshot or key not in st.session_state:
+            st.session_state[key] = value
+    st.session_state["filters_for"] = str(snapshot.path)
+    st.markdown("**Filters** · shared by every page and kept in the address")
+    chosen_methods = st.multiselect("Methods", methods, key="f_methods")
+    sparsity = st.slider("Target sparsity", 0.0, 1.0, step=0.01, key="f_sparsity", format="%.2f")
+    chosen_families = st.multiselect("Corruption families", families, key="f_families") if families else []
+    chosen_severities = st.multiselect("Severities", severities, key="f_severities") if severities else []
+    if not chosen_methods:
+        st.warning("No method selected: showing all.", icon=":material/filter_alt_off:")
+
+    def narrowed(chosen: list, everything: list) -> tuple | None:
+        """None (all) unless the widget keeps a proper, non-empty subset."""
+        return tuple(chosen) if chosen and set(chosen) != set(everything) else None
+
+    return Filters(
+        methods=narrowed(chosen_methods, methods),
+        sparsity=(float(sparsity[0]), float(sparsity[1])),
+        families=narrowed(chosen_families, families),
+        severities=narrowed(chosen_severities, severities),
+    )
+
+
+def write_url(snapshot_name: str, filters: Filters) -> None:
+    """Keep the address in step: snapshot, filters, and whatever page parameters it has."""
+    wanted = {"snapshot": snapshot_name, **filters.to_query()}
+    for key in KEYS:
+        if key not in wanted and key in st.query_params:
+            del st.query_params[key]
+    for key, value in wanted.items():
+        if st.query_params.get(key) != value:
+            st.query_params[key] = value
+
+
+def current_filters() -> Filters:
+    return st.session_state.get("filters", Filters())
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar filters select, as every page starts with it."""
+
+    snapshot: store.Snapshot
+    filters: Filters
+    models: pl.DataFrame  # the selected rows of models.parquet
+    model_ids: list[str]  # the same, in display order (method, sparsity, seed)
+    conditions: pl.DataFrame  # the selected conditions, clean included
+    corrupted: pl.DataFrame  # the selected corrupted conditions
+
+
+def selection() -> Selection:
+    snapshot, filters = current_snapshot(), current_filters()
+    models = filters.select_models(snapshot.models)
+    chosen = set(models["model_id"])
+    order = [m for m in queries.models_table(snapshot)["model_id"] if m in chosen]
+    conditions = filters.select_conditions(snapshot.conditions)
+    corrupted = filters.select_conditions(snapshot.conditions, clean=False)
+    return Selection(snapshot, filters, models, order, conditions, corrupted)
+
+
+#: display formats of the model columns, shared by every table of models
+MODEL_COLUMNS = {
+    "target_sparsity": st.column_config.NumberColumn("target sparsity", format="percent"),
+    "sparsity": st.column_config.NumberColumn("measured sparsity", format="percent"),
+    "params_nonzero": st.column_config.NumberColumn("nonzero params", format="localized"),
+    "flops": st.column_config.NumberColumn("multiply-adds / image", format="localized"),
+    "clean_accuracy": st.column_config.NumberColumn("clean accuracy", format="percent"),
+    "mean_corruption_accuracy": st.column_config.NumberColumn("mean corruption accuracy", format="percent"),
+    "relative_robustness": st.column_config.NumberColumn("relative robustness", format="percent"),
+    "vs_dense": st.column_config.NumberColumn("vs dense", format="percent"),
+}
+
+
+def download_buttons(table: pl.DataFrame, name: str, key: str) -> None:
+    """The table as CSV and as Parquet, side by side."""
+    csv_col, parquet_col, _ = st.columns([1, 1, 4])
+    flat = table.select([c for c in table.columns if table.schema[c] != pl.Binary])
+    csv_col.download_button(
+        "Download CSV", flat.write_csv(), f"{name}.csv", "text/csv", key=f"{key}_csv", icon=":material/download:"
+    )
+    buffer = io.BytesIO()
+    table.write_parquet(buffer)
+    parquet_col.download_button(
+        "Download Parquet", buffer.getvalue(), f"{name}.parquet", "application/octet-stream",
+        key=f"{key}_parquet", icon=":material/download:",
+    )  # fmt: skip
+
+
+def image_uri(png: bytes | None) -> str | None:
+    """A data: URL, as st.column_config.ImageColumn shows it."""
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def current_snapshot() -> store.Snapshot:
@@ -90,3 +206,33 @@ def run_page(page) -> None:
             f"`prunescope validate <snapshot>` tells what is wrong.",
             icon=":material/error:",
         )
+
+
+SAMPLE_PAGE = "views/sample.py"
+
+
+def open_sample(sample_id: int, queue: list[int] | None = None, clear: str | None = None) -> None:
+    """Go to the sample detail page for `sample_id` (a list of selected samples comes first
+    in its picker). `clear` names the widget whose selection led here, so coming back does
+    not jump straight again."""
+    st.session_state["sample_queue"] = list(queue or [sample_id])
+    if clear and clear in st.session_state:
+        del st.session_state[clear]
+    # switch_page clears the address unless told what to keep: the snapshot and filters
+    params = {**st.query_params.to_dict(), "sample": str(sample_id)}
+    st.switch_page(SAMPLE_PAGE, query_params=params)
+
+
+def requested_sample(ids: list[int]) -> int:
+    """The sample the address asks for, else the last one shown, else the first."""
+    value = str(st.query_params.get("sample", ""))
+    if value.isdigit() and int(value) in set(ids):
+        return int(value)
+    last = st.session_state.get("last_sample")
+    return last if last in set(ids) else ids[0]
+
+
+def remember_sample(sample_id: int) -> None:
+    st.session_state["last_sample"] = sample_id
+    if st.query_params.get("sample") != str(sample_id):
+        st.query_params["sample"] = str(sample_id)

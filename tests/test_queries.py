@@ -143,3 +143,8 @@ def test_breaking_severity_is_the_lowest_failing_severity_given_clean_right():
     assert summary[1]["broken"] == 2 and summary[1]["lowest_severity"] == 1 and summary[1]["mean_severity"] == 1.5
     assert summary[0]["broken"] == 1 and summary[0]["broken_rate"] == 0.5
     assert 2 not in summary
+
+
+def test_correlation_of_single_value_profiles_is_no_information():
+    d = queries.correlation_distance(np.array([[0.5], [0.7], [0.9]]))
+    assert np.array_equal(d, 1.0 - np.eye(3))

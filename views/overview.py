@@ -6,7 +6,9 @@ import streamlit as st
 from dashboard import figures, queries, ui
 
 snapshot = ui.current_snapshot()
-table = queries.models_table(snapshot)
+filters = ui.current_filters()
+selected = set(filters.select_models(snapshot.models)["model_id"])
+table = queries.models_table(snapshot).filter(pl.col("model_id").is_in(selected))
 dense = table.filter(pl.col("method") == "dense")
 
 st.title("Overview")
@@ -51,33 +53,19 @@ st.subheader("By corruption family")
 relative = st.toggle(
     "Relative to the dense model", key="overview_family_relative", help="accuracy minus the dense parent's, per family"
 )
-families = queries.family_accuracy(snapshot.summary, snapshot.conditions, relative=relative, models=snapshot.models)
+conditions = filters.select_conditions(snapshot.conditions)
+families = queries.family_accuracy(snapshot.summary, conditions, relative=relative, models=snapshot.models)
 st.plotly_chart(figures.family_heatmap(families, table["model_id"].to_list(), relative), width="stretch")
 
 st.subheader("Models")
+models_shown = table.select(
+    "model_id", "method", "family", "seed", "target_sparsity", "sparsity", "params_nonzero",
+    "flops", "clean_accuracy", "mean_corruption_accuracy", "relative_robustness",
+)  # fmt: skip
 st.dataframe(
-    table.select(
-        "model_id",
-        "method",
-        "family",
-        "seed",
-        "target_sparsity",
-        "sparsity",
-        "params_nonzero",
-        "flops",
-        "clean_accuracy",
-        "mean_corruption_accuracy",
-        "relative_robustness",
-    ),
+    models_shown,
     hide_index=True,
     width="stretch",
-    column_config={
-        "target_sparsity": st.column_config.NumberColumn("target sparsity", format="percent"),
-        "sparsity": st.column_config.NumberColumn("measured sparsity", format="percent"),
-        "params_nonzero": st.column_config.NumberColumn("nonzero params", format="localized"),
-        "flops": st.column_config.NumberColumn("multiply-adds / image", format="localized"),
-        "clean_accuracy": st.column_config.NumberColumn("clean accuracy", format="percent"),
-        "mean_corruption_accuracy": st.column_config.NumberColumn("mean corruption accuracy", format="percent"),
-        "relative_robustness": st.column_config.NumberColumn("relative robustness", format="percent"),
-    },
+    column_config=ui.MODEL_COLUMNS,
 )
+ui.download_buttons(models_shown, "models", key="overview_download")

@@ -1,0 +1,161 @@
+"""The app in a real browser: Debian's chromium, driven by Playwright, against `streamlit run`.
+
+Screenshots of every page go to $PRUNESCOPE_SCREENSHOTS when set (the README's come from
+`PRUNESCOPE_SCREENSHOTS=docs/screenshots pytest tests/test_browser.py`), else to a
+temporary folder. Needs /usr/bin/chromium (`apt-get install chromium`; .ci/run installs
+it); Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.conftest import REPO
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+PAGES = {
+    "": "Overview",
+    "methods": "Method comparison",
+    "corruptions": "Corruption breakdown",
+    "geometry": "Geometry of the last layer",
+    "embedding": "Embedding",
+    "fragile": "Fragile samples",
+    "sample": "Sample detail",
+}
+README_VIEWS = ("", "corruptions", "geometry", "fragile", "sample")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "PRUNESCOPE_DATA": str(REPO / "data")}
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"streamlit did not start: {proc.stderr.read().decode()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "chromium is missing: apt-get install chromium (.ci/run does it)"
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield instance
+        instance.close()
+
+
+def open_page(browser, url: str, height: int = 1600):
+    page = browser.new_page(viewport={"width": 1440, "height": height})
+    page.goto(url)
+    page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+    settle(page)
+    return page
+
+
+READY = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+    && !document.querySelector('[data-testid="stSkeleton"]')
+    && [...document.querySelectorAll('.js-plotly-plot')].every(p => p.querySelector('.main-svg'))"""
+
+
+def settle(page) -> None:
+    """Until the script run is over, no element is still a skeleton and the charts are drawn."""
+    page.wait_for_selector("h1", timeout=60_000)
+    page.wait_for_function(READY, timeout=90_000, polling=250)
+    page.wait_for_timeout(1000)
+
+
+def test_a_link_to_a_page_works_on_a_fresh_server(browser):
+    """The first request to a new server is a deep link: app.py (routing, sidebar) must run."""
+    proc, url = start_server()
+    try:
+        page = open_page(browser, f"{url}/fragile")
+        assert page.locator("h1").first.inner_text() == "Fragile samples"
+        assert page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").count() >= 1
+        links = page.locator("[data-testid='stSidebarNavLink']").all_inner_texts()
+        assert "Overview" in " ".join(links) and "app" not in [link.strip() for link in links]
+        assert page.locator("[data-testid='stException']").count() == 0
+    finally:
+        proc.terminate()
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, url = start_server()
+    yield url
+    proc.terminate()
+
+
+def test_every_page_opens_without_an_error_and_is_photographed(browser, server, tmp_path):
+    folder = Path(os.environ.get("PRUNESCOPE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, title in PAGES.items():
+        page = open_page(browser, f"{server}/{path}", height=2000 if path in README_VIEWS else 1400)
+        assert page.locator("h1").first.inner_text() == title, path
+        assert page.locator("[data-testid='stException']").count() == 0, path
+        alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
+        assert not [a for a in alerts if "failed" in a or "cannot" in a], (path, alerts)
+        shot = folder / f"{path or 'overview'}.png"
+        page.screenshot(path=str(shot))
+        if path != "fragile":  # plotly mounts charts as they scroll into view
+            page.mouse.move(800, 600)
+            for _ in range(40):
+                page.mouse.wheel(0, 1500)
+            page.wait_for_selector(".js-plotly-plot", timeout=30_000)
+        assert shot.stat().st_size > 20_000  # a real rendering, not a blank page
+        page.close()
+
+
+def test_filters_in_the_address_reach_the_widgets_and_back(browser, server):
+    page = open_page(browser, f"{server}/methods?methods=dense,imp,snip&severities=5")
+    chips = page.locator("[data-testid='stSidebar'] [data-testid='stMultiSelect']").first.locator("[data-tag]")
+    assert sorted(chips.evaluate_all("tags => tags.map(t => t.getAttribute('aria-label'))")) == ["dense", "imp", "snip"]
+    assert "methods=dense%2Cimp%2Csnip" in page.url or "methods=dense,imp,snip" in page.url
+    assert "severities=5" in page.url
+    page.wait_for_selector(".js-plotly-plot .legendtext", timeout=30_000)
+    legend = page.locator(".js-plotly-plot .legendtext").evaluate_all("nodes => nodes.map(n => n.textContent)")
+    assert legend == ["imp", "snip"]  # dense is the dashed reference line, not a method line
+    page.close()
+
+
+def test_selecting_a_fragile_sample_opens_it(browser, server):
+    page = open_page(browser, f"{server}/fragile")
+    grid = page.locator("[data-testid='stDataFrame']").first
+    box = grid.bounding_box()
+    # the first data row's selection cell: left edge, below the header
+    page.mouse.click(box["x"] + 12, box["y"] + 36 + 18)
+    page.wait_for_url("**/sample?**", timeout=30_000)
+    settle(page)
+    assert page.locator("h1").first.inner_text() == "Sample detail"
+    assert "sample=" in page.url
+    assert page.locator("[data-testid='stImage']").count() >= 1
+    page.close()

@@ -1,0 +1,261 @@
+"""Every page of the app on the demo snapshot: what it must show, checked against the
+snapshot's files directly, and how widgets change it."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from compute import schema
+from compute.snapshot import scan_metrics
+from tests.apphelpers import figure_titled, run_app, texts, values
+from tests.conftest import DEMO
+
+PAGES = {
+    "views/overview.py": (
+        "Overview",
+        ["Clean accuracy against mean corruption accuracy", "Accuracy by corruption family"],
+    ),
+    "views/methods.py": ("Method comparison", ["clean accuracy against sparsity"]),
+    "views/corruptions.py": (
+        "Corruption breakdown",
+        ["Accuracy per corruption", "Accuracy against severity", "Corruption correlation", "Prediction agreement"],
+    ),
+    "views/geometry.py": (
+        "Geometry of the last layer",
+        ["per model", "Length against angle", "each sample's move", "Class directions", "Angle between class"],
+    ),
+    "views/fragile.py": ("Fragile samples", []),
+    "views/sample.py": ("Sample detail", ["per model and condition"]),
+    "views/embedding.py": ("Embedding", ["Clean features of"]),
+}
+
+
+@pytest.fixture(scope="module")
+def demo():
+    models = pl.read_parquet(DEMO / schema.MODELS)
+    conditions = pl.read_parquet(DEMO / schema.CONDITIONS)
+    summary = pl.read_parquet(DEMO / schema.SUMMARY)
+    metrics = scan_metrics(DEMO).collect()
+    return {"models": models, "conditions": conditions, "summary": summary, "metrics": metrics}
+
+
+def page(monkeypatch, path, query=None):
+    at = run_app(monkeypatch, DEMO.parent, query)
+    if path != "views/overview.py":
+        at.switch_page(path).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, texts(at, "error")
+    return at
+
+
+def condition_id(demo, corruption, severity):
+    rows = demo["conditions"].filter((pl.col("corruption") == corruption) & (pl.col("severity") == severity))
+    return int(rows["condition_id"][0])
+
+
+def accuracy(demo, model_id, cid):
+    row = demo["summary"].filter((pl.col("model_id") == model_id) & (pl.col("condition_id") == cid))
+    return float(row["accuracy"][0])
+
+
+def trace(fig, name):
+    return next(t for t in fig["data"] if t.get("name") == name)
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_renders_what_it_must(monkeypatch, path):
+    at = page(monkeypatch, path)
+    title, figures = PAGES[path]
+    assert texts(at, "title") == [title]
+    for words in figures:
+        figure_titled(at, words)
+    for fig in [f for f in map(lambda c: __import__("json").loads(c.proto.spec), at.get("plotly_chart"))]:
+        layout = fig["layout"]
+        if "xaxis" in layout and fig["data"] and fig["data"][0].get("type") not in ("scatterpolar",):
+            assert layout["xaxis"].get("title", {}).get("text") or layout.get("polar"), layout.get("title")
+        assert all("hovertemplate" in t for t in fig["data"]), layout.get("title")
+
+
+def test_method_comparison_follows_the_measure_the_axis_and_the_reference(monkeypatch, demo):
+    at = page(monkeypatch, "views/methods.py")
+    magnitude = demo["models"].filter(pl.col("method") == "magnitude").sort("target_sparsity")
+    fig = figure_titled(at, "clean accuracy against")
+    np.testing.assert_allclose(values(trace(fig, "magnitude")["y"]), magnitude["clean_accuracy"].to_numpy(), atol=1e-6)
+
+    at.selectbox(key="methods_measure").set_value("one corruption and severity").run()
+    at.selectbox(key="methods_corruption").set_value("contrast").run()
+    at.selectbox(key="methods_severity").set_value(3).run()
+    cid = condition_id(demo, "contrast", 3)
+    fig = figure_titled(at, "accuracy under contrast (severity 3)")
+    want = [accuracy(demo, m, cid) for m in magnitude["model_id"]]
+    np.testing.assert_allclose(values(trace(fig, "magnitude")["y"]), want, atol=1e-6)
+
+    at.toggle(key="methods_relative").set_value(True).run()
+    fig = figure_titled(at, "change in accuracy under contrast")
+    dense = accuracy(demo, "dense-s0", cid)
+    np.testing.assert_allclose(values(trace(fig, "magnitude")["y"]), [w - dense for w in want], atol=1e-6)
+
+    at.selectbox(key="methods_x").set_value("params_nonzero").run()
+    fig = figure_titled(at, "nonzero parameters")
+    np.testing.assert_allclose(values(trace(fig, "magnitude")["x"]), magnitude["params_nonzero"].to_numpy())
+    assert fig["layout"]["xaxis"]["type"] == "log"
+
+
+def test_corruption_heatmap_severity_curves_and_similarity(monkeypatch, demo):
+    at = page(monkeypatch, "views/corruptions.py")
+    at.selectbox(key="corruptions_severity").set_value(5).run()
+    fig = figure_titled(at, "Accuracy per corruption")
+    heat = fig["data"][0]
+    z = values(heat["z"])
+    for i, model in enumerate(heat["y"][:5]):
+        for j, corruption in enumerate(heat["x"]):
+            assert z[i, j] == pytest.approx(accuracy(demo, model, condition_id(demo, corruption, 5)), abs=1e-6)
+
+    at.toggle(key="corruptions_relative").set_value(True).run()
+    heat = figure_titled(at, "relative to the dense model")["data"][0]
+    z = values(heat["z"])
+    j = heat["x"].index("fog")
+    i = heat["y"].index("imp-0.9-s0")
+    cid = condition_id(demo, "fog", 5)
+    assert z[i, j] == pytest.approx(accuracy(demo, "imp-0.9-s0", cid) - accuracy(demo, "dense-s0", cid), abs=1e-6)
+
+    curves = figure_titled(at, "Accuracy against severity: dense-s0")
+    fog = trace(curves, "fog")
+    assert list(values(fog["x"])) == [0, 1, 2, 3, 4, 5]
+    assert values(fog["y"])[0] == pytest.approx(accuracy(demo, "dense-s0", 0), abs=1e-6)
+
+    corr = figure_titled(at, "Corruption correlation")["data"][0]
+    matrix = values(corr["z"])
+    assert matrix.shape == (19, 19) and np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
+    at.radio(key="corruptions_basis").set_value("per-sample correctness").run()
+    assert not np.allclose(values(figure_titled(at, "per-sample correctness")["data"][0]["z"]), matrix)
+
+    clean = demo["metrics"].filter(pl.col("condition_id") == 0)
+    a = clean.filter(pl.col("model_id") == "dense-s0").sort("sample_id")["pred"].to_numpy()
+    b = clean.filter(pl.col("model_id") == "magnitude-0.5-s0").sort("sample_id")["pred"].to_numpy()
+    sim = figure_titled(at, "Prediction agreement")["data"][0]
+    z = values(sim["z"])
+    i, j = sim["y"].index("dense-s0"), sim["x"].index("magnitude-0.5-s0")
+    assert z[i, j] == pytest.approx(float(np.mean(a == b)), abs=1e-9)
+    at.radio(key="corruptions_stat").set_value("Cohen's kappa").run()
+    from sklearn.metrics import cohen_kappa_score
+
+    sim = figure_titled(at, "Prediction Cohen's kappa")["data"][0]
+    i, j = sim["y"].index("dense-s0"), sim["x"].index("magnitude-0.5-s0")
+    assert values(sim["z"])[i, j] == pytest.approx(cohen_kappa_score(a, b), abs=1e-9)
+
+
+def test_geometry_distributions_and_shift_match_the_rows(monkeypatch, demo):
+    at = page(monkeypatch, "views/geometry.py")
+    at.radio(key="geometry_metric").set_value("angle_true").run()
+    fig = figure_titled(at, "angle to the true class (degrees) per model")
+    clean_box = next(t for t in fig["data"] if t["name"] == "clean")
+    xs, ys = clean_box["x"], values(clean_box["y"])
+    got = np.sort(ys[np.asarray(xs) == "dense-s0"])
+    rows = demo["metrics"].filter((pl.col("model_id") == "dense-s0") & (pl.col("condition_id") == 0))
+    np.testing.assert_allclose(got, np.sort(rows["angle_true"].drop_nans().to_numpy()), rtol=1e-6)
+    assert got.min() >= 0 and got.max() <= 180
+
+    shift = figure_titled(at, "each sample's move")
+    model = shift["layout"]["title"]["text"].split("to ")[1].split(":")[0]
+    pruned = demo["metrics"].filter((pl.col("model_id") == model) & (pl.col("condition_id") == 0)).sort("sample_id")
+    dense = rows.sort("sample_id")
+    broken = int((dense["correct"] & ~pruned["correct"]).sum())
+    assert any(t["name"] == f"broken by pruning ({broken})" for t in shift["data"])
+
+
+def hand_pruning_fragility(demo) -> pl.DataFrame:
+    metrics, models = demo["metrics"], demo["models"]
+    dense = metrics.filter(pl.col("model_id") == "dense-s0").select(
+        "condition_id", "sample_id", pl.col("correct").alias("dense")
+    )
+    pruned_ids = models.filter(pl.col("method") != "dense")["model_id"].implode()
+    pairs = metrics.filter(pl.col("model_id").is_in(pruned_ids)).join(dense, on=["condition_id", "sample_id"])
+    return pairs.group_by("sample_id").agg((pl.col("dense") & ~pl.col("correct")).sum().alias("fragile"))
+
+
+def test_fragile_lists_match_a_hand_count_and_filter_by_class(monkeypatch, demo):
+    at = page(monkeypatch, "views/fragile.py")
+    shown = at.dataframe[0].value
+    expected = dict(hand_pruning_fragility(demo).iter_rows())
+    assert shown["fragile"].tolist() == sorted(shown["fragile"].tolist(), reverse=True)
+    assert max(expected.values()) == shown["fragile"].iloc[0]
+    for sample, count in zip(shown["sample_id"], shown["fragile"], strict=True):
+        assert expected[sample] == count
+    assert shown["image"].str.startswith("data:image/png;base64,").all()
+
+    at.multiselect(key="fragile_classes").set_value(["3"]).run()
+    assert set(at.dataframe[0].value["class_name"]) == {"3"}
+
+    robust = at.dataframe[3].value
+    acc = demo["metrics"].group_by("sample_id").agg(pl.col("correct").mean())
+    expected_acc = dict(acc.iter_rows())
+    for sample, value in zip(robust["sample_id"], robust["accuracy"], strict=True):
+        assert value == pytest.approx(expected_acc[sample])
+    assert "is_pie" in at.dataframe[2].value.columns
+
+
+def test_sample_detail_shows_the_stored_images_and_the_verdicts(monkeypatch, demo):
+    thumbs = pl.read_parquet(DEMO / schema.THUMBNAILS, columns=["sample_id"])
+    stored = int(thumbs["sample_id"].unique().sort()[0])
+    at = page(monkeypatch, "views/sample.py", query={"sample": str(stored)})
+    clean = demo["metrics"].filter((pl.col("sample_id") == stored) & (pl.col("condition_id") == 0))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Right on clean images"] == f"{int(clean['correct'].sum())} of {len(clean)} models"
+    assert len(at.get("image")) == 1 + 19 * 5  # the clean image and every corrupted one
+    grid = figure_titled(at, f"Sample {stored}: p(true class)")["data"][0]
+    z = values(grid["z"])
+    i, j = grid["y"].index("snip-0.8-s0"), grid["x"].index("fog s3")
+    row = demo["metrics"].filter(
+        (pl.col("model_id") == "snip-0.8-s0") & (pl.col("sample_id") == stored)
+        & (pl.col("condition_id") == condition_id(demo, "fog", 3))
+    )  # fmt: skip
+    assert z[i, j] == pytest.approx(float(row["p_true"][0]))
+
+    missing = sorted(set(demo["metrics"]["sample_id"].unique()) - set(thumbs["sample_id"]))[0]
+    at = page(monkeypatch, "views/sample.py", query={"sample": str(missing)})
+    assert any("--thumbnail-samples" in t for t in texts(at, "info"))
+
+
+def test_embedding_points_and_colours(monkeypatch, demo):
+    at = page(monkeypatch, "views/embedding.py")
+    fig = figure_titled(at, "Clean features of dense-s0")
+    embedding = pl.read_parquet(DEMO / schema.EMBEDDING).filter(pl.col("model_id") == "dense-s0")
+    xs = np.concatenate([values(t["x"]) for t in fig["data"]])
+    np.testing.assert_allclose(np.sort(xs), np.sort(embedding["x"].to_numpy()), rtol=1e-6)
+    at.radio(key="embedding_colour").set_value("outcome").run()
+    fig = figure_titled(at, "Clean features of dense-s0")
+    clean = demo["metrics"].filter((pl.col("model_id") == "dense-s0") & (pl.col("condition_id") == 0))
+    sizes = {t["name"]: len(values(t["x"])) for t in fig["data"]}
+    assert sizes.get("right") == int(clean["correct"].sum())
+    assert sizes.get("wrong", 0) == len(clean) - int(clean["correct"].sum())
+
+
+def test_filters_come_from_the_url_and_go_back_into_it(monkeypatch, demo):
+    at = page(monkeypatch, "views/overview.py", query={"methods": "dense,magnitude,imp", "sparsity": "0.8-0.95"})
+    table = next(t.value for t in at.dataframe if "model_id" in t.value.columns)
+    expected = demo["models"].filter(
+        (pl.col("method") == "dense")
+        | (pl.col("method").is_in(["magnitude", "imp"]) & pl.col("target_sparsity").is_between(0.8, 0.95))
+    )
+    assert sorted(table["model_id"]) == sorted(expected["model_id"])
+
+    at.multiselect(key="f_methods").set_value(["dense", "snip"]).run()
+    assert at.query_params["methods"] in ("dense,snip", ["dense,snip"])
+    table = next(t.value for t in at.dataframe if "model_id" in t.value.columns)
+    assert set(table["method"]) == {"dense", "snip"}
+    at.multiselect(key="f_families").set_value(["noise"]).run()
+    assert at.query_params["families"] in ("noise", ["noise"])
+    heat = figure_titled(at, "Accuracy by corruption family")["data"][0]
+    assert heat["x"] == ["clean", "noise"]
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+@pytest.mark.parametrize(
+    "query",
+    [{"sparsity": "0.96-1"}, {"families": "extra", "severities": "5"}, {"methods": "dense"}],
+    ids=["only-dense-by-sparsity", "one-family-one-severity", "only-dense-by-method"],
+)
+def test_narrow_filters_give_messages_not_errors(monkeypatch, path, query):
+    at = page(monkeypatch, path, query=query)
+    assert texts(at, "title") == [PAGES[path][0]]

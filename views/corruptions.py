@@ -1,0 +1,109 @@
+"""Corruption breakdown: per-corruption accuracy, severity curves, redundancy, model similarity."""
+
+import numpy as np
+import polars as pl
+import streamlit as st
+
+from compute import schema
+from dashboard import figures, queries, store, ui
+
+view = ui.selection()
+snapshot, filters, models, model_order, corrupted = (
+    view.snapshot,
+    view.filters,
+    view.models,
+    view.model_ids,
+    view.corrupted,
+)
+
+st.title("Corruption breakdown")
+st.caption(f"Showing {filters.describe()}.")
+if corrupted.is_empty():
+    st.info("No corrupted condition matches the filters: widen the corruption families or severities in the sidebar.")
+    st.stop()
+
+# --- model x corruption -------------------------------------------------------------------
+st.subheader("Accuracy per model and corruption")
+left, right = st.columns([3, 2])
+severities = sorted(set(corrupted["severity"].to_list()))
+level = left.selectbox(
+    "Severity",
+    ["mean over the selected severities", *severities],
+    key="corruptions_severity",
+    format_func=lambda s: s if isinstance(s, str) else f"severity {s}",
+)
+relative = right.toggle("Relative to the dense model", key="corruptions_relative")
+chosen = corrupted if isinstance(level, str) else corrupted.filter(pl.col("severity") == level)
+matrix = queries.corruption_matrix(snapshot.summary, chosen, models, relative)
+corruption_order = [c for c in schema.CORRUPTION_FAMILIES if c in set(matrix["corruption"])]
+lookup = {(m, c): a for m, c, a in matrix.iter_rows()}
+z = [[lookup.get((m, c)) for c in corruption_order] for m in model_order]
+st.plotly_chart(
+    figures.heatmap(
+        z, corruption_order, model_order,
+        "Accuracy per corruption" + (" relative to the dense model" if relative else ""),
+        "change vs dense (points)" if relative else "accuracy (%)",
+        diverging=relative, x_title="corruption", y_title="model",
+    ),
+    width="stretch",
+)  # fmt: skip
+ui.download_buttons(matrix, "corruption-matrix", key="corruptions_download")
+
+# --- severity curves -------------------------------------------------------------------------
+st.subheader("Severity curves")
+model = st.selectbox("Model", model_order, key="corruptions_model")
+curves = queries.severity_curves(snapshot.summary, view.conditions, [model])
+st.plotly_chart(figures.severity_lines(curves, model), width="stretch")
+
+# --- corruption redundancy ---------------------------------------------------------------------
+st.subheader("Which corruptions test the same thing?")
+st.caption(
+    "Correlation between corruptions, ordered by average-linkage clustering: blocks of high correlation "
+    "are corruptions that rank the models alike (accuracy profiles) or trip up the same samples (per-sample)."
+)
+basis = st.radio(
+    "Correlate",
+    ["accuracy profiles over the models", "per-sample correctness"],
+    horizontal=True,
+    key="corruptions_basis",
+)
+names, corr, order = store.cached(
+    queries.corruption_similarity,
+    snapshot,
+    tuple(model_order),
+    tuple(corrupted["condition_id"].to_list()),
+    basis == "per-sample correctness",
+)
+ordered = [names[i] for i in order]
+st.plotly_chart(
+    figures.heatmap(
+        np.asarray(corr)[np.ix_(order, order)], ordered, ordered, f"Corruption correlation ({basis})", "correlation",
+        diverging=True, zrange=(-1.0, 1.0), percent=False, x_title="corruption", y_title="corruption", hover="%{z:.2f}",
+    ),
+    width="stretch",
+)  # fmt: skip
+
+# --- pruning-method similarity -------------------------------------------------------------------
+st.subheader("Which models predict alike?")
+left, right = st.columns(2)
+on = left.radio("On", ["clean images", "the selected corrupted conditions"], horizontal=True, key="corruptions_on")
+statistic = right.radio("Statistic", ["agreement", "Cohen's kappa"], horizontal=True, key="corruptions_stat")
+clean_ids = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+condition_ids = clean_ids if on == "clean images" else corrupted["condition_id"].to_list()
+agreement, kappa, order, rows = store.cached(
+    queries.model_similarity, snapshot, tuple(model_order), tuple(condition_ids)
+)
+values = agreement if statistic == "agreement" else kappa
+ordered = [model_order[i] for i in order]
+st.caption(
+    f"Pairwise over {rows:,} predictions (condition x sample) per model; kappa discounts the agreement two models "
+    "reach by chance from their own class frequencies. Ordered by clustering on disagreement."
+)
+st.plotly_chart(
+    figures.heatmap(
+        np.asarray(values)[np.ix_(order, order)], ordered, ordered, f"Prediction {statistic} between models",
+        statistic, zrange=(float(np.nanmin(values)), 1.0), percent=False, x_title="model", y_title="model",
+        hover="%{z:.3f}",
+    ),
+    width="stretch",
+)  # fmt: skip

@@ -1,0 +1,105 @@
+"""Fragile samples: the images pruning or corruption breaks first, and the ones nothing breaks."""
+
+import polars as pl
+import streamlit as st
+
+from dashboard import queries, store, ui
+
+snapshot = ui.current_snapshot()
+filters = ui.current_filters()
+models = filters.select_models(snapshot.models)
+pruned = models.filter(pl.col("method") != "dense")["model_id"].to_list()
+selected = models["model_id"].to_list()
+conditions = filters.select_conditions(snapshot.conditions)
+condition_ids = tuple(conditions["condition_id"].to_list())
+corrupted_ids = tuple(conditions.filter(pl.col("corruption") != "clean")["condition_id"].to_list())
+
+st.title("Fragile samples")
+st.caption(f"Counted over {filters.describe()}. Select a row to open the sample.")
+left, right = st.columns([3, 1])
+classes = left.multiselect("Classes", snapshot.class_names, key="fragile_classes", placeholder="all classes")
+top = right.number_input("Rows", min_value=5, max_value=500, value=30, step=5, key="fragile_rows")
+
+
+def show(table: pl.DataFrame, columns: dict, key: str) -> None:
+    """A ranked table with thumbnails; selecting a row opens the sample detail page."""
+    if classes:
+        table = table.filter(pl.col("class_name").is_in(classes))
+    table = table.head(int(top))
+    pictures = store.thumbnails(snapshot, table["sample_id"].to_list())
+    shown = table.with_columns(
+        pl.col("sample_id").map_elements(lambda s: ui.image_uri(pictures.get(s)), return_dtype=pl.String).alias("image")
+    ).select("image", "sample_id", "class_name", *columns)
+    event = st.dataframe(
+        shown,
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key=key,
+        column_config={"image": st.column_config.ImageColumn("image", width="small"), **columns},
+    )
+    ui.download_buttons(shown.drop("image"), key, key=f"{key}_download")
+    if event.selection.rows:
+        ui.open_sample(int(shown["sample_id"][event.selection.rows[0]]), clear=key)
+
+
+tabs = st.tabs(["Pruning-fragile", "Corruption-fragile", "Pruning identified exemplars", "Robust"])
+with tabs[0]:
+    st.caption("The dense model is right and the pruned model wrong, on the same image and condition.")
+    if pruned:
+        table = store.cached(queries.pruning_fragile_samples, snapshot, tuple(pruned), condition_ids)
+        show(table, {
+            "fragile": st.column_config.NumberColumn("pruned right→wrong", help="pruned model x condition pairs"),
+            "chances": st.column_config.NumberColumn("dense right", help="pairs where the dense parent is right"),
+            "fragile_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
+        }, "pruning_fragile")  # fmt: skip
+    else:
+        st.info("Select at least one pruned model in the sidebar.")
+with tabs[1]:
+    st.caption("Right on the clean image, wrong under a corruption; the breaking severity is the lowest that fails.")
+    if corrupted_ids:
+        table = store.cached(queries.corruption_fragile_samples, snapshot, tuple(selected), corrupted_ids)
+        show(table, {
+            "broken": st.column_config.NumberColumn("broken pairs", help="model x corruption pairs that break"),
+            "broken_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
+            "lowest_severity": st.column_config.NumberColumn("lowest breaking severity"),
+            "mean_severity": st.column_config.NumberColumn("mean breaking severity", format="%.1f"),
+            "first_to_break": st.column_config.TextColumn("breaks first under"),
+        }, "corruption_fragile")  # fmt: skip
+    else:
+        st.info("No corrupted condition matches the filters.")
+with tabs[2]:
+    dense_count = snapshot.models.filter(pl.col("method") == "dense").height
+    st.caption(
+        "Hooker et al.: the most common prediction of the pruned models differs from that of the dense models "
+        "(clean images; a tie counts as agreement when it includes the dense answer). "
+        + (
+            f"This snapshot has {dense_count} dense model; for a population, compute with --seeds 3."
+            if dense_count < 2
+            else ""
+        )
+    )
+    if pruned:
+        table = store.cached(queries.exemplars, snapshot, tuple(pruned))
+        table = table.with_columns(
+            pl.col("dense_modal").list.eval(pl.element().cast(pl.String)).list.join("/"),
+            pl.col("pruned_modal").list.eval(pl.element().cast(pl.String)).list.join("/"),
+        )
+        show(table, {
+            "is_pie": st.column_config.CheckboxColumn("PIE"),
+            "dense_modal": st.column_config.TextColumn("dense says"),
+            "pruned_modal": st.column_config.TextColumn("pruned say"),
+            "pruned_share": st.column_config.ProgressColumn(
+                "pruned agreeing with dense", format="percent", min_value=0.0, max_value=1.0
+            ),
+        }, "exemplars")  # fmt: skip
+    else:
+        st.info("Select at least one pruned model in the sidebar.")
+with tabs[3]:
+    st.caption("Right for every selected model under every selected condition, or nearly so.")
+    table = store.cached(queries.robust_samples, snapshot, tuple(selected), condition_ids)
+    show(table, {
+        "accuracy": st.column_config.ProgressColumn("accuracy", format="percent", min_value=0.0, max_value=1.0),
+        "pairs": st.column_config.NumberColumn("model x condition pairs"),
+    }, "robust")  # fmt: skip

@@ -1,0 +1,89 @@
+"""Geometry of the last layer: feature lengths, angles and margins, and how pruning moves them."""
+
+import polars as pl
+import streamlit as st
+
+from compute import schema
+from dashboard import figures, queries, store, ui
+
+view = ui.selection()
+snapshot, model_order, conditions = view.snapshot, view.model_ids, view.conditions
+labels = dict(zip(conditions["condition_id"], conditions.select(
+    pl.when(pl.col("corruption") == schema.CLEAN).then(pl.lit("clean"))
+    .otherwise(pl.col("corruption") + " s" + pl.col("severity").cast(pl.String))
+).to_series(), strict=True))  # fmt: skip
+clean_id = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"][0]
+dense_ids = [m for m in model_order if m.startswith("dense")]
+pruned_ids = [m for m in model_order if not m.startswith("dense")]
+
+st.title("Geometry of the last layer")
+st.caption(
+    "A model is features → linear: its logit for class c is ‖w_c‖‖f‖cos θ_c + b_c, so a sample's loss depends on "
+    "its feature length ‖f‖ and its angles θ_c to the class directions. The margin is the distance from f to the "
+    "nearest decision boundary of its true class."
+)
+
+# --- distributions ------------------------------------------------------------------------------
+st.subheader("Distributions per model")
+left, middle = st.columns([3, 2])
+default = dense_ids[:1] + [m for m in pruned_ids if "-0.9-" in m][:4]
+chosen = left.multiselect("Models", model_order, default=default or model_order[:4], key="geometry_models")
+corrupted_labels = {k: v for k, v in labels.items() if k != clean_id}
+condition = middle.selectbox(
+    "Against", list(corrupted_labels) or [clean_id], key="geometry_condition",
+    format_func=lambda c: labels.get(c, "clean"),
+)  # fmt: skip
+metric = st.radio(
+    "Metric", ["feat_norm", "angle_true", "geom_margin", "p_true"], horizontal=True, key="geometry_metric",
+    format_func=lambda m: figures.METRIC_TITLES[m],
+)  # fmt: skip
+if chosen:
+    shown_conditions = {clean_id: "clean", condition: labels.get(condition, "clean")}
+    rows = store.cached(queries.metric_sample, snapshot, tuple(chosen), tuple(shown_conditions), (metric,))
+    st.plotly_chart(figures.distributions(rows, metric, chosen, shown_conditions), width="stretch")
+
+# --- angle-length plots ------------------------------------------------------------------------------
+st.subheader("Angle and length, two models side by side")
+a, b, c, d = st.columns(4)
+first = a.selectbox("Model", model_order, index=0, key="geometry_polar_a")
+second = b.selectbox(
+    "Compared with", model_order, index=min(len(model_order) - 1, len(model_order) // 2), key="geometry_polar_b"
+)
+class_name = c.selectbox("Class", ["all", *snapshot.class_names], key="geometry_polar_class")
+polar_condition = d.selectbox("Condition", list(labels), key="geometry_polar_condition", format_func=labels.get)
+points = store.cached(
+    queries.metric_sample, snapshot, tuple(dict.fromkeys([first, second])), (polar_condition,),
+    ("feat_norm", "angle_true", "correct"),
+)  # fmt: skip
+if class_name != "all":
+    points = points.filter(pl.col("class_name") == class_name)
+title = f"Length against angle to the true class ({labels[polar_condition]}, class {class_name})"
+st.plotly_chart(figures.polar_pair(points, list(dict.fromkeys([first, second])), title), width="stretch")
+
+# --- shift from dense -----------------------------------------------------------------------------------
+st.subheader("How pruning moved each sample")
+if pruned_ids:
+    left, right = st.columns(2)
+    moved = left.selectbox("Pruned model", pruned_ids, key="geometry_shift_model")
+    shift_condition = right.selectbox("Condition", list(labels), key="geometry_shift_condition", format_func=labels.get)
+    shift = store.cached(queries.dense_shift, snapshot, moved, shift_condition)
+    st.plotly_chart(figures.shift_scatter(shift, moved), width="stretch")
+    ui.download_buttons(shift, f"shift-{moved}", key="geometry_shift_download")
+else:
+    st.info("Select at least one pruned model in the sidebar.")
+
+# --- class directions ------------------------------------------------------------------------------------
+st.subheader("Class directions")
+picked = st.multiselect("Models", model_order, default=dense_ids[:1] + pruned_ids[:1], key="geometry_class_models")
+if picked:
+    st.plotly_chart(figures.class_norms(snapshot.classes, picked), width="stretch")
+    model = st.selectbox("Angles between class directions of", picked, key="geometry_angles_model")
+    rows = snapshot.classes.filter(pl.col("model_id") == model).sort("class")
+    names = rows["class_name"].to_list()
+    st.plotly_chart(
+        figures.heatmap(
+            rows["angle_to"].to_list(), names, names, f"Angle between class directions: {model}", "degrees",
+            zrange=(0.0, 180.0), percent=False, x_title="class", y_title="class", hover="%{z:.1f}°",
+        ),
+        width="stretch",
+    )  # fmt: skip

@@ -1,0 +1,64 @@
+"""Method comparison: accuracy against sparsity (or size) per method, on clean or corrupted images."""
+
+import polars as pl
+import streamlit as st
+
+from compute import schema
+from dashboard import figures, queries, ui
+
+view = ui.selection()
+snapshot, filters, models, corrupted = view.snapshot, view.filters, view.models, view.corrupted
+
+st.title("Method comparison")
+st.caption(f"Each line is one method, the mean over seeds with min–max whiskers. Showing {filters.describe()}.")
+
+MEASURES = ["clean images", "mean over the selected corruptions", "one corruption and severity"]
+left, middle, right = st.columns([2, 2, 2])
+measure = left.selectbox("Accuracy on", MEASURES, key="methods_measure")
+x_axis = middle.selectbox(
+    "x axis", list(queries.X_AXES), key="methods_x", format_func=lambda x: queries.X_AXES[x].split(" (")[0]
+)
+relative = right.toggle("Relative to the dense model", key="methods_relative")
+
+clean_ids = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+if measure == MEASURES[0]:
+    condition_ids, label = clean_ids, "clean accuracy"
+elif measure == MEASURES[1]:
+    condition_ids, label = corrupted["condition_id"].to_list(), "mean corruption accuracy"
+else:
+    names = [c for c in schema.CORRUPTION_FAMILIES if c in set(corrupted["corruption"])]
+    pick, level = st.columns(2)
+    corruption = pick.selectbox("Corruption", names, key="methods_corruption")
+    severities = sorted(corrupted.filter(pl.col("corruption") == corruption)["severity"].to_list())
+    severity = level.selectbox("Severity", severities, key="methods_severity")
+    condition_ids = corrupted.filter((pl.col("corruption") == corruption) & (pl.col("severity") == severity))[
+        "condition_id"
+    ].to_list()
+    label = f"accuracy under {corruption} (severity {severity})"
+
+if not condition_ids:
+    st.info("No condition matches the filters: widen the corruption families or severities in the sidebar.")
+    st.stop()
+
+table = queries.comparison_table(models, snapshot.summary, condition_ids)
+value = "vs_dense" if relative else "accuracy"
+y_title = f"change in {label}" if relative else label
+curves = queries.comparison_curves(table, value, x_axis)
+dense = table.filter(pl.col("method") == "dense")
+reference = 0.0 if relative else (float(dense["accuracy"].mean()) if not dense.is_empty() else None)
+figure = figures.method_lines(curves, reference, y_title, queries.X_AXES[x_axis], x_percent=x_axis == "sparsity")
+st.plotly_chart(figure, width="stretch")
+
+st.subheader("Per model")
+shown = queries.in_method_order(
+    table.select(
+        "model_id", "method", "seed", "target_sparsity", "sparsity", "params_nonzero", "flops", "accuracy", "vs_dense"
+    )
+)
+st.dataframe(
+    shown,
+    hide_index=True,
+    width="stretch",
+    column_config={**ui.MODEL_COLUMNS, "accuracy": st.column_config.NumberColumn(label, format="percent")},
+)
+ui.download_buttons(shown, "method-comparison", key="methods_download")

@@ -1,0 +1,118 @@
+"""Sample detail: one image under every corruption, and every model's verdict on it."""
+
+import polars as pl
+import streamlit as st
+
+from compute import schema
+from dashboard import figures, queries, store, ui
+
+view = ui.selection()
+snapshot, model_order, conditions = view.snapshot, view.model_ids, view.conditions
+
+st.title("Sample detail")
+samples = snapshot.samples.sort("sample_id")
+ids = samples["sample_id"].to_list()
+queue = [s for s in st.session_state.get("sample_queue", []) if s in set(ids)]
+with_images = set(store.thumbnail_samples(snapshot))
+wanted = ui.requested_sample(ids)
+names = dict(zip(samples["sample_id"], samples["class_name"], strict=True))
+options = queue + [s for s in ids if s not in set(queue)] if queue else ids
+sample_id = st.selectbox(
+    "Sample",
+    options,
+    index=options.index(wanted),
+    key=f"sample_pick_{wanted}",
+    format_func=lambda s: f"{s} · class {names[s]}" + (" · corrupted images stored" if s in with_images else ""),
+    help="Selected points from the embedding page come first.",
+)
+ui.remember_sample(sample_id)
+
+left, right = st.columns([1, 4])
+left.image(store.thumbnails(snapshot, [sample_id])[sample_id], caption=f"clean · class {names[sample_id]}", width=128)
+outcomes = store.cached(queries.sample_outcomes, snapshot, sample_id, tuple(model_order))
+clean = outcomes.filter(pl.col("corruption") == schema.CLEAN)
+with right:
+    a, b, c = st.columns(3)
+    a.metric("Right on clean images", f"{int(clean['correct'].sum())} of {len(clean)} models")
+    corrupted_rows = outcomes.filter(pl.col("corruption") != schema.CLEAN)
+    b.metric("Right under corruptions", f"{corrupted_rows['correct'].mean():.0%}" if len(corrupted_rows) else "–")
+    dense_rows = clean.filter(pl.col("model_id").str.starts_with("dense"))
+    c.metric("Dense model's p(true class)", f"{dense_rows['p_true'].mean():.2f}" if len(dense_rows) else "–")
+
+# --- the image under each corruption ------------------------------------------------------------
+st.subheader("Under each corruption")
+pictures = store.sample_thumbnails(snapshot, sample_id)
+if pictures.is_empty():
+    st.info(
+        "This snapshot keeps corrupted images for other samples only "
+        f"({len(with_images)} of {len(ids)}). Rebuild with `--thumbnail-samples N` to keep more."
+    )
+else:
+    shown = pictures.join(snapshot.conditions, on="condition_id").sort("condition_id")
+    shown = shown.filter(pl.col("condition_id").is_in(conditions["condition_id"].implode()))
+    severities = sorted(set(shown["severity"].to_list()))
+    for corruption in [c for c in schema.CORRUPTION_FAMILIES if c in set(shown["corruption"])]:
+        row = shown.filter(pl.col("corruption") == corruption)
+        cells = st.columns([2] + [1] * len(severities))
+        cells[0].markdown(f"**{corruption}**  \n{schema.CORRUPTION_FAMILIES[corruption]}")
+        for cell, (severity, png) in zip(cells[1:], row.select("severity", "thumbnail").iter_rows(), strict=False):
+            cell.image(png, caption=f"severity {severity}", width=64)
+
+# --- model x condition ----------------------------------------------------------------------------
+st.subheader("Every model on every condition")
+st.caption("Colour: probability of the true class. A cell marked with a digit is wrong and shows the prediction.")
+grid = outcomes.filter(pl.col("condition_id").is_in(conditions["condition_id"].implode()))
+labels = (
+    grid.select(
+        "condition_id",
+        pl.when(pl.col("corruption") == schema.CLEAN)
+        .then(pl.lit("clean"))
+        .otherwise(pl.col("corruption") + " s" + pl.col("severity").cast(pl.String))
+        .alias("label"),
+    )
+    .unique()
+    .sort("condition_id")
+)
+columns = labels["label"].to_list()
+index = {c: i for i, c in enumerate(labels["condition_id"].to_list())}
+rows = {m: i for i, m in enumerate(model_order)}
+z = [[None] * len(columns) for _ in model_order]
+text = [[""] * len(columns) for _ in model_order]
+for model, condition, p_true, correct, pred in grid.select(
+    "model_id", "condition_id", "p_true", "correct", "pred"
+).iter_rows():
+    z[rows[model]][index[condition]] = p_true
+    text[rows[model]][index[condition]] = "" if correct else str(snapshot.class_names[pred])
+figure = figures.heatmap(
+    z, columns, model_order, f"Sample {sample_id}: p(true class) per model and condition", "p(true class)",
+    percent=False, x_title="condition", y_title="model", hover="%{z:.3f}",
+)  # fmt: skip
+figure.data[0].text = text
+st.plotly_chart(figure, width="stretch")
+
+# --- metrics across severities -----------------------------------------------------------------------
+st.subheader("Across severities")
+left, right = st.columns(2)
+model = left.selectbox("Model", model_order, key="sample_model")
+metric = right.selectbox(
+    "Metric", ["p_true", "geom_margin", "feat_norm", "angle_true", "loss"], key="sample_metric",
+    format_func=lambda m: figures.METRIC_TITLES[m],
+)  # fmt: skip
+curve_rows = outcomes.filter(pl.col("model_id") == model)
+starts = curve_rows.filter(pl.col("corruption") == schema.CLEAN)
+corrupted = curve_rows.filter(pl.col("corruption") != schema.CLEAN)
+curves = pl.concat(
+    [
+        corrupted.select("model_id", "corruption", "severity", metric),
+        corrupted.select("model_id", "corruption")
+        .unique()
+        .join(starts.select("model_id", pl.lit(0, dtype=pl.Int8).alias("severity"), metric), on="model_id")
+        .select("model_id", "corruption", "severity", metric),
+    ],
+    how="vertical_relaxed",
+).sort("corruption", "severity")
+st.plotly_chart(
+    figures.severity_lines(curves, model, metric, figures.METRIC_TITLES[metric], f"Sample {sample_id}: {model}"),
+    width="stretch",
+)
+ui.download_buttons(grid.drop("family"), f"sample-{sample_id}", key="sample_download")
