@@ -37,6 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a snapshot's schema and invariants (exit 0, 1 or 2)")
     validate.add_argument("path", help="snapshot folder")
 
+    synth = sub.add_parser(
+        "synth",
+        help="a synthetic snapshot of any size, for scale tests of the app",
+        description="Write a valid snapshot of random models and samples (no training) with all 96 conditions.",
+    )
+    synth.add_argument("--models", type=int, required=True, help="number of models (dense and pruned)")
+    synth.add_argument("--samples", type=int, required=True, help="number of test samples")
+    synth.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--out", required=True, help="snapshot folder to write")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing snapshot at --out")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar, only the summary line")
+
     app = sub.add_parser("app", help="open the dashboard (streamlit run app.py)")
     app.add_argument("--data", help="data root holding snapshot folders (default: $PRUNESCOPE_DATA or data/)")
     app.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
@@ -59,6 +72,20 @@ def cmd_compute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from compute.synth import SynthSpec, run
+
+    try:
+        line = run(
+            SynthSpec(args.models, args.samples, args.classes, args.seed), args.out, args.overwrite, not args.quiet
+        )
+    except (InputError, FileExistsError) as err:
+        print(f"prunescope synth: error: {err}", file=sys.stderr)
+        return 2
+    print(f"prunescope synth: {line}")
+    return 0
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     app = Path(__file__).resolve().parent.parent / "app.py"
     if not app.is_file():
@@ -75,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "compute":
         return cmd_compute(args)
+    if args.command == "synth":
+        return cmd_synth(args)
     if args.command == "validate":
         from compute.validate import main as validate_main
 

@@ -140,3 +140,16 @@ def test_reduced_metric_precision_is_recorded_and_still_validates(tmp_path):
 
     losses = pl.read_parquet(next((out / schema.METRICS_DIR).glob("*/*.parquet")))["loss"].to_numpy()
     assert np.all(losses.view(np.uint32) & ((1 << 13) - 1) == 0)  # 10 mantissa bits kept
+
+
+def test_synth_writes_a_valid_snapshot_of_the_requested_size(tmp_path):
+    out = tmp_path / "synth"
+    result = run_cli("synth", "--models", "5", "--samples", "40", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "5 models x 96 conditions x 40 samples = 19,200 synthetic rows" in result.stdout
+    assert run_cli("validate", str(out)).returncode == 0
+    models = pl.read_parquet(out / schema.MODELS)
+    assert models["method"].to_list()[:2] == ["dense", "random"] and models.height == 5
+    assert json.loads((out / schema.MANIFEST).read_text())["synthetic"] is True
+    bad = run_cli("synth", "--models", "0", "--samples", "40", "--out", str(tmp_path / "never"))
+    assert bad.returncode == 2 and "at least 1 model" in bad.stderr
