@@ -9,6 +9,9 @@ from compute import schema
 from dashboard.store import Snapshot, scan_metrics
 
 METHOD_ORDER = list(schema.METHOD_FAMILIES)
+SCAN_BATCH_ROWS = 2_000_000  # per-sample rows a batched query reads at once (about 100 MB)
+SIMILARITY_CELLS = 4_000_000  # predictions (rows x models) behind the agreement matrices
+GEOMETRY_POINTS = 300_000  # per-sample values behind one distribution or polar plot
 
 
 def method_rank(method: str) -> int:
@@ -117,12 +120,14 @@ def agreement_and_kappa(preds: np.ndarray, n_classes: int) -> tuple[np.ndarray, 
     and both models always predict that one class.
     """
     rows, n_models = preds.shape
-    onehot = np.zeros((rows, n_models * n_classes), dtype=np.float32)
-    onehot[np.arange(rows)[:, None], np.arange(n_models)[None, :] * n_classes + preds] = 1.0
-    # float32 counts are exact integers (below 2^24 rows); divide in float64
-    counts = (onehot.T @ onehot).astype(np.float64).reshape(n_models, n_classes, n_models, n_classes)
-    agreement = np.einsum("akbk->ab", counts) / rows
-    freq = onehot.reshape(rows, n_models, n_classes).sum(axis=0).astype(np.float64) / rows
+    same = np.zeros((n_models, n_models))
+    freq = np.zeros((n_models, n_classes))
+    for k in range(n_classes):  # one class at a time: memory rows x models, not x classes
+        hits = (preds == k).astype(np.float32)
+        same += hits.T @ hits  # float32 counts are exact integers below 2^24 rows
+        freq[:, k] = hits.sum(axis=0)
+    agreement = same / rows
+    freq /= rows
     expected = freq @ freq.T
     with np.errstate(invalid="ignore", divide="ignore"):
         kappa = np.where(expected < 1.0, (agreement - expected) / (1.0 - expected), 1.0)
@@ -218,17 +223,32 @@ def pruning_identified_exemplars(clean_preds: pl.DataFrame, dense_ids, pruned_id
     )
 
 
+def _model_codes(models: pl.DataFrame) -> pl.LazyFrame:
+    """model_id -> a small integer code, with the parent's code, for joins on millions of
+    rows (string keys there cost several times the time and memory)."""
+    coded = models.select("model_id", "parent_id", "method").with_row_index("model_code")
+    parent = coded.select(pl.col("model_id").alias("parent_id"), pl.col("model_code").alias("parent_code"))
+    return coded.join(parent, on="parent_id", how="left").lazy()
+
+
 def pruning_fragility(metrics: pl.LazyFrame | pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
     """Per sample: over every pruned model x condition in `metrics`, how often the dense
     parent is right and the pruned model wrong (`fragile`), out of how many pairs the
     parent is right (`chances`). `metrics` needs model_id, condition_id, sample_id, correct."""
-    frame = metrics.lazy().select("model_id", "condition_id", "sample_id", "correct")
-    parents = models.lazy().select("model_id", "parent_id", "method")
-    pruned = frame.join(parents, on="model_id").filter(pl.col("method") != "dense")
-    dense = frame.select(
-        pl.col("model_id").alias("parent_id"), "condition_id", "sample_id", pl.col("correct").alias("parent_correct")
+    frame = (
+        metrics.lazy()
+        .select("model_id", "condition_id", "sample_id", "correct")
+        .join(_model_codes(models), on="model_id")
+        .drop("model_id", "parent_id")
     )
-    pairs = pruned.join(dense, on=["parent_id", "condition_id", "sample_id"])
+    pruned = frame.filter(pl.col("method") != "dense")
+    dense = frame.filter(pl.col("method") == "dense").select(
+        pl.col("model_code").alias("parent_code"),
+        "condition_id",
+        "sample_id",
+        pl.col("correct").alias("parent_correct"),
+    )
+    pairs = pruned.join(dense, on=["parent_code", "condition_id", "sample_id"])
     return (
         pairs.group_by("sample_id")
         .agg(
@@ -244,38 +264,68 @@ def pruning_fragility(metrics: pl.LazyFrame | pl.DataFrame, models: pl.DataFrame
 
 def breaking_severity(metrics: pl.LazyFrame | pl.DataFrame, conditions: pl.DataFrame) -> pl.DataFrame:
     """Per model, sample and corruption where the model is right on the clean image: the
-    lowest severity at which it is wrong (null when it never breaks)."""
-    frame = metrics.lazy().select("model_id", "condition_id", "sample_id", "correct")
-    cond = conditions.lazy().select("condition_id", "corruption", "severity")
-    clean_right = (
-        frame.join(cond, on="condition_id")
-        .filter((pl.col("corruption") == schema.CLEAN) & pl.col("correct"))
-        .select("model_id", "sample_id")
-    )
-    corrupted = frame.join(cond, on="condition_id").filter(pl.col("corruption") != schema.CLEAN)
-    return (
-        corrupted.join(clean_right, on=["model_id", "sample_id"])
+    lowest severity at which it is wrong (null when it never breaks).
+
+    Groups first and joins the (20x smaller) groups, on categorical keys, so a snapshot
+    of tens of millions of rows fits in a few hundred MB."""
+    names = conditions.filter(pl.col("corruption") != schema.CLEAN)["corruption"].unique(maintain_order=True)
+    corruption = pl.Enum([schema.CLEAN, *names])
+    cond = conditions.lazy().select("condition_id", pl.col("corruption").cast(corruption), "severity")
+    groups = (
+        metrics.lazy()
+        .select(pl.col("model_id").cast(pl.Categorical), "condition_id", "sample_id", "correct")
+        .join(cond, on="condition_id")
         .group_by("model_id", "sample_id", "corruption")
         .agg(pl.col("severity").filter(~pl.col("correct")).min().alias("breaking_severity"))
-        .sort("model_id", "sample_id", "corruption")
+    )
+    clean_right = groups.filter((pl.col("corruption") == schema.CLEAN) & pl.col("breaking_severity").is_null()).select(
+        "model_id", "sample_id"
+    )
+    return (
+        groups.filter(pl.col("corruption") != schema.CLEAN)
+        .join(clean_right, on=["model_id", "sample_id"], how="semi")
+        .with_columns(pl.col("model_id").cast(pl.String))
         .collect()
     )
 
 
-def corruption_fragility(breaks: pl.DataFrame) -> pl.DataFrame:
-    """Per sample, from `breaking_severity`: how many model x corruption pairs break, and
-    the lowest and mean breaking severity."""
+def _fragility_parts(breaks: pl.DataFrame) -> pl.DataFrame:
+    """Per sample, sums and minima of `breaking_severity` rows that add up across models:
+    the lowest breaking severity and the first corruption (in benchmark order) to break there."""
+    return breaks.group_by("sample_id").agg(
+        pl.col("breaking_severity").is_not_null().sum().alias("broken"),
+        pl.len().alias("pairs"),
+        pl.col("breaking_severity").sum().alias("severity_sum"),
+        pl.col("breaking_severity").min().alias("lowest_severity"),
+        pl.col("corruption")
+        .sort_by("breaking_severity", "corruption", nulls_last=True)
+        .first()
+        .alias("first_to_break"),
+    )
+
+
+def _combine_fragility(parts: pl.DataFrame) -> pl.DataFrame:
     return (
-        breaks.group_by("sample_id")
+        parts.sort("lowest_severity", "first_to_break", nulls_last=True)
+        .group_by("sample_id", maintain_order=True)
         .agg(
-            pl.col("breaking_severity").is_not_null().sum().alias("broken"),
-            pl.len().alias("pairs"),
-            pl.col("breaking_severity").min().alias("lowest_severity"),
-            pl.col("breaking_severity").mean().alias("mean_severity"),
+            pl.col("broken", "pairs", "severity_sum").sum(),
+            pl.col("lowest_severity").first(),
+            pl.col("first_to_break").filter(pl.col("lowest_severity").is_not_null()).first(),
         )
-        .with_columns((pl.col("broken") / pl.col("pairs")).alias("broken_rate"))
+        .with_columns(
+            (pl.col("severity_sum") / pl.col("broken")).fill_nan(None).alias("mean_severity"),
+            (pl.col("broken") / pl.col("pairs")).alias("broken_rate"),
+        )
+        .drop("severity_sum")
         .sort("broken", "sample_id", descending=[True, False])
     )
+
+
+def corruption_fragility(breaks: pl.DataFrame) -> pl.DataFrame:
+    """Per sample, from `breaking_severity`: how many model x corruption pairs break, the
+    lowest and mean breaking severity, and the corruption that breaks first."""
+    return _combine_fragility(_fragility_parts(breaks))
 
 
 # --- method comparison and corruption breakdown (summary.parquet only) ---------------------
@@ -395,63 +445,86 @@ def corruption_profiles(
 # --- per-sample scans (lazy: filters and columns pushed down to the Parquet reader) ---------
 
 
-def prediction_matrix(
-    metrics: pl.LazyFrame, model_ids: list[str], condition_ids: list[int], max_rows: int = 200_000
-) -> np.ndarray:
-    """Predictions as rows (condition x sample) by columns (models, in `model_ids` order).
+def evenly_spaced(values: list[int], count: int) -> list[int]:
+    """At most `count` (at least one) of `values`, evenly spaced, the first and last kept."""
+    if len(values) <= count:
+        return list(values)
+    return [values[i] for i in np.linspace(0, len(values) - 1, max(1, count)).astype(int)]
 
-    More than `max_rows` rows are thinned to an evenly spaced subset of samples, so the
-    similarity views stay interactive on snapshots with millions of rows.
+
+def model_batches(model_ids: list[str], rows_per_model: int) -> list[list[str]]:
+    """`model_ids` in consecutive batches of about SCAN_BATCH_ROWS per-sample rows each."""
+    size = max(1, SCAN_BATCH_ROWS // max(1, rows_per_model))
+    return [model_ids[i : i + size] for i in range(0, len(model_ids), size)]
+
+
+def positions(values: pl.Series, ordered: list) -> np.ndarray:
+    """Index of each value in `ordered`, which holds every value: sorted integers, or
+    strings in any order."""
+    if values.dtype == pl.String:
+        return values.cast(pl.Enum(ordered)).to_physical().to_numpy().astype(np.int64)
+    return np.searchsorted(np.asarray(ordered), values.to_numpy()).astype(np.int64)
+
+
+def prediction_matrix(
+    snapshot: Snapshot, model_ids: list[str], condition_ids: list[int], max_cells: int = SIMILARITY_CELLS
+) -> np.ndarray:
+    """Predictions as rows (condition x sample) by columns (models, in `model_ids` order),
+    without rows some model lacks.
+
+    Beyond `max_cells` predictions, only an evenly spaced subset of samples is read, so the
+    similarity views stay interactive on snapshots with tens of millions of rows.
     """
-    frame = (
-        metrics.filter(pl.col("model_id").is_in(model_ids) & pl.col("condition_id").is_in(condition_ids))
-        .select("model_id", "condition_id", "sample_id", "pred")
-        .collect()
-    )
-    samples = frame["sample_id"].unique().sort()
-    per_sample = max(1, len(condition_ids))
-    if len(samples) * per_sample > max_rows:
-        keep = samples.gather(np.linspace(0, len(samples) - 1, max(1, max_rows // per_sample)).astype(int))
-        frame = frame.filter(pl.col("sample_id").is_in(keep.implode()))
-    wide = frame.pivot(on="model_id", index=["condition_id", "sample_id"], values="pred").drop_nulls()
-    return wide.select(model_ids).to_numpy().astype(np.int64)
+    conditions = sorted(int(c) for c in condition_ids)
+    per_sample = max(1, len(model_ids) * len(conditions))
+    samples = evenly_spaced(snapshot.samples["sample_id"].sort().to_list(), max_cells // per_sample)
+    frame = scan_metrics(snapshot, model_ids, conditions, ["pred"]).filter(pl.col("sample_id").is_in(samples)).collect()
+    matrix = np.full((len(conditions) * len(samples), len(model_ids)), -1, dtype=np.int64)
+    row = positions(frame["condition_id"], conditions) * len(samples) + positions(frame["sample_id"], samples)
+    matrix[row, positions(frame["model_id"], model_ids)] = frame["pred"].to_numpy()
+    return matrix[(matrix >= 0).all(axis=1)]
 
 
 def correctness_by_corruption(
-    metrics: pl.LazyFrame, conditions: pl.DataFrame, model_ids: list[str]
+    snapshot: Snapshot, conditions: pl.DataFrame, model_ids: list[str]
 ) -> tuple[list[str], np.ndarray]:
     """Per corruption, a vector over (model, sample) of correctness averaged over the given
-    severities: correlated rows are corruptions that trip up the same samples."""
-    corrupted = conditions.filter(pl.col("corruption") != schema.CLEAN).select("condition_id", "corruption")
-    frame = (
-        metrics.filter(
-            pl.col("model_id").is_in(model_ids) & pl.col("condition_id").is_in(corrupted["condition_id"].implode())
+    severities: correlated rows are corruptions that trip up the same samples. Pairs that
+    lack a corruption are left out. Read a batch of models at a time, so memory stays
+    bounded by the result."""
+    corrupted = conditions.filter(pl.col("corruption") != schema.CLEAN)
+    names = [c for c in schema.CORRUPTION_FAMILIES if c in set(corrupted["corruption"])]
+    corrupted = corrupted.sort("condition_id")
+    condition_ids = corrupted["condition_id"].to_list()
+    corruption_of = np.array([names.index(c) for c in corrupted["corruption"]])
+    samples = snapshot.samples["sample_id"].sort().to_list()
+    columns = []
+    for batch in model_batches(model_ids, len(samples) * len(condition_ids)):
+        frame = scan_metrics(snapshot, batch, condition_ids, ["correct"]).collect()
+        pairs = len(batch) * len(samples)
+        flat = (
+            corruption_of[positions(frame["condition_id"], condition_ids)] * pairs
+            + positions(frame["model_id"], batch) * len(samples)
+            + positions(frame["sample_id"], samples)
         )
-        .select("model_id", "condition_id", "sample_id", "correct")
-        .join(corrupted.lazy(), on="condition_id")
-        .group_by("corruption", "model_id", "sample_id")
-        .agg(pl.col("correct").cast(pl.Float32).mean())
-        .collect()
-    )
-    order = [c for c in schema.CORRUPTION_FAMILIES if c in set(frame["corruption"])]
-    wide = frame.pivot(on="corruption", index=["model_id", "sample_id"], values="correct").drop_nulls()
-    return order, wide.select(order).to_numpy().T
+        sums = np.bincount(flat, weights=frame["correct"].to_numpy(), minlength=len(names) * pairs)
+        counts = np.bincount(flat, minlength=len(names) * pairs)
+        sums, counts = sums.reshape(len(names), pairs), counts.reshape(len(names), pairs)
+        complete = (counts > 0).all(axis=0)
+        columns.append((sums[:, complete] / counts[:, complete]).astype(np.float32))
+    return names, np.concatenate(columns, axis=1) if columns else np.zeros((len(names), 0), np.float32)
 
 
 def metric_rows(
-    metrics: pl.LazyFrame, model_ids: list[str], condition_ids: list[int], columns: list[str], max_rows: int = 300_000
+    snapshot: Snapshot, model_ids: list[str], condition_ids: list[int], columns: list[str], max_rows: int
 ) -> pl.DataFrame:
     """Per-sample values of `columns` for the chosen models and conditions (at most
-    `max_rows`, an evenly spaced subset of samples beyond that)."""
-    frame = metrics.filter(pl.col("model_id").is_in(model_ids) & pl.col("condition_id").is_in(condition_ids))
-    frame = frame.select("model_id", "condition_id", "sample_id", *columns).collect()
-    if len(frame) > max_rows:
-        samples = frame["sample_id"].unique().sort()
-        keep = samples.gather(
-            np.linspace(0, len(samples) - 1, max(1, len(samples) * max_rows // len(frame))).astype(int)
-        )
-        frame = frame.filter(pl.col("sample_id").is_in(keep.implode()))
-    return frame
+    `max_rows`: an evenly spaced subset of samples beyond that, chosen before reading)."""
+    per_sample = max(1, len(model_ids) * len(condition_ids))
+    samples = evenly_spaced(snapshot.samples["sample_id"].sort().to_list(), max_rows // per_sample)
+    return (
+        scan_metrics(snapshot, model_ids, condition_ids, columns).filter(pl.col("sample_id").is_in(samples)).collect()
+    )
 
 
 def shift_from_dense(metrics: pl.LazyFrame, model_id: str, parent_id: str, condition_id: int) -> pl.DataFrame:
@@ -486,7 +559,7 @@ def shift_from_dense(metrics: pl.LazyFrame, model_id: str, parent_id: str, condi
 
 def model_similarity(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
     """Agreement and Cohen's kappa between models' predictions, and a clustered order."""
-    preds = prediction_matrix(scan_metrics(snapshot), list(model_ids), list(condition_ids))
+    preds = prediction_matrix(snapshot, list(model_ids), list(condition_ids))
     n_classes = max(len(snapshot.class_names), int(preds.max(initial=0)) + 1)
     agreement, kappa = agreement_and_kappa(preds, n_classes)
     return agreement, kappa, cluster_order(1.0 - agreement), preds.shape[0]
@@ -499,7 +572,7 @@ def corruption_similarity(
     correctness), and a clustered order of the corruptions."""
     conditions = snapshot.conditions.filter(pl.col("condition_id").is_in(list(condition_ids)))
     if per_sample:
-        names, matrix = correctness_by_corruption(scan_metrics(snapshot), conditions, list(model_ids))
+        names, matrix = correctness_by_corruption(snapshot, conditions, list(model_ids))
     else:
         names, matrix = corruption_profiles(snapshot.summary, conditions, list(model_ids))
     if len(names) < 2:
@@ -521,17 +594,15 @@ def pruning_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], cond
 
 
 def corruption_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
+    """`corruption_fragility` over the chosen models, a batch of models at a time so the
+    memory stays bounded however many models the snapshot holds."""
     clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
-    scan = scan_metrics(snapshot, model_ids=list(model_ids), condition_ids=sorted(set(condition_ids) | set(clean)))
-    breaks = breaking_severity(scan, snapshot.conditions)
-    per_sample = corruption_fragility(breaks)
-    worst = (
-        breaks.drop_nulls("breaking_severity")
-        .sort("breaking_severity", "corruption")
-        .group_by("sample_id", maintain_order=True)
-        .agg(pl.col("corruption").first().alias("first_to_break"))
-    )
-    return with_samples(snapshot, per_sample.join(worst, on="sample_id", how="left"))
+    wanted = sorted(set(condition_ids) | set(clean))
+    parts = [
+        _fragility_parts(breaking_severity(scan_metrics(snapshot, batch, wanted), snapshot.conditions))
+        for batch in model_batches(list(model_ids), snapshot.samples.height * len(wanted))
+    ]
+    return with_samples(snapshot, _combine_fragility(pl.concat(parts)))
 
 
 def exemplars(snapshot: Snapshot, pruned_ids: tuple[str, ...]):
@@ -579,7 +650,7 @@ def metric_sample(
     snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...], columns: tuple[str, ...]
 ):
     return with_samples(
-        snapshot, metric_rows(scan_metrics(snapshot), list(model_ids), list(condition_ids), list(columns))
+        snapshot, metric_rows(snapshot, list(model_ids), list(condition_ids), list(columns), GEOMETRY_POINTS)
     )
 
 

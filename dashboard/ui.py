@@ -183,6 +183,13 @@ def download_buttons(table: pl.DataFrame, name: str, key: str) -> None:
     )  # fmt: skip
 
 
+def subset_note(rows: pl.DataFrame, snapshot: store.Snapshot) -> None:
+    """Say so when a per-sample view shows an evenly spaced subset of the samples."""
+    shown, total = rows["sample_id"].n_unique(), snapshot.samples.height
+    if 0 < shown < total:
+        st.caption(f"An evenly spaced {shown:,} of the {total:,} samples, to keep the view interactive.")
+
+
 def image_uri(png: bytes | None) -> str | None:
     """A data: URL, as st.column_config.ImageColumn shows it."""
     return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()

@@ -187,12 +187,18 @@ def test_fragile_lists_match_a_hand_count_and_filter_by_class(monkeypatch, demo)
     at.multiselect(key="fragile_classes").set_value(["3"]).run()
     assert set(at.dataframe[0].value["class_name"]) == {"3"}
 
-    robust = at.dataframe[3].value
+    assert len(at.dataframe) == 1  # only the open tab is computed
+
+    at = page(monkeypatch, "views/fragile.py", query={"fragile_view": "Robust"})
+    robust = at.dataframe[0].value
     acc = demo["metrics"].group_by("sample_id").agg(pl.col("correct").mean())
     expected_acc = dict(acc.iter_rows())
     for sample, value in zip(robust["sample_id"], robust["accuracy"], strict=True):
         assert value == pytest.approx(expected_acc[sample])
-    assert "is_pie" in at.dataframe[2].value.columns
+    at = page(monkeypatch, "views/fragile.py", query={"fragile_view": "Pruning identified exemplars"})
+    assert "is_pie" in at.dataframe[0].value.columns
+    at = page(monkeypatch, "views/fragile.py", query={"fragile_view": "Corruption-fragile"})
+    assert {"broken", "lowest_severity", "first_to_break"} <= set(at.dataframe[0].value.columns)
 
 
 def test_sample_detail_shows_the_stored_images_and_the_verdicts(monkeypatch, demo):
@@ -259,3 +265,36 @@ def test_filters_come_from_the_url_and_go_back_into_it(monkeypatch, demo):
 def test_narrow_filters_give_messages_not_errors(monkeypatch, path, query):
     at = page(monkeypatch, path, query=query)
     assert texts(at, "title") == [PAGES[path][0]]
+
+
+@pytest.mark.parametrize("view", ["Corruption-fragile", "Pruning identified exemplars", "Robust"])
+@pytest.mark.parametrize(
+    "query,message",
+    [({"methods": "dense"}, "pruned model"), ({"families": "extra", "severities": "5"}, None)],
+    ids=["only-dense", "one-family-one-severity"],
+)
+def test_every_fragile_tab_takes_narrow_filters(monkeypatch, view, query, message):
+    at = page(monkeypatch, "views/fragile.py", query={**query, "fragile_view": view})
+    infos = texts(at, "info")
+    if message and view == "Pruning identified exemplars":
+        assert any(message in t for t in infos) and not at.dataframe
+    else:
+        assert len(at.dataframe) == 1 and len(at.dataframe[0].value) > 0
+
+
+def test_geometry_says_when_it_shows_a_subset_of_samples(monkeypatch, demo):
+    from dashboard import queries, store
+
+    monkeypatch.setattr(queries, "GEOMETRY_POINTS", 2 * 2 * 20)  # two models, two conditions, 20 samples
+    store._cached_call.cache_clear()
+    try:
+        at = page(monkeypatch, "views/geometry.py")
+        at.multiselect(key="geometry_models").set_value(["dense-s0", "imp-0.9-s0"]).run()
+        notes = [t for t in texts(at, "caption") if "evenly spaced" in t]
+        total = demo["metrics"]["sample_id"].n_unique()
+        assert notes[0] == f"An evenly spaced 20 of the {total} samples, to keep the view interactive."
+        fig = figure_titled(at, "per model")
+        clean_box = next(t for t in fig["data"] if t["name"] == "clean")
+        assert len(values(clean_box["y"])) == 2 * 20
+    finally:
+        store._cached_call.cache_clear()

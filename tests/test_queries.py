@@ -142,9 +142,127 @@ def test_breaking_severity_is_the_lowest_failing_severity_given_clean_right():
     summary = {r["sample_id"]: r for r in queries.corruption_fragility(breaks).iter_rows(named=True)}
     assert summary[1]["broken"] == 2 and summary[1]["lowest_severity"] == 1 and summary[1]["mean_severity"] == 1.5
     assert summary[0]["broken"] == 1 and summary[0]["broken_rate"] == 0.5
+    assert summary[0]["first_to_break"] == "fog" and summary[1]["first_to_break"] == "fog"
     assert 2 not in summary
 
 
 def test_correlation_of_single_value_profiles_is_no_information():
     d = queries.correlation_distance(np.array([[0.5], [0.7], [0.9]]))
     assert np.array_equal(d, 1.0 - np.eye(3))
+
+
+def test_corruption_fragile_samples_match_an_array_count_in_any_batch_size(monkeypatch):
+    from compute import schema
+    from dashboard import store
+    from tests.conftest import DEMO
+
+    snapshot = store.open_snapshot(DEMO)
+    model_ids = tuple(snapshot.models["model_id"].to_list()[:7])
+    conditions = snapshot.conditions.sort("condition_id")
+    corrupted = tuple(conditions.filter(pl.col("corruption") != schema.CLEAN)["condition_id"].to_list())
+    rows = (
+        store.scan_metrics(snapshot, model_ids, columns=["correct"])
+        .collect()
+        .sort(pl.col("model_id").replace_strict({m: i for i, m in enumerate(model_ids)}), "condition_id", "sample_id")
+    )
+    correct = rows["correct"].to_numpy().reshape(len(model_ids), conditions.height, -1)  # model, condition, sample
+    names = conditions["corruption"].to_numpy()
+    severity = conditions["severity"].to_numpy()
+    corruptions = [c for c in dict.fromkeys(names) if c != schema.CLEAN]
+    clean_right = correct[:, 0, :]
+    broken = np.zeros(correct.shape[2], int)
+    lowest = np.full(correct.shape[2], 99)
+    for name in corruptions:
+        wrong = ~correct[:, names == name, :]  # model, severity 1..5, sample
+        breaks = clean_right & wrong.any(axis=1)
+        broken += breaks.sum(axis=0)
+        first = severity[names == name][wrong.argmax(axis=1)]
+        lowest = np.minimum(lowest, np.where(breaks, first, 99).min(axis=0))
+
+    sample_ids = rows["sample_id"][: correct.shape[2]].to_list()
+    expected = {s: (int(broken[i]), int(lowest[i])) for i, s in enumerate(sample_ids) if clean_right[:, i].any()}
+    for batch_rows in (10**9, 1):  # everything at once; one model at a time
+        monkeypatch.setattr(queries, "SCAN_BATCH_ROWS", batch_rows)
+        table = queries.corruption_fragile_samples(snapshot, model_ids, corrupted)
+        got = {
+            s: (b, low if low is not None else 99)
+            for s, b, low in table.select("sample_id", "broken", "lowest_severity").iter_rows()
+        }
+        assert got == expected
+        assert table["broken"].to_list() == sorted(table["broken"].to_list(), reverse=True)
+
+
+def demo_grid(model_ids, column):
+    """One metric of the demo as an array [model, condition, sample], read independently."""
+    from compute import schema
+    from compute.snapshot import scan_metrics
+    from tests.conftest import DEMO
+
+    rows = scan_metrics(DEMO).filter(pl.col("model_id").is_in(list(model_ids))).collect()
+    order = {m: i for i, m in enumerate(model_ids)}
+    rows = rows.sort(pl.col("model_id").replace_strict(order), "condition_id", "sample_id")
+    conditions = pl.read_parquet(DEMO / schema.CONDITIONS).sort("condition_id")
+    grid = rows[column].to_numpy().reshape(len(model_ids), conditions.height, -1)
+    return grid, conditions, rows["sample_id"][: grid.shape[2]].to_list()
+
+
+def test_prediction_matrix_is_the_pivot_and_thins_samples_evenly():
+    from dashboard import store
+    from tests.conftest import DEMO
+
+    snapshot = store.open_snapshot(DEMO)
+    model_ids = ["magnitude-0.9-s0", "dense-s0", "snip-0.5-s0"]
+    preds, conditions, samples = demo_grid(model_ids, "pred")
+    chosen = [5, 1, 3]
+    full = queries.prediction_matrix(snapshot, model_ids, chosen)
+    expected = preds[:, sorted(chosen), :].transpose(1, 2, 0).reshape(-1, len(model_ids))  # condition, sample
+    np.testing.assert_array_equal(full, expected)
+
+    thin = queries.prediction_matrix(snapshot, model_ids, chosen, max_cells=3 * 3 * 10)
+    keep = np.linspace(0, len(samples) - 1, 10).astype(int)
+    np.testing.assert_array_equal(thin, preds[:, sorted(chosen)][:, :, keep].transpose(1, 2, 0).reshape(-1, 3))
+
+
+def test_correctness_by_corruption_averages_severities_in_any_batch_size(monkeypatch):
+    from compute import schema
+    from dashboard import store
+    from tests.conftest import DEMO
+
+    snapshot = store.open_snapshot(DEMO)
+    model_ids = snapshot.models["model_id"].to_list()[3:9]
+    correct, conditions, _ = demo_grid(model_ids, "correct")
+    chosen = conditions.filter(pl.col("severity").is_in([2, 5]) | (pl.col("corruption") == schema.CLEAN))
+    names = [c for c in schema.CORRUPTION_FAMILIES if c != schema.CLEAN]
+    expected = np.stack(
+        [
+            correct[:, chosen.filter(pl.col("corruption") == name)["condition_id"].to_numpy(), :].mean(axis=1).ravel()
+            for name in names
+        ]
+    )  # corruption x (model, sample)
+    for batch_rows in (10**9, 1):
+        monkeypatch.setattr(queries, "SCAN_BATCH_ROWS", batch_rows)
+        got_names, matrix = queries.correctness_by_corruption(snapshot, chosen, model_ids)
+        assert got_names == names
+        np.testing.assert_allclose(matrix, expected, rtol=1e-6)
+
+
+def test_metric_rows_thin_samples_before_reading():
+    from dashboard import store
+    from tests.conftest import DEMO
+
+    snapshot = store.open_snapshot(DEMO)
+    rows = queries.metric_rows(snapshot, ["dense-s0", "imp-0.9-s0"], [0, 7], ["feat_norm"], max_rows=2 * 2 * 25)
+    samples = snapshot.samples["sample_id"].sort().to_list()
+    assert rows.height == 100 and rows["sample_id"].n_unique() == 25
+    assert set(rows["sample_id"]) == set(queries.evenly_spaced(samples, 25))
+    assert {samples[0], samples[-1]} <= set(rows["sample_id"])
+    everything = queries.metric_rows(snapshot, ["dense-s0"], [0], ["feat_norm"], max_rows=10**6)
+    assert everything.height == len(samples)
+
+
+def test_positions_of_strings_and_sorted_integers():
+    assert queries.positions(pl.Series(["b", "a", "c", "b"]), ["c", "b", "a"]).tolist() == [1, 2, 0, 1]
+    got = queries.positions(pl.Series([30, 10, 20], dtype=pl.Int16), [10, 20, 30])
+    assert got.tolist() == [2, 0, 1] and got.dtype == np.int64
+    many = [f"m{i}" for i in range(300)]  # past 256 names the codes must not wrap around
+    assert queries.positions(pl.Series(["m299", "m0"]), many).tolist() == [299, 0]

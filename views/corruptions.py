@@ -95,9 +95,10 @@ agreement, kappa, order, rows = store.cached(
 )
 values = agreement if statistic == "agreement" else kappa
 ordered = [model_order[i] for i in order]
+thinned = " (an evenly spaced subset of the samples)" if rows < len(condition_ids) * snapshot.samples.height else ""
 st.caption(
-    f"Pairwise over {rows:,} predictions (condition x sample) per model; kappa discounts the agreement two models "
-    "reach by chance from their own class frequencies. Ordered by clustering on disagreement."
+    f"Pairwise over {rows:,} predictions (condition x sample) per model{thinned}; kappa discounts the agreement "
+    "two models reach by chance from their own class frequencies. Ordered by clustering on disagreement."
 )
 st.plotly_chart(
     figures.heatmap(

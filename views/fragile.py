@@ -44,62 +44,79 @@ def show(table: pl.DataFrame, columns: dict, key: str) -> None:
         ui.open_sample(int(shown["sample_id"][event.selection.rows[0]]), clear=key)
 
 
-tabs = st.tabs(["Pruning-fragile", "Corruption-fragile", "Pruning identified exemplars", "Robust"])
-with tabs[0]:
+def pruning_fragile() -> None:
     st.caption("The dense model is right and the pruned model wrong, on the same image and condition.")
-    if pruned:
-        table = store.cached(queries.pruning_fragile_samples, snapshot, tuple(pruned), condition_ids)
-        show(table, {
-            "fragile": st.column_config.NumberColumn("pruned right→wrong", help="pruned model x condition pairs"),
-            "chances": st.column_config.NumberColumn("dense right", help="pairs where the dense parent is right"),
-            "fragile_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
-        }, "pruning_fragile")  # fmt: skip
-    else:
+    if not pruned:
         st.info("Select at least one pruned model in the sidebar.")
-with tabs[1]:
+        return
+    table = store.cached(queries.pruning_fragile_samples, snapshot, tuple(pruned), condition_ids)
+    show(table, {
+        "fragile": st.column_config.NumberColumn("pruned right→wrong", help="pruned model x condition pairs"),
+        "chances": st.column_config.NumberColumn("dense right", help="pairs where the dense parent is right"),
+        "fragile_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
+    }, "pruning_fragile")  # fmt: skip
+
+
+def corruption_fragile() -> None:
     st.caption("Right on the clean image, wrong under a corruption; the breaking severity is the lowest that fails.")
-    if corrupted_ids:
-        table = store.cached(queries.corruption_fragile_samples, snapshot, tuple(selected), corrupted_ids)
-        show(table, {
-            "broken": st.column_config.NumberColumn("broken pairs", help="model x corruption pairs that break"),
-            "broken_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
-            "lowest_severity": st.column_config.NumberColumn("lowest breaking severity"),
-            "mean_severity": st.column_config.NumberColumn("mean breaking severity", format="%.1f"),
-            "first_to_break": st.column_config.TextColumn("breaks first under"),
-        }, "corruption_fragile")  # fmt: skip
-    else:
+    if not corrupted_ids:
         st.info("No corrupted condition matches the filters.")
-with tabs[2]:
+        return
+    table = store.cached(queries.corruption_fragile_samples, snapshot, tuple(selected), corrupted_ids)
+    show(table, {
+        "broken": st.column_config.NumberColumn("broken pairs", help="model x corruption pairs that break"),
+        "broken_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
+        "lowest_severity": st.column_config.NumberColumn("lowest breaking severity"),
+        "mean_severity": st.column_config.NumberColumn("mean breaking severity", format="%.1f"),
+        "first_to_break": st.column_config.TextColumn("breaks first under"),
+    }, "corruption_fragile")  # fmt: skip
+
+
+def identified_exemplars() -> None:
     dense_count = snapshot.models.filter(pl.col("method") == "dense").height
+    population = (
+        f"This snapshot has {dense_count} dense model; for a population, compute with --seeds 3."
+        if dense_count < 2
+        else ""
+    )
     st.caption(
         "Hooker et al.: the most common prediction of the pruned models differs from that of the dense models "
-        "(clean images; a tie counts as agreement when it includes the dense answer). "
-        + (
-            f"This snapshot has {dense_count} dense model; for a population, compute with --seeds 3."
-            if dense_count < 2
-            else ""
-        )
+        "(clean images; a tie counts as agreement when it includes the dense answer). " + population
     )
-    if pruned:
-        table = store.cached(queries.exemplars, snapshot, tuple(pruned))
-        table = table.with_columns(
-            pl.col("dense_modal").list.eval(pl.element().cast(pl.String)).list.join("/"),
-            pl.col("pruned_modal").list.eval(pl.element().cast(pl.String)).list.join("/"),
-        )
-        show(table, {
-            "is_pie": st.column_config.CheckboxColumn("PIE"),
-            "dense_modal": st.column_config.TextColumn("dense says"),
-            "pruned_modal": st.column_config.TextColumn("pruned say"),
-            "pruned_share": st.column_config.ProgressColumn(
-                "pruned agreeing with dense", format="percent", min_value=0.0, max_value=1.0
-            ),
-        }, "exemplars")  # fmt: skip
-    else:
+    if not pruned:
         st.info("Select at least one pruned model in the sidebar.")
-with tabs[3]:
+        return
+    table = store.cached(queries.exemplars, snapshot, tuple(pruned)).with_columns(
+        pl.col("dense_modal").list.eval(pl.element().cast(pl.String)).list.join("/"),
+        pl.col("pruned_modal").list.eval(pl.element().cast(pl.String)).list.join("/"),
+    )
+    show(table, {
+        "is_pie": st.column_config.CheckboxColumn("PIE"),
+        "dense_modal": st.column_config.TextColumn("dense says"),
+        "pruned_modal": st.column_config.TextColumn("pruned say"),
+        "pruned_share": st.column_config.ProgressColumn(
+            "pruned agreeing with dense", format="percent", min_value=0.0, max_value=1.0
+        ),
+    }, "exemplars")  # fmt: skip
+
+
+def robust() -> None:
     st.caption("Right for every selected model under every selected condition, or nearly so.")
     table = store.cached(queries.robust_samples, snapshot, tuple(selected), condition_ids)
     show(table, {
         "accuracy": st.column_config.ProgressColumn("accuracy", format="percent", min_value=0.0, max_value=1.0),
         "pairs": st.column_config.NumberColumn("model x condition pairs"),
     }, "robust")  # fmt: skip
+
+
+VIEWS = {
+    "Pruning-fragile": pruning_fragile,
+    "Corruption-fragile": corruption_fragile,
+    "Pruning identified exemplars": identified_exemplars,
+    "Robust": robust,
+}
+# Only the open tab runs (each one scans per-sample rows); the URL keeps which one is open.
+for tab, render in zip(st.tabs(list(VIEWS), key="fragile_view", bind="query-params"), VIEWS.values(), strict=True):
+    with tab:
+        if tab.open:
+            render()

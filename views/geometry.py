@@ -41,6 +41,7 @@ if chosen:
     shown_conditions = {clean_id: "clean", condition: labels.get(condition, "clean")}
     rows = store.cached(queries.metric_sample, snapshot, tuple(chosen), tuple(shown_conditions), (metric,))
     st.plotly_chart(figures.distributions(rows, metric, chosen, shown_conditions), width="stretch")
+    ui.subset_note(rows, snapshot)
 
 # --- angle-length plots ------------------------------------------------------------------------------
 st.subheader("Angle and length, two models side by side")
@@ -55,10 +56,10 @@ points = store.cached(
     queries.metric_sample, snapshot, tuple(dict.fromkeys([first, second])), (polar_condition,),
     ("feat_norm", "angle_true", "correct"),
 )  # fmt: skip
-if class_name != "all":
-    points = points.filter(pl.col("class_name") == class_name)
+shown = points if class_name == "all" else points.filter(pl.col("class_name") == class_name)
 title = f"Length against angle to the true class ({labels[polar_condition]}, class {class_name})"
-st.plotly_chart(figures.polar_pair(points, list(dict.fromkeys([first, second])), title), width="stretch")
+st.plotly_chart(figures.polar_pair(shown, list(dict.fromkeys([first, second])), title), width="stretch")
+ui.subset_note(points, snapshot)
 
 # --- shift from dense -----------------------------------------------------------------------------------
 st.subheader("How pruning moved each sample")
