@@ -159,3 +159,15 @@ def test_selecting_a_fragile_sample_opens_it(browser, server):
     assert "sample=" in page.url
     assert page.locator("[data-testid='stImage']").count() >= 1
     page.close()
+
+
+def test_a_fragile_tab_computes_on_click_and_goes_into_the_address(browser, server):
+    page = open_page(browser, f"{server}/fragile")
+    assert page.locator("[data-testid='stDataFrame']").count() == 1  # only the open tab ran
+    page.get_by_role("tab", name="Robust").click()
+    page.wait_for_url("**fragile_view=Robust**", timeout=30_000)
+    settle(page)
+    assert page.get_by_text("Right for every selected model").is_visible()
+    assert page.locator("[data-testid='stDataFrame']").count() == 1
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()
