@@ -37,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a snapshot's schema and invariants (exit 0, 1 or 2)")
     validate.add_argument("path", help="snapshot folder")
 
+    merge = sub.add_parser(
+        "merge",
+        help="combine the shards of one sweep (compute --shard K/N) into one snapshot",
+        description="Combine shard snapshots 1/N..N/N of one configuration into one snapshot (no torch needed).",
+    )
+    merge.add_argument("parts", nargs="+", help="the shard snapshot folders")
+    merge.add_argument("--out", required=True, help="snapshot folder to write")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing snapshot at --out")
+
     synth = sub.add_parser(
         "synth",
         help="a synthetic snapshot of any size, for scale tests of the app",
@@ -72,6 +81,19 @@ def cmd_compute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from compute.merge import run
+    from compute.snapshot import SnapshotError
+
+    try:
+        line = run(args.parts, args.out, args.overwrite)
+    except (InputError, SnapshotError, FileExistsError) as err:
+        print(f"prunescope merge: error: {err}", file=sys.stderr)
+        return 2
+    print(f"prunescope merge: {line}")
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from compute.synth import SynthSpec, run
 
@@ -102,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "compute":
         return cmd_compute(args)
+    if args.command == "merge":
+        return cmd_merge(args)
     if args.command == "synth":
         return cmd_synth(args)
     if args.command == "validate":

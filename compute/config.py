@@ -96,6 +96,9 @@ class ComputeConfig:
     metric_bits: int = _flag(
         23, "mantissa bits kept of each float metric (23 = exact float32; fewer compress far better)", "run"
     )
+    shard: str = _flag(
+        "1/1", "run only part K of N of the sweep's (seed, method) jobs; combine the parts with prunescope merge", "run"
+    )
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -159,6 +162,30 @@ def apply_overrides(base: ComputeConfig, given: dict[str, object]) -> ComputeCon
     return dataclasses.replace(base, **values)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 1 <= K <= N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard: {text!r} is not K/N; give e.g. 2/4 for the second of four parts") from None
+    if not 1 <= index <= count:
+        raise ConfigError(f"--shard: {text!r} is not allowed; K must be between 1 and N")
+    return index, count
+
+
+def shard_jobs(cfg: ComputeConfig) -> list[tuple[int, str]]:
+    """The (seed, method) jobs of this shard: every N-th job of the sweep, from the K-th.
+
+    Round robin spreads the costly methods over the shards. Each shard trains the dense
+    model of every seed it prunes; only the shard holding (seed, 'dense') records it.
+    """
+    index, count = parse_shard(cfg.shard)
+    jobs = [(seed, method) for seed in range(cfg.seeds) for method in cfg.methods]
+    if count > len(jobs):
+        raise ConfigError(f"--shard: {cfg.shard} leaves shards without work; this sweep has {len(jobs)} jobs")
+    return jobs[index - 1 :: count]
+
+
 def check_basic(cfg: ComputeConfig) -> None:
     """Checks that need no torch: ranges and choices."""
     for name, f in FIELDS.items():
@@ -194,5 +221,6 @@ def check_basic(cfg: ComputeConfig) -> None:
     for name in ("lr", "finetune_lr", "supermask_lr", "grasp_temperature"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be positive")
+    parse_shard(cfg.shard)
     if len(set(cfg.methods)) != len(cfg.methods):
         raise ConfigError(f"--methods: {','.join(cfg.methods)} names a method twice")

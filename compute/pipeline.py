@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import io
 import platform
 import time
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from compute import cifar10c, corrupt, data, models, schema
 from compute.checkpoints import checkpoint_bytes
-from compute.config import ComputeConfig, ConfigError, check_basic
+from compute.config import ComputeConfig, ConfigError, check_basic, parse_shard, shard_jobs
 from compute.evaluate import class_table, condition_metrics, forward_features, pca_2d
 from compute.masks import LayerPolicy, count_flops, count_parameters, prunable_layers
 from compute.prune import METHODS, PruneContext, PruneSettings, get_method
@@ -67,7 +68,9 @@ def resolve_config(cfg: ComputeConfig) -> ComputeConfig:
             f"--architecture: {cfg.architecture!r} is not allowed; choose one of {', '.join(models.ARCHITECTURES)}"
         )
     methods = ("dense",) + tuple(m for m in cfg.methods if m != "dense")
-    return dataclasses.replace(cfg, corruptions=tuple(corruptions), methods=methods)
+    cfg = dataclasses.replace(cfg, corruptions=tuple(corruptions), methods=methods)
+    shard_jobs(cfg)  # a shard without work fails here, before any training
+    return cfg
 
 
 @dataclass
@@ -168,19 +171,31 @@ def method_table(cfg: ComputeConfig) -> dict[str, dict]:
     return out
 
 
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict, to check that shards pruned the same dense model."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def train_models(
     cfg: ComputeConfig, dataset: data.Dataset, device: torch.device, progress: bool
-) -> tuple[list[ModelRecord], dict]:
-    """The dense model of every seed and every method's pruned models from it."""
+) -> tuple[list[ModelRecord], dict[str, nn.Module], dict]:
+    """This shard's models: the dense model of every seed it needs and every method's
+    pruned models from it. Returns the recorded models, every dense parent and the schedule."""
     mean, std = dataset.channel_stats()
     spec = models.ModelSpec(cfg.architecture, dataset.num_classes, tuple(mean), tuple(std))
     plans = schedules(cfg)
     settings = prune_settings(cfg)
     policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
     rewind_step = round(cfg.rewind_epochs * steps_per_epoch(len(dataset.train_labels), cfg.batch_size))
+    jobs = shard_jobs(cfg)
     records: list[ModelRecord] = []
-    bar = tqdm(total=cfg.seeds * len(cfg.methods), desc="models", unit="method", disable=not progress)
-    for seed in range(cfg.seeds):
+    parents: dict[str, nn.Module] = {}
+    bar = tqdm(total=len(jobs), desc="models", unit="method", disable=not progress)
+    for seed in sorted({seed for seed, _ in jobs}):
         torch.manual_seed(seed)
         dense = models.build(spec)
         prunable_layers(dense, policy)  # fail early on an architecture with nothing to prune
@@ -190,8 +205,10 @@ def train_models(
             hooks=TrainHooks(capture_step=rewind_step),
         )  # fmt: skip
         dense_id = schema.model_id_for("dense", 0.0, seed)
-        records.append(ModelRecord(dense_id, "dense", "dense", 0.0, seed, dense_id, dense, result.seconds, 0.0, {}))
-        bar.update()
+        parents[dense_id] = dense
+        if (seed, "dense") in jobs:
+            records.append(ModelRecord(dense_id, "dense", "dense", 0.0, seed, dense_id, dense, result.seconds, 0.0, {}))
+            bar.update()
         ctx = PruneContext(
             dense=dense,
             init_state=init_state,
@@ -207,7 +224,7 @@ def train_models(
             device=device,
             progress=progress,
         )
-        for name in cfg.methods[1:]:
+        for name in [method for job_seed, method in jobs if job_seed == seed and method != "dense"]:
             method = get_method(name)
             bar.set_postfix(method=name)
             for pruned in method.run(ctx, list(cfg.sparsities)):
@@ -232,7 +249,7 @@ def train_models(
         "rewind_step": rewind_step,
         **policy.as_dict(),
     }
-    return records, schedule
+    return records, parents, schedule
 
 
 def prunable_sparsity(model: nn.Module, parent: nn.Module, policy: LayerPolicy) -> float:
@@ -348,7 +365,7 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
         timings["data"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        records, schedule = train_models(cfg, dataset, device, progress)
+        records, parents, schedule = train_models(cfg, dataset, device, progress)
         timings["train_and_prune"] = time.perf_counter() - tick
 
         conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
@@ -396,7 +413,6 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
         writer.write_table(schema.SUMMARY, summary)
         clean_accuracy = dict(summary.filter(pl.col("condition_id") == 0).select("model_id", "accuracy").iter_rows())
         policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
-        by_id = {record.model_id: record for record in records}
         model_rows, class_rows, embedding_rows = [], [], []
         for record in records:
             total, nonzero = count_parameters(record.model)
@@ -406,7 +422,7 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
                     "method": record.method,
                     "family": record.family,
                     "target_sparsity": record.target_sparsity,
-                    "sparsity": prunable_sparsity(record.model, by_id[record.parent_id].model, policy),
+                    "sparsity": prunable_sparsity(record.model, parents[record.parent_id], policy),
                     "params_total": total,
                     "params_nonzero": nonzero,
                     "flops": count_flops(record.model, dataset.image_shape),
@@ -451,6 +467,7 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
         timings["total"] = time.perf_counter() - started
 
         rows = len(records) * len(conditions) * len(sample_ids)
+        shard_index, shard_count = parse_shard(cfg.shard)
         manifest = {
             "name": Path(out).name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -462,7 +479,9 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
                 "n_train": len(dataset.train_labels),
             },
             "architecture": cfg.architecture,
-            "seeds": list(range(cfg.seeds)),
+            "seeds": sorted({r.seed for r in records}),
+            "shard": {"index": shard_index, "count": shard_count, "jobs": [list(job) for job in shard_jobs(cfg)]},
+            "parents": {dense_id: fingerprint(model) for dense_id, model in parents.items()},
             "device": _device_name(device),
             "packages": _package_versions(),
             "config": cfg.as_dict(),

@@ -112,11 +112,18 @@ class SnapshotWriter:
 
     def write_file(self, relative: str, data: bytes) -> None:
         """Any other file of the snapshot (model checkpoints), written atomically."""
+        self._place(relative, lambda tmp: tmp.write_bytes(data))
+
+    def copy_file(self, relative: str, source: Path) -> None:
+        """A file of another snapshot, copied as it is (merging shards), atomically."""
+        self._place(relative, lambda tmp: shutil.copyfile(source, tmp))
+
+    def _place(self, relative: str, fill) -> None:
         path = self.tmp / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            tmp.write_bytes(data)
+            fill(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

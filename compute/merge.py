@@ -1,0 +1,148 @@
+"""`prunescope merge`: combine the shards of one sweep (`compute --shard K/N`) into one snapshot.
+
+Torch-free: per-sample files and checkpoints are copied as they are; the small tables are
+concatenated. The parts must be shards 1..N of the same configuration, on the same
+conditions and samples, pruned from identical dense models.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from compute import schema
+from compute.config import InputError
+from compute.snapshot import SnapshotWriter, read_manifest
+
+PER_MODEL_TABLES = (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING)
+SHARED_TABLES = (schema.CONDITIONS, schema.SAMPLES)
+
+
+def shard_name(manifest: dict) -> str:
+    return f"{manifest['shard']['index']}/{manifest['shard']['count']}"
+
+
+def check_parts(paths: list[Path]) -> list[dict]:
+    """The parts' manifests, in shard order, or InputError naming what does not fit."""
+    manifests = [read_manifest(path) for path in paths]
+    for path, manifest in zip(paths, manifests, strict=True):
+        if "shard" not in manifest:
+            raise InputError(f"{path} is not a shard; merge parts written by prunescope compute --shard K/N")
+    count = manifests[0]["shard"]["count"]
+    indices = sorted(m["shard"]["index"] for m in manifests)
+    if any(m["shard"]["count"] != count for m in manifests) or indices != list(range(1, count + 1)):
+        given = ", ".join(shard_name(m) for m in manifests)
+        raise InputError(f"the parts are shards {given}; give each of the shards 1/{count} to {count}/{count} once")
+    first = manifests[0]["config"]
+    for path, manifest in zip(paths[1:], manifests[1:], strict=True):
+        other = manifest["config"]
+        differing = sorted(k for k in first.keys() | other.keys() if k != "shard" and first.get(k) != other.get(k))
+        if differing:
+            raise InputError(
+                f"{path} was computed with another configuration ({', '.join(differing)} differ); "
+                "run every shard with the same preset and flags"
+            )
+    parents: dict[str, str] = {}
+    for path, manifest in zip(paths, manifests, strict=True):
+        for dense_id, digest in manifest.get("parents", {}).items():
+            if parents.setdefault(dense_id, digest) != digest:
+                raise InputError(
+                    f"{path} pruned a different {dense_id} than another shard (its weights differ); "
+                    "rerun the shards on the same kind of device with the same software"
+                )
+    order = sorted(range(len(paths)), key=lambda i: manifests[i]["shard"]["index"])
+    return [manifests[i] | {"_path": str(paths[i])} for i in order]
+
+
+def read_table(path: Path, name: str) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path / name)
+    except Exception as err:  # noqa: BLE001 - any unreadable table makes the part unusable
+        raise InputError(f"{path / name} cannot be read ({type(err).__name__}); recompute that shard") from err
+
+
+def merged_manifest(manifests: list[dict], out: Path, models: pl.DataFrame, started: float) -> dict:
+    first = manifests[0]
+    timings: dict[str, float] = {}
+    for manifest in manifests:
+        for key, value in manifest.get("timings", {}).items():
+            timings[key] = round(timings.get(key, 0.0) + value, 3)
+    devices = sorted({m.get("device", "?") for m in manifests})
+    conditions, samples = first["counts"]["conditions"], first["counts"]["samples"]
+    keep = {k: v for k, v in first.items() if k not in ("schema_version", "complete", "shard", "_path")}
+    return keep | {
+        "name": out.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": ", ".join(devices),
+        "config": first["config"] | {"shard": "1/1"},
+        "seeds": sorted({seed for m in manifests for seed in m.get("seeds", [])}),
+        "parents": {k: v for m in manifests for k, v in m.get("parents", {}).items()},
+        "model_notes": {k: v for m in manifests for k, v in m.get("model_notes", {}).items()},
+        "counts": {
+            "models": models.height,
+            "conditions": conditions,
+            "samples": samples,
+            "metric_rows": models.height * conditions * samples,
+        },
+        "timings": timings | {"merge": round(time.perf_counter() - started, 3)},
+        "merged_from": [
+            {
+                "part": Path(m["_path"]).name,
+                "shard": shard_name(m),
+                "device": m.get("device"),
+                "created": m.get("created"),
+                "models": m["counts"]["models"],
+            }
+            for m in manifests
+        ],  # fmt: skip
+    }
+
+
+def run(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> str:
+    """Merge the shard snapshots `parts` into `out`; returns the summary line."""
+    started = time.perf_counter()
+    paths = [Path(p) for p in parts]
+    if len(paths) < 2:
+        raise InputError(f"merge needs two or more shard folders (got {len(paths)})")
+    manifests = check_parts(paths)
+    paths = [Path(m["_path"]) for m in manifests]
+    for name in SHARED_TABLES:
+        reference = read_table(paths[0], name)
+        for path in paths[1:]:
+            if not read_table(path, name).equals(reference):
+                raise InputError(f"{path / name} differs from {paths[0] / name}; the shards must share it")
+    tables = {name: [read_table(path, name) for path in paths] for name in PER_MODEL_TABLES}
+    ids = [i for table in tables[schema.MODELS] for i in table["model_id"].to_list()]
+    if len(ids) != len(set(ids)):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise InputError(f"models {', '.join(twice[:5])} appear in more than one part; give each shard once")
+    method_rank = {m: i for i, m in enumerate(manifests[0]["config"]["methods"])}
+    models = (
+        pl.concat(tables[schema.MODELS])
+        .sort(pl.col("seed"), pl.col("method").replace_strict(method_rank, default=len(method_rank)), "target_sparsity")
+    )  # fmt: skip
+    with SnapshotWriter(out, overwrite=overwrite) as writer:
+        for path in paths:
+            for source in sorted((path / schema.METRICS_DIR).rglob("*.parquet")):
+                writer.copy_file(source.relative_to(path).as_posix(), source)
+            for source in sorted((path / schema.CHECKPOINTS_DIR).glob("*.pt")):
+                writer.copy_file(source.relative_to(path).as_posix(), source)
+        writer.write_table(schema.MODELS, models)
+        for name in PER_MODEL_TABLES[1:]:
+            writer.write_table(name, pl.concat(tables[name]))
+        for name in SHARED_TABLES:
+            writer.write_table(name, read_table(paths[0], name))
+        thumbnails = [read_table(p, schema.THUMBNAILS) for p in paths if (p / schema.THUMBNAILS).exists()]
+        if thumbnails:  # each shard picked its own samples; keep them all
+            writer.write_table(
+                schema.THUMBNAILS, pl.concat(thumbnails).unique(["sample_id", "condition_id"], maintain_order=True)
+            )
+        path = writer.finish(merged_manifest(manifests, Path(out), models, started))
+    counts = read_manifest(path)["counts"]
+    return (
+        f"merged {len(paths)} shards into {path}: {counts['models']} models x {counts['conditions']} conditions "
+        f"x {counts['samples']} samples = {counts['metric_rows']:,} rows in {time.perf_counter() - started:.1f} s"
+    )

@@ -1,0 +1,104 @@
+"""`compute --shard K/N` and `merge`: shards of one sweep combine into the snapshot one run writes."""
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+
+from compute import schema
+from compute.config import ComputeConfig, ConfigError, shard_jobs
+from compute.snapshot import scan_metrics
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    for k in (1, 2):
+        result = run_cli("compute", "--preset", "tiny", "--shard", f"{k}/2", "--out", str(root / f"part{k}"), "--quiet")
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_shard_jobs_split_the_sweep_round_robin():
+    cfg = ComputeConfig(methods=("dense", "random", "magnitude"), seeds=2)
+    parts = [shard_jobs(ComputeConfig(**{**cfg.as_dict(), "shard": f"{k}/3"})) for k in (1, 2, 3)]
+    assert parts[0] == [(0, "dense"), (1, "dense")]
+    assert parts[1] == [(0, "random"), (1, "random")]
+    assert sorted(job for part in parts for job in part) == sorted(
+        (seed, method) for seed in (0, 1) for method in cfg.methods
+    )
+    with pytest.raises(ConfigError, match="this sweep has 6 jobs"):
+        shard_jobs(ComputeConfig(**{**cfg.as_dict(), "shard": "7/7"}))
+
+
+def test_merged_shards_equal_one_run(shards, tiny_snapshot, tmp_path):
+    out = tmp_path / "merged"
+    result = run_cli("merge", str(shards / "part2"), str(shards / "part1"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "merged 2 shards" in result.stdout and "5 models x 7 conditions x 60 samples" in result.stdout
+    assert run_cli("validate", str(out)).returncode == 0
+
+    timing = ["train_seconds", "prune_seconds"]
+    merged_models = pl.read_parquet(out / schema.MODELS)
+    whole_models = pl.read_parquet(tiny_snapshot / schema.MODELS)
+    assert merged_models["model_id"].to_list() == whole_models["model_id"].to_list()  # the sweep's order
+    assert merged_models.drop(timing).equals(whole_models.drop(timing))
+    for name in (schema.SUMMARY, schema.CLASSES, schema.EMBEDDING):
+        merged = pl.read_parquet(out / name)
+        whole = pl.read_parquet(tiny_snapshot / name)
+        key = [c for c in ("model_id", "condition_id", "class", "sample_id") if c in whole.columns]
+        assert merged.sort(key).equals(whole.sort(key)), name
+    rows = ["model_id", "condition_id", "sample_id"]
+    assert scan_metrics(out).collect().sort(rows).equals(scan_metrics(tiny_snapshot).collect().sort(rows))
+
+    manifest = json.loads((out / schema.MANIFEST).read_text())
+    whole_manifest = json.loads((tiny_snapshot / schema.MANIFEST).read_text())
+    assert manifest["parents"] == whole_manifest["parents"]  # both shards trained the same dense model
+    assert [m["shard"] for m in manifest["merged_from"]] == ["1/2", "2/2"]
+    assert manifest["counts"] == whole_manifest["counts"] and "shard" not in manifest
+    assert manifest["config"] == whole_manifest["config"]
+
+
+def edited_copy(source, target, change):
+    shutil.copytree(source, target)
+    manifest = json.loads((target / schema.MANIFEST).read_text())
+    change(manifest)
+    (target / schema.MANIFEST).write_text(json.dumps(manifest))
+    return target
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda m: m["config"].update(epochs=99), "another configuration (epochs differ)"),
+        (lambda m: m["parents"].update({"dense-s0": "0" * 64}), "pruned a different dense-s0"),
+        (lambda m: m["shard"].update(index=1), "the parts are shards 1/2, 1/2"),
+    ],
+    ids=["config", "dense-weights", "same-shard-twice"],
+)
+def test_merge_refuses_parts_that_do_not_fit_and_writes_nothing(shards, tmp_path, change, message):
+    bad = edited_copy(shards / "part2", tmp_path / "bad", change)
+    out = tmp_path / "merged"
+    result = run_cli("merge", str(shards / "part1"), str(bad), "--out", str(out))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".merged")]
+
+
+def test_merge_refuses_a_plain_snapshot_and_a_single_part(shards, tiny_snapshot, tmp_path):
+    lone = run_cli("merge", str(shards / "part1"), "--out", str(tmp_path / "m"))
+    assert lone.returncode == 2 and "two or more shard folders" in lone.stderr
+    plain = run_cli("merge", str(shards / "part1"), str(tiny_snapshot), "--out", str(tmp_path / "m"))
+    assert plain.returncode == 2 and "shards 1/2, 1/1" in plain.stderr
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [("x", "is not K/N"), ("3/2", "K must be between 1 and N"), ("6/6", "this sweep has 3 jobs")],
+)
+def test_bad_shard_flags_stop_before_any_work(tmp_path, value, message):
+    result = run_cli("compute", "--preset", "tiny", "--shard", value, "--out", str(tmp_path / "s"), "--quiet")
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "s").exists()
