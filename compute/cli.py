@@ -69,42 +69,40 @@ def cmd_compute(args: argparse.Namespace) -> int:
     from compute.presets import get_preset
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "out", "overwrite", "quiet")}
-    try:
+
+    def work() -> str:
         cfg = apply_overrides(get_preset(args.preset), given)
         from compute.pipeline import run
 
-        summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    except (InputError, FileExistsError) as err:
-        print(f"prunescope compute: error: {err}", file=sys.stderr)
-        return 2
-    print(f"prunescope compute: {summary.line()}")
-    return 0
+        return run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet).line()
+
+    return report("compute", work)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from compute.merge import run
-    from compute.snapshot import SnapshotError
 
-    try:
-        line = run(args.parts, args.out, args.overwrite)
-    except (InputError, SnapshotError, FileExistsError) as err:
-        print(f"prunescope merge: error: {err}", file=sys.stderr)
-        return 2
-    print(f"prunescope merge: {line}")
-    return 0
+    return report("merge", lambda: run(args.parts, args.out, args.overwrite))
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from compute.synth import SynthSpec, run
 
+    spec = SynthSpec(args.models, args.samples, args.classes, args.seed)
+    return report("synth", lambda: run(spec, args.out, args.overwrite, not args.quiet))
+
+
+def report(command: str, work) -> int:
+    """Run `work` (it returns the summary line) and print its line; on bad input print one
+    error line instead and exit 2."""
+    from compute.snapshot import SnapshotError
+
     try:
-        line = run(
-            SynthSpec(args.models, args.samples, args.classes, args.seed), args.out, args.overwrite, not args.quiet
-        )
-    except (InputError, FileExistsError) as err:
-        print(f"prunescope synth: error: {err}", file=sys.stderr)
+        line = work()
+    except (InputError, SnapshotError, FileExistsError) as err:
+        print(f"prunescope {command}: error: {err}", file=sys.stderr)
         return 2
-    print(f"prunescope synth: {line}")
+    print(f"prunescope {command}: {line}")
     return 0
 
 

@@ -25,8 +25,8 @@ def shard_name(manifest: dict) -> str:
     return f"{manifest['shard']['index']}/{manifest['shard']['count']}"
 
 
-def check_parts(paths: list[Path]) -> list[dict]:
-    """The parts' manifests, in shard order, or InputError naming what does not fit."""
+def check_parts(paths: list[Path]) -> list[tuple[Path, dict]]:
+    """(path, manifest) of each part, in shard order, or InputError naming what does not fit."""
     manifests = [read_manifest(path) for path in paths]
     for path, manifest in zip(paths, manifests, strict=True):
         if "shard" not in manifest:
@@ -53,8 +53,7 @@ def check_parts(paths: list[Path]) -> list[dict]:
                     f"{path} pruned a different {dense_id} than another shard (its weights differ); "
                     "rerun the shards on the same kind of device with the same software"
                 )
-    order = sorted(range(len(paths)), key=lambda i: manifests[i]["shard"]["index"])
-    return [manifests[i] | {"_path": str(paths[i])} for i in order]
+    return sorted(zip(paths, manifests, strict=True), key=lambda part: part[1]["shard"]["index"])
 
 
 def read_table(path: Path, name: str) -> pl.DataFrame:
@@ -64,7 +63,8 @@ def read_table(path: Path, name: str) -> pl.DataFrame:
         raise InputError(f"{path / name} cannot be read ({type(err).__name__}); recompute that shard") from err
 
 
-def merged_manifest(manifests: list[dict], out: Path, models: pl.DataFrame, started: float) -> dict:
+def merged_manifest(parts: list[tuple[Path, dict]], out: Path, models: pl.DataFrame, started: float) -> dict:
+    manifests = [manifest for _, manifest in parts]
     first = manifests[0]
     timings: dict[str, float] = {}
     for manifest in manifests:
@@ -72,7 +72,7 @@ def merged_manifest(manifests: list[dict], out: Path, models: pl.DataFrame, star
             timings[key] = round(timings.get(key, 0.0) + value, 3)
     devices = sorted({m.get("device", "?") for m in manifests})
     conditions, samples = first["counts"]["conditions"], first["counts"]["samples"]
-    keep = {k: v for k, v in first.items() if k not in ("schema_version", "complete", "shard", "_path")}
+    keep = {k: v for k, v in first.items() if k not in ("schema_version", "complete", "shard")}
     return keep | {
         "name": out.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -90,14 +90,14 @@ def merged_manifest(manifests: list[dict], out: Path, models: pl.DataFrame, star
         "timings": timings | {"merge": round(time.perf_counter() - started, 3)},
         "merged_from": [
             {
-                "part": Path(m["_path"]).name,
+                "part": path.name,
                 "shard": shard_name(m),
                 "device": m.get("device"),
                 "created": m.get("created"),
                 "models": m["counts"]["models"],
             }
-            for m in manifests
-        ],  # fmt: skip
+            for path, m in parts
+        ],
     }
 
 
@@ -107,10 +107,10 @@ def run(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> st
     paths = [Path(p) for p in parts]
     if len(paths) < 2:
         raise InputError(f"merge needs two or more shard folders (got {len(paths)})")
-    manifests = check_parts(paths)
-    paths = [Path(m["_path"]) for m in manifests]
-    for name in SHARED_TABLES:
-        reference = read_table(paths[0], name)
+    parts_checked = check_parts(paths)
+    paths = [path for path, _ in parts_checked]
+    shared = {name: read_table(paths[0], name) for name in SHARED_TABLES}
+    for name, reference in shared.items():
         for path in paths[1:]:
             if not read_table(path, name).equals(reference):
                 raise InputError(f"{path / name} differs from {paths[0] / name}; the shards must share it")
@@ -119,7 +119,7 @@ def run(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> st
     if len(ids) != len(set(ids)):
         twice = sorted({i for i in ids if ids.count(i) > 1})
         raise InputError(f"models {', '.join(twice[:5])} appear in more than one part; give each shard once")
-    method_rank = {m: i for i, m in enumerate(manifests[0]["config"]["methods"])}
+    method_rank = {m: i for i, m in enumerate(parts_checked[0][1]["config"]["methods"])}
     models = (
         pl.concat(tables[schema.MODELS])
         .sort(pl.col("seed"), pl.col("method").replace_strict(method_rank, default=len(method_rank)), "target_sparsity")
@@ -133,14 +133,14 @@ def run(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> st
         writer.write_table(schema.MODELS, models)
         for name in PER_MODEL_TABLES[1:]:
             writer.write_table(name, pl.concat(tables[name]))
-        for name in SHARED_TABLES:
-            writer.write_table(name, read_table(paths[0], name))
+        for name, table in shared.items():
+            writer.write_table(name, table)
         thumbnails = [read_table(p, schema.THUMBNAILS) for p in paths if (p / schema.THUMBNAILS).exists()]
         if thumbnails:  # each shard picked its own samples; keep them all
             writer.write_table(
                 schema.THUMBNAILS, pl.concat(thumbnails).unique(["sample_id", "condition_id"], maintain_order=True)
             )
-        path = writer.finish(merged_manifest(manifests, Path(out), models, started))
+        path = writer.finish(merged_manifest(parts_checked, Path(out), models, started))
     counts = read_manifest(path)["counts"]
     return (
         f"merged {len(paths)} shards into {path}: {counts['models']} models x {counts['conditions']} conditions "

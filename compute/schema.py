@@ -257,7 +257,7 @@ def build_conditions(corruptions: list[str] | tuple[str, ...], severities) -> li
 
 
 class SchemaVersionError(ValueError):
-    pass
+    """A snapshot written by another schema version than this code reads."""
 
 
 def check_schema_version(found) -> None:

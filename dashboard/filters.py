@@ -53,7 +53,7 @@ class Filters:
             lo, hi = float(low), float(high)
             if 0.0 <= lo <= hi <= 1.0:
                 sparsity = (lo, hi)
-        except ValueError:
+        except ValueError:  # a hand-edited address: fall back to the whole range
             pass
         return cls(methods, sparsity, families, severities or None)
 

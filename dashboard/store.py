@@ -35,7 +35,7 @@ def build_command(root: Path | None = None) -> str:
     target = (root or data_root()) / "demo"
     try:
         target = target.relative_to(Path.cwd())
-    except ValueError:
+    except ValueError:  # outside the working folder: give the absolute path
         pass
     return f"prunescope compute --preset demo --out {target} --overwrite"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -76,7 +77,7 @@ class PrunedModel:
     notes: dict = field(default_factory=dict)
 
 
-class Method:
+class Method(ABC):
     """A pruning method: `run` returns one pruned model per requested sparsity."""
 
     name: str = ""
@@ -90,8 +91,9 @@ class Method:
         wanted = settings.allocation
         return wanted if wanted in self.allocations else self.allocations[0]
 
+    @abstractmethod
     def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
-        raise NotImplementedError
+        """One pruned model per requested sparsity, in that order."""
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -120,8 +122,9 @@ def install(model: nn.Module, scores: dict[str, torch.Tensor], sparsity: float, 
 class OneShotFinetune(Method):
     """Prune the trained dense model once by a score, then fine-tune with the mask fixed."""
 
+    @abstractmethod
     def scores(self, ctx: PruneContext, model: nn.Module, layers) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Per prunable layer, a score per weight; the highest scores are kept."""
 
     def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
         out = []
@@ -138,9 +141,9 @@ class OneShotFinetune(Method):
 class FromInit(Method):
     """Choose a mask at initialisation, then train the sparse network from there."""
 
+    @abstractmethod
     def mask_at_init(self, ctx: PruneContext, model: nn.Module, sparsity: float) -> dict:
         """Install the mask on `model` (at initialisation); return notes for the manifest."""
-        raise NotImplementedError
 
     def train_sparse(self, ctx: PruneContext, model: nn.Module, desc: str) -> tuple[TrainResult, dict]:
         return ctx.fit(model, ctx.sparse, desc), {}
