@@ -377,8 +377,9 @@ def spatter_layer(seeds, loc, spread, sigma, threshold):
 
 
 def opencv_liquid_mask(layer: np.ndarray) -> np.ndarray:
-    """The original's liquid branch with OpenCV, on one thresholded layer in [0, 1]."""
-    level = (np.clip(layer, 0, 1) * 255).astype(np.uint8)
+    """The original's liquid branch with OpenCV, on one thresholded layer (values above 1
+    wrap in the uint8 cast, as in make_cifar_c.py)."""
+    level = (layer * 255).astype(np.uint8)
     dist = cv2.distanceTransform(255 - cv2.Canny(level, 50, 150), cv2.DIST_L2, 5)
     _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
     dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
@@ -392,6 +393,8 @@ def test_spatter_liquid_mask_equals_opencv(severity):
     loc, spread, sigma, threshold, strength, _ = corrupt.CORRUPTIONS["spatter"].params[severity - 1]
     seeds = torch.arange(60) + 1000 * severity
     layers = spatter_layer(seeds, loc, spread, sigma, threshold)
+    if severity == 3:
+        assert (layers > 1).any()  # the wrap-around case the released files carry is exercised
     got = weather.liquid_mask(torch.from_numpy(layers).float()[:, None])[:, 0].numpy()
     expected = np.stack([opencv_liquid_mask(layer) for layer in layers])
     assert np.abs(got - expected).max() < 1e-6

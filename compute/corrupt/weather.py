@@ -297,7 +297,9 @@ def equalize_hist(image: torch.Tensor) -> torch.Tensor:
 def liquid_mask(layer: torch.Tensor) -> torch.Tensor:
     """The original's water mask, L * D / max(L * D), from the thresholded liquid layer
     (N, 1, H, W): L its uint8 values, D an embossed, equalised distance-to-edge map."""
-    level = torch.floor(layer.clamp(0.0, 1.0) * 255.0)  # the original's uint8 cast wraps above 1; clip
+    # the original's (layer * 255).astype(np.uint8) wraps values above 255 (layers above 1,
+    # frequent at severity 3) modulo 256; the released CIFAR-10-C files carry that
+    level = torch.remainder(torch.floor(layer * 255.0), 256.0)
     distance = chamfer_distance(canny(level, 50, 150)[:, 0])[:, None].clamp(max=20.0)
     distance = equalize_hist(torch.floor(box3(distance)))  # float blur, astype(uint8), equalise
     distance = torch.round(box3(emboss(distance)))  # the uint8 blur rounds
