@@ -44,8 +44,10 @@ def main() -> None:
     baseline = time.perf_counter() - start
     policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
     ctx = PruneContext(
-        dense, init_state, result.captured, dataset, plans["finetune"], plans["rounds"], plans["sparse"],
-        plans["supermask"], prune_settings(cfg), policy, 0, device, progress=False,
+        dense=dense, init_state=init_state, rewind_state=result.captured, data=dataset,
+        dense_schedule=plans["dense"], rewind_step=rewind_step, finetune=plans["finetune"], rounds=plans["rounds"],
+        sparse=plans["sparse"], supermask=plans["supermask"], settings=prune_settings(cfg), policy=policy, seed=0,
+        device=device, progress=False,
     )  # fmt: skip
 
     def clean(model) -> float:
@@ -64,7 +66,12 @@ def main() -> None:
         total += wall
         cells = "".join(f"{clean(p.model):>8.3f}" for p in pruned)
         measured = ", ".join(f"{prunable_sparsity(p.model, dense, policy):.3f}" for p in pruned)
-        print(f"{name:<16}{wall:>8.1f}{wall / baseline:>9.1f}  {' ' * 35}{cells}   (measured {measured})")
+        epochs = ", ".join(f"{p.train_epochs:g}" for p in pruned)
+        extra = f"; training epochs {epochs}"
+        if "mask_drift" in pruned[0].notes:
+            drift = ", ".join(f"{p.notes['mask_drift']:.3f}/{p.notes['mask_drift_if_unrelated']:.3f}" for p in pruned)
+            extra += f"; mask drift/unrelated {drift}"
+        print(f"{name:<16}{wall:>8.1f}{wall / baseline:>9.1f}  {' ' * 35}{cells}   (measured {measured}{extra})")
     print(f"\nall methods: {total:.1f} s ({total / baseline:.1f} x the dense training)")
 
 

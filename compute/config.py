@@ -66,20 +66,43 @@ class ComputeConfig:
     warmup_epochs: float = _flag(1.0, "linear learning-rate warmup, in epochs", "training")
     augment: bool = _flag(True, "random 2-pixel shifts (and flips on CIFAR) while training", "training")
     # methods
-    round_epochs: int = _flag(8, "epochs of retraining per imp / lrr round", "methods")
-    imp_rate: float = _flag(0.2, "fraction of the remaining weights each imp / lrr round removes", "methods")
+    round_schedule: str = _flag(
+        "restart",
+        "imp / lrr retraining per round: restart (a short schedule of --round-epochs) or rewind (the dense "
+        "schedule from the rewind step to its end, as open_lth; lrr replays all of it)",
+        "methods",
+        ("restart", "rewind"),
+    )
+    round_epochs: int = _flag(8, "epochs of retraining per imp / lrr round under --round-schedule restart", "methods")
+    imp_rate: float = _flag(
+        0.2, "fraction of the remaining weights each imp / lrr round removes (a round stops at each target)", "methods"
+    )
     rewind_epochs: float = _flag(
         1.0, "imp rewinds survivors to their values after this many epochs (0 = init)", "methods"
     )
-    sparse_epochs: int = _flag(
-        12, "epochs of sparse training from initialisation (snip, grasp, synflow, rigl, set)", "methods"
+    sparse_epochs: int | None = _flag(
+        None,
+        "epochs of sparse training from initialisation (snip, grasp, synflow, rigl, set); default: --epochs",
+        "methods",
     )
-    supermask_epochs: int = _flag(12, "epochs of score training (edge_popup, biprop)", "methods")
+    supermask_epochs: int | None = _flag(
+        None, "epochs of score training (edge_popup, biprop); default: --epochs", "methods"
+    )
     supermask_lr: float = _flag(0.1, "peak learning rate of score training", "methods")
     supermask_init: str = _flag(
         "signed_constant", "edge_popup's frozen weights", "methods", ("signed_constant", "kaiming")
     )
-    score_batch: int = _flag(256, "training images snip and grasp score on", "methods")
+    score_batch: int = _flag(256, "training images snip scores on (one batch)", "methods")
+    grasp_samples_per_class: int = _flag(
+        10, "training images per class grasp scores on (the authors' class-balanced batch)", "methods"
+    )
+    score_mode: str = _flag(
+        "auto",
+        "batch norm while snip, grasp and synflow score: train, eval, or auto (each method's authors' code: "
+        "eval for snip and synflow, train for grasp)",
+        "methods",
+        ("auto", "train", "eval"),
+    )
     grasp_temperature: float = _flag(200.0, "temperature of grasp's logits", "methods")
     synflow_rounds: int = _flag(100, "pruning rounds of synflow's exponential schedule", "methods")
     dst_update_every: int = _flag(10, "optimizer steps between rigl / set mask updates", "methods")
@@ -102,6 +125,15 @@ class ComputeConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def from_init_epochs(self) -> int:
+        """Training epochs of the methods that train from initialisation (equal budget by default)."""
+        return self.epochs if self.sparse_epochs is None else self.sparse_epochs
+
+    @property
+    def score_epochs(self) -> int:
+        return self.epochs if self.supermask_epochs is None else self.supermask_epochs
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(ComputeConfig)}
@@ -201,10 +233,10 @@ def check_basic(cfg: ComputeConfig) -> None:
             raise ConfigError(f"--severities: {severity} is not allowed; choose from 1,2,3,4,5")
     positive = (
         "epochs", "batch_size", "eval_batch_size", "seeds", "round_epochs", "sparse_epochs", "supermask_epochs",
-        "score_batch", "synflow_rounds", "dst_update_every",
+        "score_batch", "grasp_samples_per_class", "synflow_rounds", "dst_update_every",
     )  # fmt: skip
     for name in positive:
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be at least 1")
     for name in ("finetune_epochs", "n_test", "n_train", "thumbnail_samples"):
         if getattr(cfg, name) < 0:

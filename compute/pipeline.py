@@ -84,6 +84,7 @@ class ModelRecord:
     model: models.Classifier
     train_seconds: float
     prune_seconds: float
+    train_epochs: float
     notes: dict
 
 
@@ -147,8 +148,8 @@ def schedules(cfg: ComputeConfig) -> dict[str, TrainConfig]:
         "finetune": dataclasses.replace(dense, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0.0),
         # each round restarts the decay from the peak: the schedule replayed (lrr) or resumed after rewinding (imp)
         "rounds": dataclasses.replace(dense, epochs=cfg.round_epochs, warmup_epochs=0.0),
-        "sparse": dataclasses.replace(dense, epochs=cfg.sparse_epochs),
-        "supermask": dataclasses.replace(dense, epochs=cfg.supermask_epochs, lr=cfg.supermask_lr),
+        "sparse": dataclasses.replace(dense, epochs=cfg.from_init_epochs),
+        "supermask": dataclasses.replace(dense, epochs=cfg.score_epochs, lr=cfg.supermask_lr),
     }
 
 
@@ -207,13 +208,18 @@ def train_models(
         dense_id = schema.model_id_for("dense", 0.0, seed)
         parents[dense_id] = dense
         if (seed, "dense") in jobs:
-            records.append(ModelRecord(dense_id, "dense", "dense", 0.0, seed, dense_id, dense, result.seconds, 0.0, {}))
+            record = ModelRecord(
+                dense_id, "dense", "dense", 0.0, seed, dense_id, dense, result.seconds, 0.0, result.epochs, {}
+            )
+            records.append(record)
             bar.update()
         ctx = PruneContext(
             dense=dense,
             init_state=init_state,
             rewind_state=result.captured,
             data=dataset,
+            dense_schedule=plans["dense"],
+            rewind_step=rewind_step,
             finetune=plans["finetune"],
             rounds=plans["rounds"],
             sparse=plans["sparse"],
@@ -239,6 +245,7 @@ def train_models(
                         pruned.model,
                         pruned.train_seconds,
                         pruned.prune_seconds,
+                        pruned.train_epochs,
                         pruned.notes,
                     )
                 )
@@ -431,6 +438,7 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
                     "clean_accuracy": clean_accuracy[record.model_id],
                     "train_seconds": record.train_seconds,
                     "prune_seconds": record.prune_seconds,
+                    "train_epochs": round(record.train_epochs),
                 }
             )
             classes = class_table(record.model, dataset.class_names)

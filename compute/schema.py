@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MANIFEST = "manifest.json"
 MODELS = "models.parquet"
@@ -123,6 +123,8 @@ MODELS_SCHEMA = pa.schema(
         ("clean_accuracy", pa.float32()),
         ("train_seconds", pa.float32()),
         ("prune_seconds", pa.float32()),
+        # every epoch of training behind the model, the dense training it was pruned from included
+        ("train_epochs", pa.int32()),
     ]
 )
 

@@ -138,6 +138,7 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
                 pl.col("model_id").replace_strict(clean_accuracy).alias("clean_accuracy"),
                 pl.lit(0.0).alias("train_seconds"),
                 pl.lit(0.0).alias("prune_seconds"),
+                pl.lit(0, dtype=pl.Int32).alias("train_epochs"),  # nothing was trained
             ),
         )
         writer.write_table(schema.SUMMARY, summary)

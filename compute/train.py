@@ -26,6 +26,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     augment: bool = True
+    #: resume the schedule at this step: the learning rate and the steps left are those of
+    #: steps start_step..end (open_lth's retraining from the rewind point)
+    start_step: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +84,8 @@ class TrainHooks:
 @dataclass
 class TrainResult:
     seconds: float
-    steps: int
+    steps: int  # optimizer steps taken
+    epochs: float  # steps taken, in epochs of the training set
     final_loss: float
     captured: dict[str, torch.Tensor] | None = None
 
@@ -125,11 +129,13 @@ def train(
     warmup = min(total_steps, round(cfg.warmup_epochs * per_epoch))
     optimizer = make_optimizer(model, cfg, hooks.parameters)
     generator = torch.Generator().manual_seed(seed)
-    step, loss_value, captured = 0, float("nan"), None
+    loss_value, captured = float("nan"), None
     bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, disable=not progress)
-    for _ in range(cfg.epochs):
+    step = min(cfg.start_step, total_steps)
+    bar.update(step)
+    for epoch in range(step // per_epoch, cfg.epochs):
         order = torch.randperm(n, generator=generator).to(device)
-        for b in range(per_epoch):
+        for b in range(step - epoch * per_epoch, per_epoch):
             if step == hooks.capture_step:
                 captured = copy.deepcopy(model.state_dict())
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -152,7 +158,8 @@ def train(
     if hooks.capture_step is not None and captured is None:
         captured = copy.deepcopy(model.state_dict())  # the step lies at or past the end of training
     model.eval()
-    return TrainResult(time.perf_counter() - start, step, loss_value, captured)
+    taken = step - min(cfg.start_step, total_steps)
+    return TrainResult(time.perf_counter() - start, taken, taken / per_epoch, loss_value, captured)
 
 
 @torch.inference_mode()

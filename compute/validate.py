@@ -113,6 +113,9 @@ def check_snapshot(path: str | Path) -> dict:
     bad = models.filter((pl.col("params_nonzero") > pl.col("params_total")) | (pl.col("params_nonzero") < 0))
     if len(bad):
         raise Violation(schema.MODELS, "params_nonzero", "is negative or above params_total", _rows(bad))
+    bad = models.filter(pl.col("train_epochs") < 0)
+    if len(bad):
+        raise Violation(schema.MODELS, "train_epochs", "is negative", _rows(bad))
     bad = models.filter(~pl.col("parent_id").is_in(models["model_id"].implode()))
     if len(bad):
         raise Violation(schema.MODELS, "parent_id", "names no model of this snapshot", _rows(bad))

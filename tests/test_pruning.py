@@ -23,11 +23,12 @@ from compute.masks import (
 from compute.pipeline import prunable_sparsity
 from compute.prune import METHODS, PruneContext, PruneSettings, get_method
 from compute.prune.allocation import erk_densities, global_masks, keep_counts, select_masks
-from compute.prune.at_init import grasp_saliency, snip_saliency, synflow_saliency
+from compute.prune.at_init import class_balanced_halves, grasp_saliency, snip_saliency, synflow_saliency
+from compute.prune.base import method_seed
 from compute.prune.dynamic import MaskUpdater, drop_fraction
 from compute.prune.iterative import round_plan
 from compute.prune.structured import choose_filters, fraction_for, mask_filters, prunable_groups, shrink
-from compute.prune.supermask import TopK, effective_weight
+from compute.prune.supermask import BinaryTopK, TopK, effective_weight, mask_drift, unrelated_drift
 from compute.train import TrainConfig, TrainHooks, make_optimizer, train
 
 
@@ -52,6 +53,8 @@ def make_ctx(data, dense=None, **settings) -> PruneContext:
         init_state=init_state,
         rewind_state=copy.deepcopy(init_state),
         data=data,
+        dense_schedule=schedule,
+        rewind_step=0,
         finetune=schedule,
         rounds=schedule,
         sparse=schedule,
@@ -206,12 +209,7 @@ def test_each_method_reaches_its_sparsity_and_leaves_the_dense_model_alone(name,
     assert [r.target_sparsity for r in results] == targets
     for result in results:
         measured = prunable_sparsity(result.model, method_ctx.dense, method_ctx.policy)
-        if name in ("imp", "lrr"):
-            total = sum(m.weight.numel() for _, m in prunable_layers(method_ctx.dense, method_ctx.policy))
-            plan, nearest = round_plan(total, 0.2, targets)
-            assert measured == pytest.approx(plan[nearest[result.target_sparsity]], abs=1e-3)
-            assert abs(measured - result.target_sparsity) < 0.02  # the nearest round
-        elif name == "l1_filter":
+        if name == "l1_filter":
             assert abs(measured - result.target_sparsity) < 0.02  # whole filters: coarser steps
         else:
             assert abs(measured - result.target_sparsity) < 0.005
@@ -222,6 +220,66 @@ def test_each_method_reaches_its_sparsity_and_leaves_the_dense_model_alone(name,
         assert torch.isfinite(result.model.eval()(x)).all()
     for key, value in method_ctx.dense.state_dict().items():
         assert torch.equal(value, before[key]), f"{name} changed the dense model's {key}"
+
+
+RANDOM_METHODS = ["random", "snip", "grasp", "rigl", "set", "edge_popup", "biprop"]
+
+
+@pytest.mark.parametrize("name", RANDOM_METHODS)
+def test_a_method_does_not_depend_on_what_ran_before_it(name, method_ctx):
+    """Every random draw comes from (seed, method, sparsity): not from the global torch
+    state, which other methods (or the order of a sweep) leave behind."""
+    torch.manual_seed(1)
+    alone = get_method(name).run(method_ctx, [0.7])[0].model.state_dict()
+    torch.manual_seed(2)
+    torch.rand(1000)
+    get_method("edge_popup" if name != "edge_popup" else "biprop").run(method_ctx, [0.5])
+    after = get_method(name).run(method_ctx, [0.7])[0].model.state_dict()
+    for key, value in alone.items():
+        assert torch.equal(value, after[key]), f"{name}: {key} depends on the global random state"
+
+
+def test_method_seeds_come_from_seed_method_and_sparsity():
+    seeds = {method_seed(s, m, p) for s in (0, 1) for m in ("random", "snip") for p in (0.5, 0.9)}
+    assert len(seeds) == 8
+    assert method_seed(0, "random", 0.9) == method_seed(0, "random", 0.9)
+
+
+def test_training_budgets_are_recorded_per_model(method_ctx):
+    dense_epochs = method_ctx.dense_schedule.epochs
+    assert get_method("magnitude").run(method_ctx, [0.5])[0].train_epochs == dense_epochs + 1  # + fine-tuning
+    assert get_method("snip").run(method_ctx, [0.5])[0].train_epochs == method_ctx.sparse.epochs  # from init
+    imp = get_method("imp").run(method_ctx, [0.5])[0]
+    assert imp.train_epochs == dense_epochs + imp.notes["round"] * method_ctx.rounds.epochs
+
+
+@pytest.mark.parametrize("name", ["imp", "lrr"])
+def test_rewind_schedule_retrains_each_round_from_the_rewind_step(name, tiny_data):
+    """open_lth: each round trains steps k..T of the dense schedule; learning-rate rewinding
+    replays all T steps."""
+    ctx = make_ctx(tiny_data, round_schedule="rewind")
+    dense = dataclasses.replace(ctx.dense_schedule, epochs=3)  # 6 steps per epoch of 200 images
+    ctx = dataclasses.replace(ctx, dense_schedule=dense, rewind_step=4)
+    result = get_method(name).run(ctx, [0.36])[0]  # two rounds of 20 %
+    assert result.notes["round"] == 2 and result.notes["round_schedule"] == "rewind"
+    per_round = (18 - 4) / 6 if name == "imp" else 3.0
+    assert result.train_epochs == pytest.approx(3 + 2 * per_round)
+
+
+def test_training_can_resume_the_schedule_at_a_step(tiny_data):
+    model = small_model()
+    schedule = TrainConfig(epochs=2, batch_size=50, lr=0.1, start_step=3)  # 4 steps per epoch
+    seen = []
+
+    def observe(step, total):  # the schedule's step (which sets the learning rate) and its length
+        seen.append((step, total))
+
+    result = train(
+        model, tiny_data, schedule, seed=0, device=torch.device("cpu"), progress=False,
+        hooks=TrainHooks(on_backward=observe),
+    )  # fmt: skip
+    assert seen == [(step, 8) for step in range(3, 8)]
+    assert result.steps == 5 and result.epochs == pytest.approx(5 / 4)
 
 
 def test_magnitude_removes_exactly_the_smallest_weights():
@@ -247,11 +305,18 @@ def test_allocation_setting_is_honoured_where_the_method_allows(tiny_data):
 # --- iterative ---------------------------------------------------------------------------
 
 
-def test_round_plan_follows_the_geometric_schedule():
-    plan, nearest = round_plan(100_000, 0.2, [0.5, 0.8, 0.9, 0.95])
-    for n, sparsity in enumerate(plan):
-        assert sparsity == pytest.approx(1 - 0.8**n, abs=1e-4)
-    assert nearest == {0.5: 3, 0.8: 7, 0.9: 10, 0.95: 13}
+def test_round_plan_stops_exactly_at_every_target():
+    # by hand, 100 weights, 20 % of the remainder per round (rounded), stopping at 50 and 10 kept:
+    # 100 80 64 51 | 41 would pass 50: 50 | 40 32 26 21 17 14 11 | 9 would pass 10: 10
+    plan, reached = round_plan(100, 0.2, [0.9, 0.5])
+    kept = [100, 80, 64, 51, 50, 40, 32, 26, 21, 17, 14, 11, 10]
+    assert plan == pytest.approx([1 - k / 100 for k in kept])
+    assert reached == {0.5: 4, 0.9: 12}
+    plan, reached = round_plan(100_000, 0.2, [0.5, 0.8, 0.9, 0.95])
+    for target, index in reached.items():
+        assert plan[index] == target  # exact, not the nearest geometric round
+    assert plan[:4] == pytest.approx([1 - 0.8**n for n in range(4)], abs=1e-5)  # geometric in between
+    assert round_plan(100, 0.2, [0.0, 0.2])[1] == {0.0: 0, 0.2: 1}
     with pytest.raises(ValueError, match="imp_rate"):
         round_plan(100, 1.5, [0.5])
 
@@ -312,27 +377,86 @@ def test_snip_saliency_matches_a_hand_computation():
     np.testing.assert_allclose(got["2"].numpy(), np.abs(w2 * dw2), rtol=1e-5, atol=1e-7)
 
 
-def test_grasp_saliency_matches_the_explicit_hessian():
-    net = tiny_net()
-    temperature = 2.0
+def explicit_grasp(net, batches, temperature):
+    """-theta * (H g) of the two-layer net from its explicit Hessian over all 20 weights, with
+    g and H summed over the batches (the authors' two half-batches)."""
     shapes = [net[0].weight.shape, net[2].weight.shape]
     theta = torch.cat([net[0].weight.detach().flatten(), net[2].weight.detach().flatten()]).double()
 
-    def loss(flat):
+    def loss(flat, x, y):
         w1 = flat[:12].reshape(shapes[0])
         w2 = flat[12:].reshape(shapes[1])
-        return nn.functional.cross_entropy(torch.relu(X.double() @ w1.T) @ w2.T / temperature, Y)
+        return nn.functional.cross_entropy(torch.relu(x.double() @ w1.T) @ w2.T / temperature, y)
 
-    hessian = torch.autograd.functional.hessian(loss, theta)
-    gradient = torch.autograd.functional.jacobian(loss, theta)
-    expected = -theta * (hessian @ gradient)
-    got = grasp_saliency(net, ["0", "2"], X, Y, temperature)
+    hessian = sum(torch.autograd.functional.hessian(lambda t, x=x, y=y: loss(t, x, y), theta) for x, y in batches)
+    gradient = sum(torch.autograd.functional.jacobian(lambda t, x=x, y=y: loss(t, x, y), theta) for x, y in batches)
+    return theta, hessian, gradient, -theta * (hessian @ gradient)
+
+
+def test_grasp_saliency_matches_the_explicit_hessian():
+    net = tiny_net()
+    temperature = 2.0
+    theta, hessian, gradient, expected = explicit_grasp(net, [(X, Y)], temperature)
+    got = grasp_saliency(net, ["0", "2"], [(X, Y)], temperature)
     np.testing.assert_allclose(
         torch.cat([got["0"].flatten(), got["2"].flatten()]).numpy(), expected.numpy(), rtol=1e-4, atol=1e-9
     )
     # the gradient part agrees with the hand formulas too
     dw1, _ = hand_gradients(*(m.weight.detach().numpy() for m in (net[0], net[2])), X.numpy(), Y.numpy(), temperature)
     np.testing.assert_allclose(gradient[:12].reshape(4, 3).numpy(), dw1, rtol=1e-5, atol=1e-8)
+
+
+def test_grasp_uses_the_full_hessian_when_a_layer_is_not_pruned():
+    # only the second layer is scored (the first is kept dense), on two half-batches: its
+    # scores still come from (H g) over both layers, not from its own diagonal block
+    net = tiny_net()
+    temperature = 2.0
+    batches = [(X[:2], Y[:2]), (X[2:], Y[2:])]
+    theta, hessian, gradient, expected = explicit_grasp(net, batches, temperature)
+    got = grasp_saliency(net, ["2"], batches, temperature)
+    assert list(got) == ["2"]
+    np.testing.assert_allclose(got["2"].flatten().numpy(), expected[12:].numpy(), rtol=1e-4, atol=1e-9)
+    truncated = -theta[12:] * (hessian[12:, 12:] @ gradient[12:])  # H_PP g_P: the old, wrong product
+    assert not np.allclose(truncated.numpy(), expected[12:].numpy(), rtol=1e-2, atol=1e-6)
+
+
+def test_grasp_scores_a_class_balanced_batch_in_two_halves():
+    labels = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2, 2, 0, 1])
+    halves = class_balanced_halves(labels, per_class=2, generator=torch.Generator().manual_seed(3))
+    chosen = torch.cat(halves)
+    assert [len(h) for h in halves] == [3, 3] and len(set(chosen.tolist())) == 6
+    assert labels[chosen].tolist() == [0, 0, 1, 1, 2, 2]  # class by class, as GraSP_fetch_data stacks them
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(3)).tolist()
+    for c in range(3):  # the first two of each class in the shuffled order
+        assert chosen[labels[chosen] == c].tolist() == [i for i in order if labels[i] == c][:2]
+
+
+def test_snip_scores_batch_norm_in_inference_mode_by_default():
+    torch.manual_seed(0)
+    conv, norm, head = nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Linear(4, 2)
+    with torch.no_grad():
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.3, 0.3)
+    net = nn.Sequential(conv, norm, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+
+    class Affine(nn.Module):  # batch norm in inference mode, written out
+        def forward(self, x):
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            return (x - norm.running_mean[:, None, None]) * scale[:, None, None] + norm.bias[:, None, None]
+
+    fixed = nn.Sequential(conv, Affine(), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    x, y = torch.rand(8, 3, 6, 6), torch.randint(0, 2, (8,))
+    expected = snip_saliency(fixed, ["0", "5"], x, y, mode="train")
+    got = snip_saliency(net, ["0", "5"], x, y)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name])
+    batch_stats = snip_saliency(net, ["0", "5"], x, y, mode="train")
+    assert not torch.allclose(batch_stats["0"], expected["0"])
+    assert PruneSettings().scoring_mode("snip") == "eval" and PruneSettings().scoring_mode("synflow") == "eval"
+    assert PruneSettings().scoring_mode("grasp") == "train"
+    assert PruneSettings(score_mode="eval").scoring_mode("grasp") == "eval"
 
 
 def test_synflow_saliency_matches_the_closed_form():
@@ -429,6 +553,14 @@ def test_l1_filter_never_removes_a_layers_last_channel_and_matches_the_target():
     assert abs(prunable_sparsity(small, model, LayerPolicy()) - 0.8) < 0.02
 
 
+def test_l1_filter_keeps_the_feature_vector_at_its_dense_width(method_ctx):
+    for result in get_method("l1_filter").run(method_ctx, [0.5, 0.9]):
+        assert result.model.classifier.weight.shape == method_ctx.dense.classifier.weight.shape
+        x = method_ctx.data.test_images[:2].float() / 255
+        assert result.model.features(x).shape == method_ctx.dense.features(x).shape
+        assert abs(prunable_sparsity(result.model, method_ctx.dense, method_ctx.policy) - result.target_sparsity) < 0.02
+
+
 def test_l1_filter_needs_filter_groups():
     with pytest.raises(ValueError, match="no filter group"):
         prunable_groups(small_model(), set())
@@ -437,17 +569,49 @@ def test_l1_filter_needs_filter_groups():
 # --- supermasks ----------------------------------------------------------------------------
 
 
-def test_topk_straight_through_and_biprop_binarisation():
-    scores = torch.tensor([[0.1, -0.9, 0.5], [0.3, 0.05, -0.2]], requires_grad=True)
+SCORES = [[0.1, -0.9, 0.5], [0.3, 0.05, -0.2]]
+WEIGHT = torch.tensor([[0.4, -0.2, 0.6], [-0.8, 0.1, 0.3]])
+UPSTREAM = torch.arange(6.0).reshape(2, 3)  # dL/dw_eff of the loss sum(UPSTREAM * w_eff)
+
+
+def test_topk_straight_through():
+    scores = torch.tensor(SCORES, requires_grad=True)
     mask = TopK.apply(scores.abs(), 3)
     assert mask.tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
-    (mask * torch.arange(6.0).reshape(2, 3)).sum().backward()
-    torch.testing.assert_close(scores.grad.abs(), torch.arange(6.0).reshape(2, 3))  # straight through |.|
-    weight = torch.tensor([[0.4, -0.2, 0.6], [-0.8, 0.1, 0.3]])
-    binary = effective_weight(weight, mask.detach(), binarize=True)
+    (mask * UPSTREAM).sum().backward()
+    torch.testing.assert_close(scores.grad.abs(), UPSTREAM)  # straight through |.|
+
+
+@pytest.mark.parametrize("binarize", [False, True])
+def test_one_score_step_by_hand(binarize):
+    """edge-popup: w_eff = w * m; biprop (GetQuantnet_binary): w_eff = sign(w) * alpha * m with
+    scores receiving g * |w|. Either way dL/ds = sign(s) * dL/dw_eff * w, and alpha is the
+    mean |w| of the kept weights, taken as a constant."""
+    scores = torch.tensor(SCORES, requires_grad=True)
+    w_eff = effective_weight(WEIGHT, scores, 3, binarize)
     alpha = (0.2 + 0.6 + 0.8) / 3
-    torch.testing.assert_close(binary, torch.tensor([[0.0, -alpha, alpha], [-alpha, 0.0, 0.0]]))
-    torch.testing.assert_close(effective_weight(weight, mask.detach(), binarize=False), weight * mask.detach())
+    expected_w = [[0.0, -alpha, alpha], [-alpha, 0.0, 0.0]] if binarize else [[0.0, -0.2, 0.6], [-0.8, 0.0, 0.0]]
+    torch.testing.assert_close(w_eff, torch.tensor(expected_w))
+    (UPSTREAM * w_eff).sum().backward()
+    # sign(s) * c * w, element by element: [[+0*.4, -1*-.2, +2*.6], [+3*-.8, +4*.1, -5*.3]]
+    grad = torch.tensor([[0.0, 0.2, 1.2], [-2.4, 0.4, -1.5]])
+    torch.testing.assert_close(scores.grad, grad)
+    optimizer = torch.optim.SGD([scores], lr=0.5)
+    optimizer.step()
+    torch.testing.assert_close(scores.detach(), torch.tensor(SCORES) - 0.5 * grad)
+    if binarize:  # alpha divides by the kept count without a gradient through it
+        k_scores = torch.tensor(SCORES).abs().requires_grad_(True)
+        BinaryTopK.apply(k_scores, WEIGHT, 3).sum().backward()
+        torch.testing.assert_close(k_scores.grad, WEIGHT.abs())
+
+
+def test_mask_drift_counts_kept_weights_outside_the_initial_top_k():
+    initial = {"a": torch.tensor([True, True, False, False]), "b": torch.tensor([True, False])}
+    final = {"a": torch.tensor([True, False, True, False]), "b": torch.tensor([False, True])}
+    assert mask_drift(initial, final) == pytest.approx(2 / 3)  # a's third and b's second are new
+    assert mask_drift(initial, initial) == 0.0
+    # layers keeping 10 of 40 and 30 of 40: (10 * 0.75 + 30 * 0.25) / 40
+    assert unrelated_drift({"a": 10, "b": 30}, {"a": (4, 10), "b": (40,)}) == pytest.approx(0.375)
 
 
 @pytest.mark.parametrize("name", ["edge_popup", "biprop"])
@@ -458,6 +622,36 @@ def test_supermask_weights_are_frozen_random_values_under_the_mask(name, method_
         # signed-constant (edge_popup) and binarised (biprop) weights share one magnitude per layer
         assert torch.allclose(kept, kept[0].expand_as(kept), rtol=1e-5)
         assert abs((~module.weight_mask).float().mean().item() - 0.7) < 0.005
+
+
+@pytest.mark.parametrize("name", ["edge_popup", "biprop"])
+def test_supermask_training_changes_only_which_weights_are_kept(name, method_ctx):
+    """As freeze_model_weights in the authors' code: after score training every weight is
+    still its random initial value (the dense first conv and classifier included), batch
+    norm is non-affine and biases are zero; only the masks moved."""
+    untrained_ctx = dataclasses.replace(method_ctx, supermask=dataclasses.replace(method_ctx.supermask, epochs=0))
+    untrained = get_method(name).run(untrained_ctx, [0.7])[0].model
+    trained = get_method(name).run(method_ctx, [0.7])[0]
+    model = trained.model
+    masked = {n for n, _ in prunable_layers(model, method_ctx.policy)}
+    init = dict(untrained.named_modules())
+    for layer, module in models.prunable_modules(model):
+        if layer not in masked:  # kept dense by the layer policy: frozen at its random draw
+            assert torch.equal(module.weight, init[layer].weight), layer
+        else:  # kept weights are the frozen draws (biprop: their signs) wherever both masks keep them
+            both = module.weight_mask & init[layer].weight_mask
+            assert both.any()
+            if name == "edge_popup":
+                assert torch.equal(module.weight[both], init[layer].weight[both])
+            else:
+                assert torch.equal(torch.sign(module.weight[both]), torch.sign(init[layer].weight[both]))
+        if module.bias is not None:
+            assert (module.bias == 0).all()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert (module.weight == 1).all() and (module.bias == 0).all()
+    assert 0.0 < trained.notes["mask_drift"] <= 1.0
+    assert trained.train_epochs == pytest.approx(method_ctx.supermask.epochs)
 
 
 def test_bad_method_and_sparsity_are_refused():

@@ -11,14 +11,25 @@ from compute.config import ComputeConfig, ConfigError, shard_jobs
 from compute.snapshot import scan_metrics
 from tests.conftest import run_cli
 
+# every method, so that any random draw a method takes from shared state shows up as a difference
+SWEEP = ("compute", "--preset", "tiny", "--methods", "all", "--quiet")
+
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     for k in (1, 2):
-        result = run_cli("compute", "--preset", "tiny", "--shard", f"{k}/2", "--out", str(root / f"part{k}"), "--quiet")
+        result = run_cli(*SWEEP, "--shard", f"{k}/2", "--out", str(root / f"part{k}"))
         assert result.returncode == 0, result.stderr
     return root
+
+
+@pytest.fixture(scope="module")
+def whole_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "all"
+    result = run_cli(*SWEEP, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
 
 
 def test_shard_jobs_split_the_sweep_round_robin():
@@ -33,32 +44,33 @@ def test_shard_jobs_split_the_sweep_round_robin():
         shard_jobs(ComputeConfig(**{**cfg.as_dict(), "shard": "7/7"}))
 
 
-def test_merged_shards_equal_one_run(shards, tiny_snapshot, tmp_path):
+def test_merged_shards_equal_one_run(shards, whole_sweep, tmp_path):
     out = tmp_path / "merged"
     result = run_cli("merge", str(shards / "part2"), str(shards / "part1"), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "merged 2 shards" in result.stdout and "5 models x 7 conditions x 60 samples" in result.stdout
+    assert "merged 2 shards" in result.stdout and "27 models x 7 conditions x 60 samples" in result.stdout
     assert run_cli("validate", str(out)).returncode == 0
 
     timing = ["train_seconds", "prune_seconds"]
     merged_models = pl.read_parquet(out / schema.MODELS)
-    whole_models = pl.read_parquet(tiny_snapshot / schema.MODELS)
+    whole_models = pl.read_parquet(whole_sweep / schema.MODELS)
     assert merged_models["model_id"].to_list() == whole_models["model_id"].to_list()  # the sweep's order
     assert merged_models.drop(timing).equals(whole_models.drop(timing))
     for name in (schema.SUMMARY, schema.CLASSES, schema.EMBEDDING):
         merged = pl.read_parquet(out / name)
-        whole = pl.read_parquet(tiny_snapshot / name)
+        whole = pl.read_parquet(whole_sweep / name)
         key = [c for c in ("model_id", "condition_id", "class", "sample_id") if c in whole.columns]
         assert merged.sort(key).equals(whole.sort(key)), name
     rows = ["model_id", "condition_id", "sample_id"]
-    assert scan_metrics(out).collect().sort(rows).equals(scan_metrics(tiny_snapshot).collect().sort(rows))
+    assert scan_metrics(out).collect().sort(rows).equals(scan_metrics(whole_sweep).collect().sort(rows))
 
     manifest = json.loads((out / schema.MANIFEST).read_text())
-    whole_manifest = json.loads((tiny_snapshot / schema.MANIFEST).read_text())
+    whole_manifest = json.loads((whole_sweep / schema.MANIFEST).read_text())
     assert manifest["parents"] == whole_manifest["parents"]  # both shards trained the same dense model
     assert [m["shard"] for m in manifest["merged_from"]] == ["1/2", "2/2"]
     assert manifest["counts"] == whole_manifest["counts"] and "shard" not in manifest
     assert manifest["config"] == whole_manifest["config"]
+    assert manifest["model_notes"] == whole_manifest["model_notes"]  # e.g. supermask drift, imp rounds
 
 
 def edited_copy(source, target, change):

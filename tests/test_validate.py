@@ -95,6 +95,13 @@ def test_planted_clean_accuracy_violation_is_caught(snapshot_copy, capsys):
     assert "models.parquet" in line and "clean_accuracy" in line
 
 
+def test_planted_negative_training_budget_is_caught(snapshot_copy, capsys):
+    rewrite_table(snapshot_copy, schema.MODELS, first_row("train_epochs", -1))
+    assert validate(str(snapshot_copy)) == 1
+    line = capsys.readouterr().out
+    assert "models.parquet" in line and "train_epochs" in line
+
+
 def test_planted_summary_violation_is_caught(snapshot_copy, capsys):
     rewrite_table(snapshot_copy, schema.SUMMARY, first_row("geom_margin_mean", 42.0))
     assert validate(str(snapshot_copy)) == 1

@@ -1,7 +1,9 @@
 """Pruning at initialisation: SNIP, GraSP and SynFlow choose a mask before any training.
 
 The saliency functions are pure (they score a copy and leave the model untouched) so they
-can be checked against hand computations.
+can be checked against hand computations. Batch norm scores in the mode of each method's
+authors' code (`PruneSettings.scoring_mode`): inference mode for SNIP and SynFlow,
+training mode (batch statistics) for GraSP.
 """
 
 from __future__ import annotations
@@ -12,16 +14,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compute.prune.base import FromInit, PruneContext, install, register
+from compute.models import prunable_modules
+from compute.prune.base import FromInit, PruneContext, install, method_seed, register
 from compute.train import to_float
 
+Batch = tuple[torch.Tensor, torch.Tensor]
 
-def score_batch(ctx: PruneContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded batch of training images (float, on the device) and their labels."""
-    generator = torch.Generator().manual_seed(ctx.seed)
+
+def score_batch(ctx: PruneContext, method: str, sparsity: float) -> Batch:
+    """SNIP's one batch: seeded random training images (float, on the device), labels."""
+    generator = torch.Generator().manual_seed(method_seed(ctx.seed, method, sparsity))
     n = min(ctx.settings.score_batch, len(ctx.data.train_labels))
     idx = torch.randperm(len(ctx.data.train_labels), generator=generator)[:n]
     return to_float(ctx.data.train_images[idx].to(ctx.device)), ctx.data.train_labels[idx].to(ctx.device)
+
+
+def class_balanced_halves(labels: torch.Tensor, per_class: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """GraSP's scoring data (GraSP_fetch_data): the first `per_class` images of every class
+    in a shuffled order, grouped class by class, then split into two halves, which the
+    authors' code passes through the network separately."""
+    order = torch.randperm(len(labels), generator=generator)
+    chosen = torch.cat([order[labels[order] == c][:per_class] for c in labels.unique(sorted=True)])
+    half = len(chosen) // 2
+    return [chosen[:half], chosen[half:]]
 
 
 def _weights(model: nn.Module, names: list[str]) -> list[torch.Tensor]:
@@ -29,9 +44,16 @@ def _weights(model: nn.Module, names: list[str]) -> list[torch.Tensor]:
     return [modules[name].weight for name in names]
 
 
-def snip_saliency(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+def _scorer(model: nn.Module, mode: str) -> nn.Module:
+    scorer = copy.deepcopy(model)
+    return scorer.train() if mode == "train" else scorer.eval()
+
+
+def snip_saliency(
+    model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor, mode: str = "eval"
+) -> dict[str, torch.Tensor]:
     """|w * dL/dw| on one batch (Lee et al. 2019): the connection sensitivity."""
-    scorer = copy.deepcopy(model).train()
+    scorer = _scorer(model, mode)
     weights = _weights(scorer, names)
     loss = F.cross_entropy(scorer(x), y)
     grads = torch.autograd.grad(loss, weights)
@@ -39,26 +61,40 @@ def snip_saliency(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.
 
 
 def grasp_saliency(
-    model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor, temperature: float
+    model: nn.Module, names: list[str], batches: list[Batch], temperature: float, mode: str = "train"
 ) -> dict[str, torch.Tensor]:
     """S = -w * (H g) with temperature-scaled logits (Wang et al. 2020); the highest S go.
 
-    g is the gradient of the loss, H its Hessian; H g comes from differentiating g . stop(g).
+    As in the authors' code, g and H g are taken over the weights of every conv and linear
+    layer, whether or not it may be pruned (the Hessian couples them all), and only the
+    `names` layers are scored. g is the sum of the batches' mean-loss gradients; H g is
+    the sum over the batches of the gradient of g_fixed . grad(batch loss).
     """
-    scorer = copy.deepcopy(model).train()
-    weights = _weights(scorer, names)
-    loss = F.cross_entropy(scorer(x) / temperature, y)
-    grads = torch.autograd.grad(loss, weights, create_graph=True)
-    fixed = [g.detach() for g in grads]
-    hessian_grad = torch.autograd.grad(sum((g * f).sum() for g, f in zip(grads, fixed, strict=True)), weights)
-    return {name: -(w * hg).detach() for name, w, hg in zip(names, weights, hessian_grad, strict=True)}
+    scorer = _scorer(model, mode)
+    every = [name for name, _ in prunable_modules(scorer)]
+    weights = _weights(scorer, every)
+    gradient = [torch.zeros_like(w) for w in weights]
+    for x, y in batches:
+        grads = torch.autograd.grad(F.cross_entropy(scorer(x) / temperature, y), weights)
+        for total, g in zip(gradient, grads, strict=True):
+            total += g
+    hessian_gradient = [torch.zeros_like(w) for w in weights]
+    for x, y in batches:
+        grads = torch.autograd.grad(F.cross_entropy(scorer(x) / temperature, y), weights, create_graph=True)
+        product = sum((g * fixed).sum() for g, fixed in zip(grads, gradient, strict=True))
+        for total, hg in zip(hessian_gradient, torch.autograd.grad(product, weights), strict=True):
+            total += hg
+    by_name = dict(zip(every, zip(weights, hessian_gradient, strict=True), strict=True))
+    return {name: -(by_name[name][0] * by_name[name][1]).detach() for name in names}
 
 
-def synflow_saliency(model: nn.Module, names: list[str], image_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+def synflow_saliency(
+    model: nn.Module, names: list[str], image_shape: tuple[int, ...], mode: str = "eval"
+) -> dict[str, torch.Tensor]:
     """|w * dR/dw| with R = sum of the network's output on an all-ones input when every
     parameter is replaced by its absolute value (Tanaka et al. 2020). Data-free; float64
     because R is a product over all layers."""
-    scorer = copy.deepcopy(model).double().eval()
+    scorer = _scorer(model, mode).double()
     with torch.no_grad():
         for tensor in scorer.state_dict().values():
             if tensor.is_floating_point():
@@ -79,9 +115,10 @@ class Snip(FromInit):
 
     def mask_at_init(self, ctx, model, sparsity):
         names = [name for name, _ in ctx.layers(model)]
-        x, y = score_batch(ctx)
-        install(model, snip_saliency(model, names, x, y), sparsity, self.allocation(ctx.settings))
-        return {"score_batch": len(y)}
+        x, y = score_batch(ctx, self.name, sparsity)
+        mode = ctx.settings.scoring_mode(self.name)
+        install(model, snip_saliency(model, names, x, y, mode), sparsity, self.allocation(ctx.settings))
+        return {"score_batch": len(y), "score_mode": mode}
 
 
 @register
@@ -95,10 +132,19 @@ class Grasp(FromInit):
 
     def mask_at_init(self, ctx, model, sparsity):
         names = [name for name, _ in ctx.layers(model)]
-        x, y = score_batch(ctx)
-        saliency = grasp_saliency(model, names, x, y, ctx.settings.grasp_temperature)
+        generator = torch.Generator().manual_seed(method_seed(ctx.seed, self.name, sparsity))
+        halves = class_balanced_halves(ctx.data.train_labels, ctx.settings.grasp_samples_per_class, generator)
+        batches = [
+            (to_float(ctx.data.train_images[i].to(ctx.device)), ctx.data.train_labels[i].to(ctx.device)) for i in halves
+        ]
+        mode = ctx.settings.scoring_mode(self.name)
+        saliency = grasp_saliency(model, names, batches, ctx.settings.grasp_temperature, mode)
         install(model, {name: -s for name, s in saliency.items()}, sparsity, self.allocation(ctx.settings))
-        return {"score_batch": len(y), "temperature": ctx.settings.grasp_temperature}
+        return {
+            "score_batch": sum(len(i) for i in halves),
+            "temperature": ctx.settings.grasp_temperature,
+            "score_mode": mode,
+        }
 
 
 @register
@@ -113,9 +159,10 @@ class SynFlow(FromInit):
     def mask_at_init(self, ctx, model, sparsity):
         names = [name for name, _ in ctx.layers(model)]
         rounds = ctx.settings.synflow_rounds
+        mode = ctx.settings.scoring_mode(self.name)
         for k in range(1, rounds + 1):
             # exponential schedule: density (1 - s)^(k / rounds) after round k
             round_sparsity = 1.0 - (1.0 - sparsity) ** (k / rounds)
-            saliency = synflow_saliency(model, names, ctx.data.image_shape)
+            saliency = synflow_saliency(model, names, ctx.data.image_shape, mode)
             install(model, saliency, round_sparsity, self.allocation(ctx.settings))
-        return {"rounds": rounds}
+        return {"rounds": rounds, "score_mode": mode}

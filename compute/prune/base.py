@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -14,7 +15,13 @@ from compute.data import Dataset
 from compute.masks import LayerPolicy, prunable_layers, set_masks
 from compute.models import Classifier
 from compute.prune.allocation import ALLOCATIONS, check_sparsity, select_masks
+from compute.rng import derive_seeds
 from compute.train import TrainConfig, TrainResult, train
+
+#: batch-norm mode of the scoring pass of each pruning-at-initialisation method in its
+#: authors' code: SNIP (snip-public) and SynFlow (Synaptic-Flow) score in inference mode,
+#: GraSP (alecwangcq/GraSP) in training mode
+AUTHORS_SCORE_MODE = {"snip": "eval", "grasp": "train", "synflow": "eval"}
 
 
 @dataclass(frozen=True)
@@ -23,13 +30,29 @@ class PruneSettings:
 
     allocation: str = "auto"  # global | uniform | erk, or auto: each method's own default
     imp_rate: float = 0.2  # fraction of the remaining weights each IMP/LRR round removes
-    score_batch: int = 256  # images SNIP and GraSP score on
+    round_schedule: str = "restart"  # IMP/LRR retraining: restart a short schedule | rewind (open_lth)
+    score_batch: int = 256  # images SNIP scores on
+    grasp_samples_per_class: int = 10  # GraSP's class-balanced scoring batch
     grasp_temperature: float = 200.0
+    score_mode: str = "auto"  # batch norm while scoring at init: train | eval | auto (the authors')
     synflow_rounds: int = 100
     dst_update_every: int = 10  # optimizer steps between RigL/SET mask updates
     dst_drop_fraction: float = 0.3  # initial fraction of active weights replaced per update
     dst_end: float = 0.75  # fraction of training after which masks stop changing
     supermask_init: str = "signed_constant"  # edge_popup's frozen weights: signed_constant | kaiming
+
+    def scoring_mode(self, method: str) -> str:
+        """'train' or 'eval': how batch norm behaves while `method` scores at initialisation."""
+        return AUTHORS_SCORE_MODE[method] if self.score_mode == "auto" else self.score_mode
+
+
+def method_seed(seed: int, method: str, sparsity: float) -> int:
+    """The seed of every random draw a method makes for one model.
+
+    A function of the run's seed, the method's id and the sparsity value only, so a model
+    comes out the same whichever methods ran before it in the process or in another shard.
+    """
+    return int(derive_seeds(seed, zlib.crc32(method.encode()), round(sparsity * 1_000_000)))
 
 
 @dataclass
@@ -40,8 +63,10 @@ class PruneContext:
     init_state: dict[str, torch.Tensor]  # the dense model at initialisation
     rewind_state: dict[str, torch.Tensor]  # the dense model at the IMP rewind point
     data: Dataset
+    dense_schedule: TrainConfig  # how the dense model was trained
+    rewind_step: int  # the optimizer step rewind_state was captured at
     finetune: TrainConfig  # after one-shot pruning of the trained model
-    rounds: TrainConfig  # each IMP / LRR round
+    rounds: TrainConfig  # each IMP / LRR round under the restart schedule
     sparse: TrainConfig  # sparse training from initialisation (at-init and dynamic methods)
     supermask: TrainConfig  # score training of supermask methods
     settings: PruneSettings
@@ -57,6 +82,10 @@ class PruneContext:
         model = copy.deepcopy(self.dense)
         model.load_state_dict(self.init_state)
         return model
+
+    @property
+    def dense_epochs(self) -> float:
+        return float(self.dense_schedule.epochs)
 
     def layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         return prunable_layers(model, self.policy)
@@ -74,6 +103,8 @@ class PrunedModel:
     target_sparsity: float
     prune_seconds: float
     train_seconds: float
+    #: every epoch of training behind the model, the dense training it was pruned from included
+    train_epochs: float
     notes: dict = field(default_factory=dict)
 
 
@@ -123,7 +154,7 @@ class OneShotFinetune(Method):
     """Prune the trained dense model once by a score, then fine-tune with the mask fixed."""
 
     @abstractmethod
-    def scores(self, ctx: PruneContext, model: nn.Module, layers) -> dict[str, torch.Tensor]:
+    def scores(self, ctx: PruneContext, model: nn.Module, layers, sparsity: float) -> dict[str, torch.Tensor]:
         """Per prunable layer, a score per weight; the highest scores are kept."""
 
     def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
@@ -131,10 +162,12 @@ class OneShotFinetune(Method):
         for sparsity in sparsities:
             start = time.perf_counter()
             model = ctx.fresh_copy()
-            install(model, self.scores(ctx, model, ctx.layers(model)), sparsity, self.allocation(ctx.settings))
+            scores = self.scores(ctx, model, ctx.layers(model), sparsity)
+            install(model, scores, sparsity, self.allocation(ctx.settings))
             prune_seconds = time.perf_counter() - start
             result = ctx.fit(model, ctx.finetune, f"{self.name} {sparsity:g}")
-            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds))
+            epochs = ctx.dense_epochs + result.epochs
+            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds, epochs))
         return out
 
 
@@ -145,8 +178,8 @@ class FromInit(Method):
     def mask_at_init(self, ctx: PruneContext, model: nn.Module, sparsity: float) -> dict:
         """Install the mask on `model` (at initialisation); return notes for the manifest."""
 
-    def train_sparse(self, ctx: PruneContext, model: nn.Module, desc: str) -> tuple[TrainResult, dict]:
-        return ctx.fit(model, ctx.sparse, desc), {}
+    def train_sparse(self, ctx: PruneContext, model: nn.Module, sparsity: float) -> tuple[TrainResult, dict]:
+        return ctx.fit(model, ctx.sparse, f"{self.name} {sparsity:g}"), {}
 
     def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
         out = []
@@ -155,6 +188,7 @@ class FromInit(Method):
             model = ctx.fresh_init()
             notes = self.mask_at_init(ctx, model, sparsity) or {}
             prune_seconds = time.perf_counter() - start
-            result, train_notes = self.train_sparse(ctx, model, f"{self.name} {sparsity:g}")
-            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds, {**notes, **train_notes}))
+            result, train_notes = self.train_sparse(ctx, model, sparsity)
+            notes = {**notes, **train_notes}
+            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds, result.epochs, notes))
         return out

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from compute.prune.base import FromInit, PruneSettings, install, register
+from compute.prune.base import FromInit, PruneSettings, install, method_seed, register
 from compute.rng import derive_seeds, uniform
 from compute.train import TrainHooks
 
@@ -69,17 +69,19 @@ class DynamicSparse(FromInit):
     grow: str
 
     def mask_at_init(self, ctx, model, sparsity):
-        layers = ctx.layers(model)
+        seed = method_seed(ctx.seed, self.name, sparsity)
         random_scores = {
-            name: uniform(derive_seeds(ctx.seed, 7, index).reshape(1), tuple(module.weight.shape))[0]
-            for index, (name, module) in enumerate(layers)
+            name: uniform(derive_seeds(seed, index).reshape(1), tuple(module.weight.shape))[0]
+            for index, (name, module) in enumerate(ctx.layers(model))
         }
         install(model, random_scores, sparsity, self.allocation(ctx.settings))
         return {}
 
-    def train_sparse(self, ctx, model, desc):
-        updater = MaskUpdater(ctx.layers(model), ctx.settings, self.grow, ctx.seed)
-        result = ctx.fit(model, ctx.sparse, desc, hooks=TrainHooks(on_backward=updater))
+    def train_sparse(self, ctx, model, sparsity):
+        # regrowth draws (SET) use a stream of their own, apart from the initial mask's
+        seed = int(derive_seeds(method_seed(ctx.seed, self.name, sparsity), 1))
+        updater = MaskUpdater(ctx.layers(model), ctx.settings, self.grow, seed)
+        result = ctx.fit(model, ctx.sparse, f"{self.name} {sparsity:g}", hooks=TrainHooks(on_backward=updater))
         return result, {"mask_updates": updater.updates, "connections_moved": updater.moved}
 
 

@@ -3,30 +3,36 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 
 import torch
 
 from compute.config import InputError
 from compute.prune.base import Method, PruneContext, PrunedModel, install, register
+from compute.train import TrainConfig
 
 
 def round_plan(total: int, rate: float, targets: list[float]) -> tuple[list[float], dict[float, int]]:
-    """Sparsity after each round (round 0 is the dense model) and, per target, the nearest round.
+    """Sparsity after each round (round 0 is the dense model) and the round that reaches each target.
 
-    Each round removes round(rate * remaining) weights, so after n rounds the sparsity is
-    close to 1 - (1 - rate)^n.
+    Each round removes round(rate * remaining) weights, except that a round that would
+    pass the next requested sparsity stops exactly at it, so every target is reached
+    exactly (to the integer weight) rather than by the nearest round.
     """
     if not 0.0 < rate < 1.0:
         raise InputError(f"imp_rate {rate} is outside (0, 1); use a fraction such as 0.2")
-    remaining, sparsities = total, [0.0]
-    while sparsities[-1] < max(targets) and remaining > 1:
-        remaining -= max(1, round(rate * remaining))
-        sparsities.append(1.0 - remaining / total)
-    if sparsities[-1] < max(targets):
-        raise InputError(f"sparsity {max(targets)} cannot be reached by removing {rate:.0%} per round")
-    nearest = {t: min(range(len(sparsities)), key=lambda n: (abs(sparsities[n] - t), n)) for t in targets}
-    return sparsities, nearest
+    stops = sorted({total - round(t * total) for t in targets}, reverse=True)  # weights kept at each target
+    if stops[-1] < 1:
+        raise InputError(f"sparsity {max(targets)} leaves no weight of {total} to keep")
+    remaining, kept = total, [total]
+    for stop in stops:
+        while remaining > stop:
+            remaining = max(stop, remaining - max(1, round(rate * remaining)))
+            kept.append(remaining)
+    sparsities = [1.0 - k / total for k in kept]
+    reached = {t: kept.index(total - round(t * total)) for t in targets}
+    return sparsities, reached
 
 
 class IterativeMagnitude(Method):
@@ -34,16 +40,26 @@ class IterativeMagnitude(Method):
     allocations = ("global", "uniform", "erk")
     rewind_weights: bool
 
+    def round_schedule(self, ctx: PruneContext) -> TrainConfig:
+        """Each round's retraining. 'restart': a short schedule of --round-epochs. 'rewind':
+        the dense schedule replayed from the rewind step to its end (open_lth's lottery
+        ticket), or, for learning-rate rewinding, the whole of it (Renda et al. 2020:
+        retrain for the original training time)."""
+        if ctx.settings.round_schedule == "restart":
+            return ctx.rounds
+        return dataclasses.replace(ctx.dense_schedule, start_step=ctx.rewind_step if self.rewind_weights else 0)
+
     def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
         model = ctx.fresh_copy()
         layers = ctx.layers(model)
         total = sum(module.weight.numel() for _, module in layers)
-        plan, nearest = round_plan(total, ctx.settings.imp_rate, sparsities)
-        wanted = set(nearest.values())
-        kept: dict[int, tuple] = {}
-        if 0 in wanted:
-            kept[0] = (copy.deepcopy(model), 0.0, 0.0)
+        plan, reached = round_plan(total, ctx.settings.imp_rate, sparsities)
+        wanted = set(reached.values())
+        schedule = self.round_schedule(ctx)
+        # model, prune seconds, train seconds, training epochs after each wanted round
+        kept: dict[int, tuple] = {0: (copy.deepcopy(model), 0.0, 0.0, ctx.dense_epochs)} if 0 in wanted else {}
         prune_seconds = train_seconds = 0.0
+        epochs = ctx.dense_epochs
         for round_index in range(1, max(wanted) + 1):
             start = time.perf_counter()
             scores = {
@@ -55,19 +71,21 @@ class IterativeMagnitude(Method):
                 model.load_state_dict(ctx.rewind_state)
             install(model, scores, plan[round_index], self.allocation(ctx.settings))
             prune_seconds += time.perf_counter() - start
-            result = ctx.fit(model, ctx.rounds, f"{self.name} round {round_index}", seed_offset=round_index)
+            result = ctx.fit(model, schedule, f"{self.name} round {round_index}", seed_offset=round_index)
             train_seconds += result.seconds
+            epochs += result.epochs
             if round_index in wanted:
-                kept[round_index] = (copy.deepcopy(model), prune_seconds, train_seconds)
+                kept[round_index] = (copy.deepcopy(model), prune_seconds, train_seconds, epochs)
+        rounds = [round(s, 6) for s in plan]
         out = []
         for target in sparsities:
-            snapshot, prune_s, train_s = kept[nearest[target]]
-            out.append(
-                PrunedModel(
-                    copy.deepcopy(snapshot), target, prune_s, train_s,
-                    {"round": nearest[target], "round_sparsity": plan[nearest[target]]},
-                )
-            )  # fmt: skip
+            snapshot, prune_s, train_s, train_epochs = kept[reached[target]]
+            notes = {
+                "round": reached[target],
+                "round_sparsities": rounds,
+                "round_schedule": ctx.settings.round_schedule,
+            }
+            out.append(PrunedModel(copy.deepcopy(snapshot), target, prune_s, train_s, train_epochs, notes))
         return out
 
 

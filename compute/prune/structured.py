@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from compute.config import InputError
-from compute.models import ChannelGroup, add_mask_buffers
+from compute.models import ChannelGroup, add_mask_buffers, prunable_modules
 from compute.prune.allocation import check_sparsity
 from compute.prune.base import Method, PruneContext, PrunedModel, register
 
@@ -34,8 +34,15 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def prunable_groups(model: nn.Module, prunable: set[str]) -> list[ChannelGroup]:
-    """The model's channel groups whose producer the layer policy lets us prune."""
-    groups = [g for g in getattr(model, "channel_groups", lambda: [])() if g.producer in prunable]
+    """The model's channel groups whose producer the layer policy lets us prune, except a
+    group the classifier reads: the feature vector keeps the dense model's dimension (as
+    ResNet block outputs do), so every model's geometry lives in the same space."""
+    classifier = prunable_modules(model)[-1][0]
+    groups = [
+        g
+        for g in getattr(model, "channel_groups", lambda: [])()
+        if g.producer in prunable and classifier not in g.consumers
+    ]
     if not groups:
         raise StructuredError(
             f"{type(model).__name__} has no filter group that l1_filter may remove under the layer policy; "
@@ -146,7 +153,7 @@ class L1Filter(Method):
     allocations = ("uniform",)
     description = (
         "removes whole conv filters with the smallest L1 norm, the same fraction per layer, giving a "
-        "physically smaller network, then fine-tunes (Li et al. 2017)"
+        "physically smaller network whose feature vector keeps its width, then fine-tunes (Li et al. 2017)"
     )
 
     def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
@@ -163,5 +170,6 @@ class L1Filter(Method):
             prune_seconds = time.perf_counter() - start
             result = ctx.fit(model, ctx.finetune, f"{self.name} {sparsity:g}")
             notes = {"filter_fraction": round(fraction, 4), "channels": {p: len(i) for p, i in keep.items()}}
-            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds, notes))
+            epochs = ctx.dense_epochs + result.epochs
+            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds, epochs, notes))
         return out

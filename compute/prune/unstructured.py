@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compute.prune.base import OneShotFinetune, register
+from compute.prune.base import OneShotFinetune, method_seed, register
 from compute.rng import derive_seeds, uniform
 
 
@@ -13,9 +13,10 @@ class Random(OneShotFinetune):
     allocations = ("uniform", "global", "erk")
     description = "a uniformly random mask at the target sparsity, then fine-tuning: the baseline"
 
-    def scores(self, ctx, model, layers):
+    def scores(self, ctx, model, layers, sparsity):
+        seed = method_seed(ctx.seed, self.name, sparsity)
         return {
-            name: uniform(derive_seeds(ctx.seed, index).reshape(1), tuple(module.weight.shape))[0]
+            name: uniform(derive_seeds(seed, index).reshape(1), tuple(module.weight.shape))[0]
             for index, (name, module) in enumerate(layers)
         }
 
@@ -25,9 +26,12 @@ class Magnitude(OneShotFinetune):
     name = "magnitude"
     family = "unstructured"
     allocations = ("global", "uniform", "erk")
-    description = "removes the smallest |w| over all prunable layers at once, then fine-tunes (Han et al. 2015)"
+    description = (
+        "removes the smallest |w| over all prunable layers at once (global, one-shot), then fine-tunes: "
+        "the standard baseline (Blalock et al. 2020, ShrinkBench)"
+    )
 
-    def scores(self, ctx, model, layers):
+    def scores(self, ctx, model, layers, sparsity):
         return {name: module.weight.detach().abs() for name, module in layers}
 
 
@@ -35,4 +39,7 @@ class Magnitude(OneShotFinetune):
 class LayerMagnitude(Magnitude):
     name = "layer_magnitude"
     allocations = ("uniform",)
-    description = "removes the smallest |w| in each layer, the same fraction everywhere, then fine-tunes"
+    description = (
+        "removes the smallest |w| in each layer, the same fraction everywhere, one-shot, then fine-tunes "
+        "(the layer-wise criterion of Han et al. 2015, without their iterations)"
+    )
