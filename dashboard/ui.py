@@ -161,6 +161,10 @@ MODEL_COLUMNS = {
     "sparsity": st.column_config.NumberColumn("measured sparsity", format="percent"),
     "params_nonzero": st.column_config.NumberColumn("nonzero params", format="localized"),
     "flops": st.column_config.NumberColumn("multiply-adds / image", format="localized"),
+    "train_epochs": st.column_config.NumberColumn(
+        "training epochs",
+        help="every epoch of training behind the model, the dense training it was pruned from included",
+    ),
     "clean_accuracy": st.column_config.NumberColumn("clean accuracy", format="percent"),
     "mean_corruption_accuracy": st.column_config.NumberColumn("mean corruption accuracy", format="percent"),
     "relative_robustness": st.column_config.NumberColumn("relative robustness", format="percent"),

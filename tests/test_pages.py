@@ -298,3 +298,23 @@ def test_geometry_says_when_it_shows_a_subset_of_samples(monkeypatch, demo):
         assert len(values(clean_box["y"])) == 2 * 20
     finally:
         store._cached_call.cache_clear()
+
+
+def test_model_tables_show_each_models_training_budget(monkeypatch, demo):
+    import json
+
+    config = json.loads((DEMO / schema.MANIFEST).read_text())["config"]
+    expected = {  # by the definition: every epoch behind a model, dense training included
+        "dense": config["epochs"],
+        "magnitude": config["epochs"] + config["finetune_epochs"],
+        "snip": config["sparse_epochs"] or config["epochs"],
+        "edge_popup": config["supermask_epochs"] or config["epochs"],
+    }
+    for path in ("views/overview.py", "views/methods.py"):
+        at = page(monkeypatch, path)
+        table = next(t.value for t in at.dataframe if "train_epochs" in t.value.columns)
+        budgets = dict(zip(table["model_id"], table["train_epochs"], strict=True))
+        for model_id, method in demo["models"].select("model_id", "method").iter_rows():
+            if method in expected:
+                assert budgets[model_id] == expected[method], (path, model_id)
+        assert budgets["snip-0.9-s0"] == budgets["dense-s0"]  # equal budgets from initialisation

@@ -52,8 +52,9 @@ st.plotly_chart(figure, width="stretch")
 st.subheader("Per model")
 shown = queries.in_method_order(
     table.select(
-        "model_id", "method", "seed", "target_sparsity", "sparsity", "params_nonzero", "flops", "accuracy", "vs_dense"
-    )
+        "model_id", "method", "seed", "target_sparsity", "sparsity", "params_nonzero", "flops", "train_epochs",
+        "accuracy", "vs_dense",
+    )  # fmt: skip
 )
 st.dataframe(
     shown,

@@ -60,7 +60,7 @@ st.plotly_chart(figures.family_heatmap(families, table["model_id"].to_list(), re
 st.subheader("Models")
 models_shown = table.select(
     "model_id", "method", "family", "seed", "target_sparsity", "sparsity", "params_nonzero",
-    "flops", "clean_accuracy", "mean_corruption_accuracy", "relative_robustness",
+    "flops", "train_epochs", "clean_accuracy", "mean_corruption_accuracy", "relative_robustness",
 )  # fmt: skip
 st.dataframe(
     models_shown,
