@@ -248,8 +248,10 @@ def check_basic(cfg: ComputeConfig) -> None:
         raise ConfigError(f"--metric-bits: {cfg.metric_bits} is not allowed; choose 1 to 23 (23 keeps float32 exact)")
     if cfg.cifar10c and cfg.dataset != "cifar10":
         raise ConfigError(f"--cifar10c: the released files are for CIFAR-10; add --dataset cifar10 (got {cfg.dataset})")
-    if cfg.rewind_epochs < 0:
-        raise ConfigError(f"--rewind-epochs: {cfg.rewind_epochs} is not allowed; it must be 0 or more")
+    if not 0 <= cfg.rewind_epochs < cfg.epochs:
+        raise ConfigError(
+            f"--rewind-epochs: {cfg.rewind_epochs} is not allowed; it must be 0 or more and below --epochs ({cfg.epochs})"
+        )
     for name in ("lr", "finetune_lr", "supermask_lr", "grasp_temperature"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be positive")

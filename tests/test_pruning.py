@@ -420,6 +420,15 @@ def test_grasp_uses_the_full_hessian_when_a_layer_is_not_pruned():
     assert not np.allclose(truncated.numpy(), expected[12:].numpy(), rtol=1e-2, atol=1e-6)
 
 
+def test_grasp_scores_a_copy_with_a_redrawn_classifier(method_ctx):
+    # as the authors' reinit=True: the classifier's own values do not enter the scores
+    other = copy.deepcopy(method_ctx)
+    other.init_state = {k: (v * 3.0 if k == "classifier.weight" else v) for k, v in method_ctx.init_state.items()}
+    masks = [get_method("grasp").run(ctx, [0.7])[0].model for ctx in (method_ctx, other)]
+    for (name, a), (_, b) in zip(models.prunable_modules(masks[0]), models.prunable_modules(masks[1]), strict=True):
+        assert torch.equal(a.weight_mask, b.weight_mask), name
+
+
 def test_grasp_scores_a_class_balanced_batch_in_two_halves():
     labels = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2, 2, 0, 1])
     halves = class_balanced_halves(labels, per_class=2, generator=torch.Generator().manual_seed(3))

@@ -9,6 +9,7 @@ training mode (batch statistics) for GraSP.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,19 @@ def class_balanced_halves(labels: torch.Tensor, per_class: int, generator: torch
     chosen = torch.cat([order[labels[order] == c][:per_class] for c in labels.unique(sorted=True)])
     half = len(chosen) // 2
     return [chosen[:half], chosen[half:]]
+
+
+def with_redrawn_linear_layers(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """A copy whose linear layers are drawn afresh, Xavier-normal (std sqrt(2 / (fan_in +
+    fan_out))): GraSP's authors score such a copy (reinit=True) and prune the original."""
+    scorer = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, module in prunable_modules(scorer):
+            if isinstance(module, nn.Linear):
+                fan_out, fan_in = module.weight.shape
+                normal = torch.randn(module.weight.shape, generator=generator)
+                module.weight.copy_(normal * math.sqrt(2.0 / (fan_in + fan_out)))
+    return scorer
 
 
 def _weights(model: nn.Module, names: list[str]) -> list[torch.Tensor]:
@@ -134,11 +148,12 @@ class Grasp(FromInit):
         names = [name for name, _ in ctx.layers(model)]
         generator = torch.Generator().manual_seed(method_seed(ctx.seed, self.name, sparsity))
         halves = class_balanced_halves(ctx.data.train_labels, ctx.settings.grasp_samples_per_class, generator)
+        scorer = with_redrawn_linear_layers(model, generator)
         batches = [
             (to_float(ctx.data.train_images[i].to(ctx.device)), ctx.data.train_labels[i].to(ctx.device)) for i in halves
         ]
         mode = ctx.settings.scoring_mode(self.name)
-        saliency = grasp_saliency(model, names, batches, ctx.settings.grasp_temperature, mode)
+        saliency = grasp_saliency(scorer, names, batches, ctx.settings.grasp_temperature, mode)
         install(model, {name: -s for name, s in saliency.items()}, sparsity, self.allocation(ctx.settings))
         return {
             "score_batch": sum(len(i) for i in halves),

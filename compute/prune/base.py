@@ -6,6 +6,7 @@ import copy
 import time
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,9 @@ from compute.train import TrainConfig, TrainResult, train
 #: authors' code: SNIP (snip-public) and SynFlow (Synaptic-Flow) score in inference mode,
 #: GraSP (alecwangcq/GraSP) in training mode
 AUTHORS_SCORE_MODE = {"snip": "eval", "grasp": "train", "synflow": "eval"}
+
+#: key of the random stream that orders and augments the training batches after pruning
+TRAINING_STREAM = 0x7472
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,12 @@ class PruneContext:
         return prunable_layers(model, self.policy)
 
     def fit(self, model: nn.Module, schedule: TrainConfig, desc: str, seed_offset: int = 1, hooks=None) -> TrainResult:
+        """Train with a data order and augmentation of its own (common to every method, so
+        they compare on the same batches, and apart from any seed's dense training)."""
+        seed = int(derive_seeds(self.seed, TRAINING_STREAM, seed_offset))
         return train(
-            model, self.data, schedule, seed=self.seed + seed_offset, device=self.device,
-            desc=desc, progress=self.progress, hooks=hooks,
-        )  # fmt: skip
+            model, self.data, schedule, seed=seed, device=self.device, desc=desc, progress=self.progress, hooks=hooks
+        )
 
 
 @dataclass
@@ -108,8 +114,13 @@ class PrunedModel:
     notes: dict = field(default_factory=dict)
 
 
+#: sparsity -> a loader of the model an earlier, interrupted run already finished
+Finished = dict[float, Callable[[], "PrunedModel"]]
+
+
 class Method(ABC):
-    """A pruning method: `run` returns one pruned model per requested sparsity."""
+    """A pruning method: one pruned model per requested sparsity, each from `prune_one`
+    (or, for methods whose models build on each other, from `models`)."""
 
     name: str = ""
     family: str = ""
@@ -122,9 +133,20 @@ class Method(ABC):
         wanted = settings.allocation
         return wanted if wanted in self.allocations else self.allocations[0]
 
-    @abstractmethod
     def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
         """One pruned model per requested sparsity, in that order."""
+        by_sparsity = {pruned.target_sparsity: pruned for pruned in self.models(ctx, sparsities, {})}
+        return [by_sparsity[sparsity] for sparsity in sparsities]
+
+    def models(self, ctx: PruneContext, sparsities: list[float], finished: Finished) -> Iterator[PrunedModel]:
+        """The models of the sparsities not `finished`, each yielded as soon as it is trained."""
+        for sparsity in sparsities:
+            if sparsity not in finished:
+                yield self.prune_one(ctx, sparsity)
+
+    @abstractmethod
+    def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
+        """The pruned (and trained) model at one sparsity."""
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -157,18 +179,14 @@ class OneShotFinetune(Method):
     def scores(self, ctx: PruneContext, model: nn.Module, layers, sparsity: float) -> dict[str, torch.Tensor]:
         """Per prunable layer, a score per weight; the highest scores are kept."""
 
-    def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
-        out = []
-        for sparsity in sparsities:
-            start = time.perf_counter()
-            model = ctx.fresh_copy()
-            scores = self.scores(ctx, model, ctx.layers(model), sparsity)
-            install(model, scores, sparsity, self.allocation(ctx.settings))
-            prune_seconds = time.perf_counter() - start
-            result = ctx.fit(model, ctx.finetune, f"{self.name} {sparsity:g}")
-            epochs = ctx.dense_epochs + result.epochs
-            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds, epochs))
-        return out
+    def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
+        start = time.perf_counter()
+        model = ctx.fresh_copy()
+        scores = self.scores(ctx, model, ctx.layers(model), sparsity)
+        install(model, scores, sparsity, self.allocation(ctx.settings))
+        prune_seconds = time.perf_counter() - start
+        result = ctx.fit(model, ctx.finetune, f"{self.name} {sparsity:g}")
+        return PrunedModel(model, sparsity, prune_seconds, result.seconds, ctx.dense_epochs + result.epochs)
 
 
 class FromInit(Method):
@@ -181,14 +199,11 @@ class FromInit(Method):
     def train_sparse(self, ctx: PruneContext, model: nn.Module, sparsity: float) -> tuple[TrainResult, dict]:
         return ctx.fit(model, ctx.sparse, f"{self.name} {sparsity:g}"), {}
 
-    def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
-        out = []
-        for sparsity in sparsities:
-            start = time.perf_counter()
-            model = ctx.fresh_init()
-            notes = self.mask_at_init(ctx, model, sparsity) or {}
-            prune_seconds = time.perf_counter() - start
-            result, train_notes = self.train_sparse(ctx, model, sparsity)
-            notes = {**notes, **train_notes}
-            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds, result.epochs, notes))
-        return out
+    def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
+        start = time.perf_counter()
+        model = ctx.fresh_init()
+        notes = self.mask_at_init(ctx, model, sparsity) or {}
+        prune_seconds = time.perf_counter() - start
+        result, train_notes = self.train_sparse(ctx, model, sparsity)
+        notes = {**notes, **train_notes}
+        return PrunedModel(model, sparsity, prune_seconds, result.seconds, result.epochs, notes)

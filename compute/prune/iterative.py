@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Iterator
 
 import torch
 
 from compute.config import InputError
-from compute.prune.base import Method, PruneContext, PrunedModel, install, register
+from compute.prune.base import Finished, Method, PruneContext, PrunedModel, install, register
 from compute.train import TrainConfig
 
 
@@ -49,18 +50,42 @@ class IterativeMagnitude(Method):
             return ctx.rounds
         return dataclasses.replace(ctx.dense_schedule, start_step=ctx.rewind_step if self.rewind_weights else 0)
 
-    def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
+    def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
+        return next(self.models(ctx, [sparsity], {}))
+
+    def models(self, ctx: PruneContext, sparsities: list[float], finished: Finished) -> Iterator[PrunedModel]:
+        """Rounds up to the last target not `finished`, resuming from the furthest finished
+        target before it (its model holds every round's state: weights, masks, batch norm)."""
+        todo = [t for t in sparsities if t not in finished]
+        if not todo:
+            return
         model = ctx.fresh_copy()
-        layers = ctx.layers(model)
-        total = sum(module.weight.numel() for _, module in layers)
+        total = sum(module.weight.numel() for _, module in ctx.layers(model))
         plan, reached = round_plan(total, ctx.settings.imp_rate, sparsities)
-        wanted = set(reached.values())
+        last = max(reached[t] for t in todo)
+        resumable = [t for t in finished if reached[t] <= last]
+        start_round, prune_seconds, train_seconds, epochs = 0, 0.0, 0.0, ctx.dense_epochs
+        if resumable:
+            furthest = max(resumable, key=lambda t: reached[t])
+            state = finished[furthest]()
+            model, start_round = state.model, reached[furthest]
+            prune_seconds, train_seconds, epochs = state.prune_seconds, state.train_seconds, state.train_epochs
         schedule = self.round_schedule(ctx)
-        # model, prune seconds, train seconds, training epochs after each wanted round
-        kept: dict[int, tuple] = {0: (copy.deepcopy(model), 0.0, 0.0, ctx.dense_epochs)} if 0 in wanted else {}
-        prune_seconds = train_seconds = 0.0
-        epochs = ctx.dense_epochs
-        for round_index in range(1, max(wanted) + 1):
+        rounds = [round(s, 6) for s in plan]
+
+        def at(round_index: int) -> Iterator[PrunedModel]:
+            for target in todo:
+                if reached[target] == round_index:
+                    notes = {
+                        "round": round_index,
+                        "round_sparsities": rounds,
+                        "round_schedule": ctx.settings.round_schedule,
+                    }
+                    yield PrunedModel(copy.deepcopy(model), target, prune_seconds, train_seconds, epochs, notes)
+
+        if start_round == 0:
+            yield from at(0)
+        for round_index in range(start_round + 1, last + 1):
             start = time.perf_counter()
             scores = {
                 name: torch.where(module.weight_mask, module.weight.detach().abs(), -torch.inf)
@@ -74,19 +99,7 @@ class IterativeMagnitude(Method):
             result = ctx.fit(model, schedule, f"{self.name} round {round_index}", seed_offset=round_index)
             train_seconds += result.seconds
             epochs += result.epochs
-            if round_index in wanted:
-                kept[round_index] = (copy.deepcopy(model), prune_seconds, train_seconds, epochs)
-        rounds = [round(s, 6) for s in plan]
-        out = []
-        for target in sparsities:
-            snapshot, prune_s, train_s, train_epochs = kept[reached[target]]
-            notes = {
-                "round": reached[target],
-                "round_sparsities": rounds,
-                "round_schedule": ctx.settings.round_schedule,
-            }
-            out.append(PrunedModel(copy.deepcopy(snapshot), target, prune_s, train_s, train_epochs, notes))
-        return out
+            yield from at(round_index)
 
 
 @register

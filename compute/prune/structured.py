@@ -13,6 +13,7 @@ import time
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from compute.config import InputError
 from compute.models import ChannelGroup, add_mask_buffers, prunable_modules
@@ -113,10 +114,10 @@ def shrink(model: nn.Module, groups: list[ChannelGroup], keep: dict[str, torch.T
     for g in groups:
         idx = keep[g.producer]
         old = _module(model, g.producer)
-        new = nn.Conv2d(
-            old.in_channels, len(idx), old.kernel_size, old.stride, old.padding, old.dilation,
-            old.groups, old.bias is not None, old.padding_mode,
-        ).to(old.weight)  # fmt: skip
+        new = skip_init(
+            nn.Conv2d, old.in_channels, len(idx), old.kernel_size, old.stride, old.padding, old.dilation,
+            old.groups, old.bias is not None, old.padding_mode, device=old.weight.device, dtype=old.weight.dtype,
+        )  # fmt: skip
         new.weight.copy_(old.weight[idx])
         if old.bias is not None:
             new.bias.copy_(old.bias[idx])
@@ -133,12 +134,16 @@ def shrink(model: nn.Module, groups: list[ChannelGroup], keep: dict[str, torch.T
         for name in g.consumers:
             old = _module(model, name)
             if isinstance(old, nn.Conv2d):
-                new = nn.Conv2d(
-                    len(idx), old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
-                    old.groups, old.bias is not None, old.padding_mode,
-                ).to(old.weight)  # fmt: skip
+                new = skip_init(
+                    nn.Conv2d, len(idx), old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
+                    old.groups, old.bias is not None, old.padding_mode, device=old.weight.device,
+                    dtype=old.weight.dtype,
+                )  # fmt: skip
             else:
-                new = nn.Linear(len(idx), old.out_features, old.bias is not None).to(old.weight)
+                new = skip_init(
+                    nn.Linear, len(idx), old.out_features, old.bias is not None, device=old.weight.device,
+                    dtype=old.weight.dtype,
+                )  # every value is copied below: no random initialisation to draw
             new.weight.copy_(old.weight[:, idx])
             if old.bias is not None:
                 new.bias.copy_(old.bias)
@@ -156,20 +161,16 @@ class L1Filter(Method):
         "physically smaller network whose feature vector keeps its width, then fine-tunes (Li et al. 2017)"
     )
 
-    def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
-        out = []
-        for sparsity in sparsities:
-            check_sparsity(sparsity)
-            start = time.perf_counter()
-            model = ctx.fresh_copy()
-            names = [name for name, _ in ctx.layers(model)]
-            groups = prunable_groups(model, set(names))
-            fraction = fraction_for(model, groups, names, sparsity)
-            keep = choose_filters(model, groups, fraction)
-            shrink(model, groups, keep)
-            prune_seconds = time.perf_counter() - start
-            result = ctx.fit(model, ctx.finetune, f"{self.name} {sparsity:g}")
-            notes = {"filter_fraction": round(fraction, 4), "channels": {p: len(i) for p, i in keep.items()}}
-            epochs = ctx.dense_epochs + result.epochs
-            out.append(PrunedModel(model, sparsity, prune_seconds, result.seconds, epochs, notes))
-        return out
+    def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
+        check_sparsity(sparsity)
+        start = time.perf_counter()
+        model = ctx.fresh_copy()
+        names = [name for name, _ in ctx.layers(model)]
+        groups = prunable_groups(model, set(names))
+        fraction = fraction_for(model, groups, names, sparsity)
+        keep = choose_filters(model, groups, fraction)
+        shrink(model, groups, keep)
+        prune_seconds = time.perf_counter() - start
+        result = ctx.fit(model, ctx.finetune, f"{self.name} {sparsity:g}")
+        notes = {"filter_fraction": round(fraction, 4), "channels": {p: len(i) for p, i in keep.items()}}
+        return PrunedModel(model, sparsity, prune_seconds, result.seconds, ctx.dense_epochs + result.epochs, notes)

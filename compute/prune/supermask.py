@@ -111,10 +111,7 @@ class Supermask(Method):
     binarize: bool
     init: str | None = None  # None: the --supermask-init setting
 
-    def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
-        return [self.train_one(ctx, sparsity) for sparsity in sparsities]
-
-    def train_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
+    def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
         check_sparsity(sparsity)
         start = time.perf_counter()
         model = ctx.fresh_init()
