@@ -18,9 +18,10 @@ import torch
 from compute import data, models
 from compute.config import add_config_flags, apply_overrides
 from compute.masks import LayerPolicy
-from compute.pipeline import prunable_sparsity, prune_settings, resolve_config, resolve_device, schedules
+from compute.plan import prune_settings, resolve_config, resolve_device, schedules
 from compute.presets import get_preset
 from compute.prune import PruneContext, get_method
+from compute.sweep import prunable_sparsity
 from compute.train import TrainHooks, accuracy, steps_per_epoch, train
 
 

@@ -102,6 +102,9 @@ def report(command: str, work) -> int:
     except (InputError, SnapshotError, FileExistsError) as err:
         print(f"prunescope {command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # compute's Interrupted says how far it got
+        print(f"prunescope {command}: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     print(f"prunescope {command}: {line}")
     return 0
 

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import typing
 from dataclasses import dataclass, field
+
+from compute.schema import model_id_for
 
 
 class InputError(ValueError):
@@ -120,7 +124,10 @@ class ComputeConfig:
         23, "mantissa bits kept of each float metric (23 = exact float32; fewer compress far better)", "run"
     )
     shard: str = _flag(
-        "1/1", "run only part K of N of the sweep's (seed, method) jobs; combine the parts with prunescope merge", "run"
+        "1/1",
+        "run only part K of N of the sweep's (seed, method) jobs (auto: this task of a Slurm job array); "
+        "combine the parts with prunescope merge",
+        "run",
     )
 
     def as_dict(self) -> dict:
@@ -194,8 +201,27 @@ def apply_overrides(base: ComputeConfig, given: dict[str, object]) -> ComputeCon
     return dataclasses.replace(base, **values)
 
 
+def slurm_shard() -> str:
+    """K/N of this task of a Slurm job array (sbatch --array=A-B): K counts from 1 at A."""
+    env = os.environ
+    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX")
+    if not all(name in env for name in names):
+        raise ConfigError("--shard: 'auto' reads a Slurm job array's SLURM_ARRAY_TASK_* variables, which are not set; "
+                          "run it under sbatch --array, or give K/N")  # fmt: skip
+    try:
+        task, low, high = (int(env[name]) for name in names)
+        step = int(env.get("SLURM_ARRAY_TASK_STEP", "1"))
+    except ValueError:
+        raise ConfigError("--shard: 'auto' found SLURM_ARRAY_TASK_* variables that are not whole numbers") from None
+    if step != 1:
+        raise ConfigError(f"--shard: 'auto' needs an array with step 1 (--array={low}-{high}), not step {step}")
+    return f"{task - low + 1}/{high - low + 1}"
+
+
 def parse_shard(text: str) -> tuple[int, int]:
-    """'K/N' -> (K, N) with 1 <= K <= N."""
+    """'K/N' -> (K, N) with 1 <= K <= N; 'auto' takes K/N from a Slurm job array."""
+    if text == "auto":
+        text = slurm_shard()
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
@@ -219,15 +245,32 @@ def shard_jobs(cfg: ComputeConfig) -> list[tuple[int, str]]:
 
 
 def check_basic(cfg: ComputeConfig) -> None:
-    """Checks that need no torch: ranges and choices."""
+    """Checks that need no torch: ranges, choices, duplicates."""
     for name, f in FIELDS.items():
         choices = f.metadata["choices"]
         value = getattr(cfg, name)
         if choices and value not in choices:
             raise ConfigError(f"{flag_name(name)}: {value!r} is not allowed; choose one of {', '.join(choices)}")
+    hints = typing.get_type_hints(ComputeConfig)
+    for name in FIELDS:
+        values = getattr(cfg, name)
+        for value in values if isinstance(values, tuple) else (values,):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{flag_name(name)}: {value} is not allowed; give a finite number")
+        if typing.get_origin(hints[name]) is tuple and len(set(values)) != len(values):
+            twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+            raise ConfigError(f"{flag_name(name)}: {','.join(map(str, twice))} given twice; name each value once")
     for sparsity in cfg.sparsities:
         if not 0.0 <= sparsity < 1.0:
             raise ConfigError(f"--sparsities: {sparsity} is outside [0, 1); give fractions such as 0.5,0.9")
+    ids: dict[str, float] = {}
+    for sparsity in cfg.sparsities:  # model ids keep 4 significant digits
+        other = ids.setdefault(model_id_for("m", sparsity, 0), sparsity)
+        if other != sparsity:
+            raise ConfigError(
+                f"--sparsities: {other} and {sparsity} name the same models (ids keep 4 significant digits); "
+                "drop one or make them differ sooner"
+            )
     for severity in cfg.severities:
         if severity not in (1, 2, 3, 4, 5):
             raise ConfigError(f"--severities: {severity} is not allowed; choose from 1,2,3,4,5")
@@ -250,11 +293,15 @@ def check_basic(cfg: ComputeConfig) -> None:
         raise ConfigError(f"--cifar10c: the released files are for CIFAR-10; add --dataset cifar10 (got {cfg.dataset})")
     if not 0 <= cfg.rewind_epochs < cfg.epochs:
         raise ConfigError(
-            f"--rewind-epochs: {cfg.rewind_epochs} is not allowed; it must be 0 or more and below --epochs ({cfg.epochs})"
+            f"--rewind-epochs: {cfg.rewind_epochs} is not allowed; "
+            f"it must be 0 or more and below --epochs ({cfg.epochs})"
         )
     for name in ("lr", "finetune_lr", "supermask_lr", "grasp_temperature"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be positive")
+    for name in ("weight_decay", "warmup_epochs"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be 0 or more")
+    if not 0 <= cfg.momentum < 1:
+        raise ConfigError(f"--momentum: {cfg.momentum} is not allowed; it must be at least 0 and below 1")
     parse_shard(cfg.shard)
-    if len(set(cfg.methods)) != len(cfg.methods):
-        raise ConfigError(f"--methods: {','.join(cfg.methods)} names a method twice")

@@ -1,10 +1,10 @@
 """Writing and opening snapshot folders (torch-free).
 
-A snapshot is built in a hidden temporary folder beside its destination. Every file is
-written under a temporary name and renamed into place; the manifest, which says
-`complete: true`, is written last; then the folder is renamed to its destination. A crash
-at any point leaves either the old snapshot or nothing at the destination, never half a
-snapshot.
+A snapshot is built in the hidden work folder beside its destination (compute.output).
+Every file is written under a temporary name, fsynced and renamed into place; the
+manifest, which says `complete: true`, is written last; then the folder is renamed to its
+destination. A crash at any point leaves the old or the new snapshot reachable, never half
+a snapshot at the destination.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from compute import schema
+from compute.output import OutputSlot, check_target, write_atomic, write_bytes_atomic, write_json_atomic
 
 
 class SnapshotError(Exception):
@@ -29,33 +29,20 @@ class SnapshotError(Exception):
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """zstd Parquet, written under a temporary name and renamed into place.
+    """zstd Parquet, written under a temporary name, fsynced and renamed into place.
 
     Float columns use the BYTE_STREAM_SPLIT encoding (lossless; zstd then compresses the
     exponent bytes apart from the mantissa bytes, about 40 % smaller per-sample metrics)
     and skip dictionary encoding, which only helps the integer and string columns.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
     others = [f.name for f in table.schema if f.name not in floats]
-    try:
-        pq.write_table(
+    write_atomic(
+        path,
+        lambda tmp: pq.write_table(
             table, tmp, use_byte_stream_split=floats or False, use_dictionary=others or False, **schema.PARQUET_OPTIONS
-        )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        ),
+    )
 
 
 def conform(table: pa.Table | pl.DataFrame, target: pa.Schema, what: str) -> pa.Table:
@@ -68,24 +55,29 @@ def conform(table: pa.Table | pl.DataFrame, target: pa.Schema, what: str) -> pa.
     return table.select(target.names).cast(target)
 
 
-class SnapshotWriter:
-    """Builds a snapshot in a temporary folder and moves it into place on `finish`.
+def metrics_table(model_id: str, table: pa.Table | pl.DataFrame) -> pa.Table:
+    """A model's per-sample rows in the snapshot's schema, sorted by condition so that a
+    filter on condition_id skips whole row groups."""
+    table = conform(table, schema.METRICS_SCHEMA, f"metrics of {model_id}")
+    return table.sort_by([("condition_id", "ascending"), ("sample_id", "ascending")])
 
-    Use as a context manager: leaving the block by an exception removes the temporary
-    folder and leaves the destination untouched.
+
+class SnapshotWriter:
+    """Builds a snapshot in the locked work folder beside `out` and places it on `finish`.
+
+    `out` is checked first (see compute.output): a command never replaces anything but a
+    snapshot (with `overwrite`) or an empty folder. Use as a context manager: leaving the
+    block by an exception removes the half-written snapshot and leaves `out` untouched.
+    With a `slot` (compute's resumable work folder) the work folder outlives a failure.
     """
 
-    def __init__(self, out: str | Path, overwrite: bool = False):
-        self.final = Path(out)
-        if self.final.exists() and not overwrite:
-            raise FileExistsError(
-                f"{self.final} already exists; pass --overwrite to replace it or choose another --out"
-            )
-        if self.final.exists() and not self.final.is_dir():
-            raise FileExistsError(f"{self.final} exists and is not a folder; choose another --out")
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.final.parent / f".{self.final.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
+    def __init__(self, out: str | Path, overwrite: bool = False, slot: OutputSlot | None = None):
+        self.slot = slot or OutputSlot(check_target(out, overwrite))
+        self.owns_slot = slot is None
+        if self.owns_slot:
+            self.slot.open(overwrite)
+        self.final = self.slot.target.path
+        self.tmp = self.slot.fresh_staging()
         self.finished = False
 
     def __enter__(self) -> SnapshotWriter:
@@ -96,7 +88,10 @@ class SnapshotWriter:
             self.abort()
 
     def abort(self) -> None:
+        self.slot.restore()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.owns_slot:
+            self.slot.remove()
 
     def write_table(self, name: str, table: pa.Table | pl.DataFrame) -> None:
         target = schema.TABLE_SCHEMAS.get(name) or schema.OPTIONAL_SCHEMAS[name]
@@ -105,42 +100,31 @@ class SnapshotWriter:
     def write_metrics(self, model_id: str, table: pa.Table | pl.DataFrame, part: int = 0) -> None:
         folder = self.tmp / schema.metrics_partition(schema.check_model_id(model_id))
         folder.mkdir(parents=True, exist_ok=True)
-        table = conform(table, schema.METRICS_SCHEMA, f"metrics of {model_id}")
-        # sorted by condition so a filter on condition_id skips whole row groups
-        table = table.sort_by([("condition_id", "ascending"), ("sample_id", "ascending")])
-        write_parquet_atomic(table, folder / f"part-{part}.parquet")
+        write_parquet_atomic(metrics_table(model_id, table), folder / f"part-{part}.parquet")
 
     def write_file(self, relative: str, data: bytes) -> None:
         """Any other file of the snapshot (model checkpoints), written atomically."""
-        self._place(relative, lambda tmp: tmp.write_bytes(data))
-
-    def copy_file(self, relative: str, source: Path) -> None:
-        """A file of another snapshot, copied as it is (merging shards), atomically."""
-        self._place(relative, lambda tmp: shutil.copyfile(source, tmp))
-
-    def _place(self, relative: str, fill) -> None:
         path = self.tmp / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        write_bytes_atomic(path, data)
+
+    def copy_file(self, relative: str, source: Path) -> None:
+        """A file written elsewhere (a shard, the work folder), linked or copied as it is."""
+        path = self.tmp / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fill(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+            os.link(source, path)  # instant, and the source stays for a resumed run
+        except OSError:
+            write_atomic(path, lambda tmp: shutil.copyfile(source, tmp))
 
     def finish(self, manifest: dict[str, Any]) -> Path:
-        """Write the manifest last, then move the folder to its destination."""
+        """Write the manifest last, then move the snapshot to its destination."""
         manifest = {"schema_version": schema.SCHEMA_VERSION, **manifest, "complete": True}
         write_json_atomic(manifest, self.tmp / schema.MANIFEST)
-        old = None
-        if self.final.exists():
-            old = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.final, old)
-        os.replace(self.tmp, self.final)
+        path = self.slot.place()
         self.finished = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.final
+        self.slot.remove()
+        return path
 
 
 # --- reading ---------------------------------------------------------------------

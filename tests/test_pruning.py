@@ -20,7 +20,6 @@ from compute.masks import (
     prunable_layers,
     set_masks,
 )
-from compute.pipeline import prunable_sparsity
 from compute.prune import METHODS, PruneContext, PruneSettings, get_method
 from compute.prune.allocation import erk_densities, global_masks, keep_counts, select_masks
 from compute.prune.at_init import class_balanced_halves, grasp_saliency, snip_saliency, synflow_saliency
@@ -29,6 +28,7 @@ from compute.prune.dynamic import MaskUpdater, drop_fraction
 from compute.prune.iterative import round_plan
 from compute.prune.structured import choose_filters, fraction_for, mask_filters, prunable_groups, shrink
 from compute.prune.supermask import BinaryTopK, TopK, effective_weight, mask_drift, unrelated_drift
+from compute.sweep import prunable_sparsity
 from compute.train import TrainConfig, TrainHooks, make_optimizer, train
 
 

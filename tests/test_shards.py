@@ -114,3 +114,26 @@ def test_bad_shard_flags_stop_before_any_work(tmp_path, value, message):
     result = run_cli("compute", "--preset", "tiny", "--shard", value, "--out", str(tmp_path / "s"), "--quiet")
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_shard_auto_takes_k_of_n_from_a_slurm_job_array(monkeypatch):
+    from compute.config import parse_shard
+    from compute.plan import resolve_config
+
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "8")  # sbatch --array=5-8: the third of four tasks
+    assert parse_shard("auto") == (3, 4)
+    cfg = resolve_config(ComputeConfig(methods=("dense", "random", "magnitude", "snip"), shard="auto"))
+    assert cfg.shard == "3/4"  # the manifest records the concrete part
+    monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "2")
+    with pytest.raises(ConfigError, match="step 1"):
+        parse_shard("auto")
+
+
+def test_shard_auto_outside_slurm_says_what_it_needs(tmp_path, monkeypatch):
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"):
+        monkeypatch.delenv(name, raising=False)
+    result = run_cli("compute", "--preset", "tiny", "--shard", "auto", "--out", str(tmp_path / "s"), "--quiet")
+    assert result.returncode == 2 and "sbatch --array" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()

@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from compute import schema, snapshot
+from compute.config import InputError
 from compute.snapshot import SnapshotError, SnapshotWriter
 from compute.validate import check_snapshot
 from compute.validate import main as validate
@@ -80,13 +81,14 @@ def test_a_killed_writer_leaves_only_a_hidden_folder_that_never_validates(tiny_s
     writer = SnapshotWriter(out)
     copy_tables(tiny_snapshot, writer)  # the process "dies" here: no finish, no cleanup
     assert not out.exists()
-    assert writer.tmp.name.startswith(".")
+    assert writer.tmp.parent.name.startswith(".")  # inside the hidden work folder
     assert validate(str(writer.tmp)) == 2
+    writer.slot.release()
     assert store.list_snapshots(tmp_path) == [] or all(e.error for e in store.list_snapshots(tmp_path))
 
 
 def test_existing_folder_needs_overwrite(tiny_snapshot):
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(InputError, match="--overwrite"):
         SnapshotWriter(tiny_snapshot)
 
 

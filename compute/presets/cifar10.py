@@ -12,6 +12,7 @@ PRESET = ComputeConfig(
     n_test=0,
     architecture="resnet20",
     methods=("all",),
+    corruptions=("all",),
     sparsities=(0.5, 0.8, 0.9, 0.95, 0.98),
     epochs=160,
     finetune_epochs=40,

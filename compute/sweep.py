@@ -1,0 +1,199 @@
+"""Train and prune: the dense model of each seed, then every method's models, one at a time.
+
+Each model is checkpointed in the work folder as soon as it is trained and handed on for
+evaluation; only the dense parents and the model in hand stay in memory. What an earlier,
+interrupted run finished is loaded instead of trained again.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compute import data, models, schema
+from compute.checkpoints import fit_to_state
+from compute.config import ComputeConfig, InputError, shard_jobs
+from compute.masks import LayerPolicy, count_flops, count_parameters, prunable_layers
+from compute.plan import planned_models, prune_settings, schedules
+from compute.prune import PruneContext, PrunedModel, get_method
+from compute.train import TrainHooks, steps_per_epoch, train
+from compute.workdir import WorkFolder
+
+
+@dataclass
+class Trained:
+    """A model ready for evaluation, and its row of models.parquet (without clean accuracy)."""
+
+    record: dict
+    model: nn.Module
+
+
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict, to check that shards pruned the same dense model."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def prunable_sparsity(model: nn.Module, parent: nn.Module, policy: LayerPolicy) -> float:
+    """1 - nonzero prunable weights / the dense parent's prunable weights.
+
+    For unstructured methods the two totals are equal; a structurally pruned model is
+    smaller, and its removed filters count as pruned.
+    """
+    parent_total = sum(m.weight.numel() for _, m in prunable_layers(parent, policy))
+    modules = dict(model.named_modules())
+    nonzero = sum(int((modules[name].weight != 0).sum()) for name, _ in prunable_layers(parent, policy))
+    return 1.0 - nonzero / parent_total
+
+
+def check_finite(model: nn.Module, model_id: str, cfg: ComputeConfig) -> None:
+    """A model whose training diverged stops the run with a line that says what to change."""
+    if not all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()):
+        raise InputError(
+            f"training diverged for {model_id} (its weights are not finite); lower the learning rate "
+            f"(--lr {cfg.lr:g}, --finetune-lr {cfg.finetune_lr:g}, --supermask-lr {cfg.supermask_lr:g})"
+        )
+
+
+class Sweep:
+    """This shard's models, each yielded once trained (or loaded from the work folder)."""
+
+    def __init__(self, cfg: ComputeConfig, dataset: data.Dataset, work: WorkFolder, device: torch.device, progress):
+        self.cfg, self.dataset, self.work, self.device, self.progress = cfg, dataset, work, device, progress
+        mean, std = dataset.channel_stats()
+        self.spec = models.ModelSpec(cfg.architecture, dataset.num_classes, tuple(mean), tuple(std))
+        self.plans = schedules(cfg)
+        self.policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
+        self.rewind_step = round(cfg.rewind_epochs * steps_per_epoch(len(dataset.train_labels), cfg.batch_size))
+        self.planned = planned_models(cfg)
+        self.fingerprints: dict[str, str] = {}
+
+    @property
+    def schedule(self) -> dict:
+        return {
+            **{name: plan.as_dict() for name, plan in self.plans.items()},
+            "rewind_step": self.rewind_step,
+            **self.policy.as_dict(),
+        }
+
+    def models(self) -> Iterator[Trained]:
+        """Every planned model that is not evaluated yet, in the sweep's order per seed."""
+        jobs = shard_jobs(self.cfg)
+        for seed in sorted({seed for seed, _ in jobs}):
+            methods = [method for job_seed, method in jobs if job_seed == seed]
+            wanted = [p for p in self.planned if p.seed == seed and not self.work.evaluated(p.model_id)]
+            if not wanted:
+                self.fingerprints[schema.model_id_for("dense", 0.0, seed)] = self.work.load_dense(seed)[1]["sha256"]
+                continue
+            dense, ctx = self.dense(seed)
+            for method in methods:
+                yield from self.method_models(method, seed, dense, ctx)
+
+    def dense(self, seed: int) -> tuple[nn.Module, PruneContext]:
+        """The seed's trained dense model and the context its methods prune it in."""
+        dense_id = schema.model_id_for("dense", 0.0, seed)
+        torch.manual_seed(seed)
+        dense = models.build(self.spec)
+        prunable_layers(dense, self.policy)  # fail early on an architecture with nothing to prune
+        if self.work.dense_done(seed):
+            states, info = self.work.load_dense(seed)
+            dense.load_state_dict(states["model"])
+            init_state, rewind_state = states["init"], states["rewind"]
+        else:
+            init_state = copy.deepcopy(dense.state_dict())
+            result = train(
+                dense, self.dataset, self.plans["dense"], seed=seed, device=self.device, desc=f"dense s{seed}",
+                progress=self.progress, hooks=TrainHooks(capture_step=self.rewind_step),
+            )  # fmt: skip
+            check_finite(dense, dense_id, self.cfg)
+            rewind_state = result.captured
+            info = {"seconds": result.seconds, "epochs": result.epochs, "sha256": fingerprint(dense)}
+            self.work.save_dense(seed, {"init": init_state, "rewind": rewind_state, "model": dense.state_dict()}, info)
+        dense.to(self.device).eval()
+        self.fingerprints[dense_id] = info["sha256"]
+        self.dense_info = info
+        ctx = PruneContext(
+            dense=dense, init_state=init_state, rewind_state=rewind_state, data=self.dataset,
+            dense_schedule=self.plans["dense"], rewind_step=self.rewind_step, finetune=self.plans["finetune"],
+            rounds=self.plans["rounds"], sparse=self.plans["sparse"], supermask=self.plans["supermask"],
+            settings=prune_settings(self.cfg), policy=self.policy, seed=seed, device=self.device,
+            progress=self.progress,
+        )  # fmt: skip
+        return dense, ctx
+
+    def method_models(self, name: str, seed: int, dense: nn.Module, ctx: PruneContext) -> Iterator[Trained]:
+        dense_id = schema.model_id_for("dense", 0.0, seed)
+        if name == "dense":
+            if not self.work.evaluated(dense_id):
+                info = self.dense_info
+                record = self.record(dense_id, "dense", "dense", 0.0, seed, dense, dense, info["seconds"], 0.0)
+                record["train_epochs"] = info["epochs"]
+                self.work.save_trained(record, dense)
+                yield Trained(record, dense)
+            return
+        method = get_method(name)
+        sparsities = list(self.cfg.sparsities)
+        ids = {s: schema.model_id_for(name, s, seed) for s in sparsities}
+        trained = {s for s in sparsities if self.work.trained(ids[s])}
+        for sparsity in trained:  # checkpointed before an interruption, not yet evaluated
+            if not self.work.evaluated(ids[sparsity]):
+                yield Trained(self.work.record(ids[sparsity]), self.load(ids[sparsity], dense))
+        finished = {s: (lambda s=s: self.resume_point(ids[s], dense)) for s in trained}
+        for pruned in method.models(ctx, sparsities, finished):
+            model_id = ids[pruned.target_sparsity]
+            check_finite(pruned.model, model_id, self.cfg)
+            record = self.record(
+                model_id, name, method.family, pruned.target_sparsity, seed, pruned.model, dense,
+                pruned.train_seconds, pruned.prune_seconds,
+            )  # fmt: skip
+            record["train_epochs"] = pruned.train_epochs
+            record["notes"] = pruned.notes
+            self.work.save_trained(record, pruned.model)
+            yield Trained(record, pruned.model)
+
+    def record(self, model_id, method, family, target, seed, model, parent, train_s, prune_s) -> dict:
+        total, nonzero = count_parameters(model)
+        return {
+            "model_id": model_id,
+            "method": method,
+            "family": family,
+            "target_sparsity": target,
+            "sparsity": prunable_sparsity(model, parent, self.policy),
+            "params_total": total,
+            "params_nonzero": nonzero,
+            "flops": count_flops(model, self.dataset.image_shape),
+            "seed": seed,
+            "parent_id": schema.model_id_for("dense", 0.0, seed),
+            "train_seconds": train_s,
+            "prune_seconds": prune_s,
+            "train_epochs": 0.0,
+            "notes": {},
+        }
+
+    def load(self, model_id: str, dense: nn.Module) -> nn.Module:
+        """A checkpointed model, in the shape its checkpoint has (structured pruning)."""
+        state = self.work.checkpoint(model_id)
+        model = fit_to_state(copy.deepcopy(dense), state)
+        model.load_state_dict(state)
+        return model.to(self.device).eval()
+
+    def resume_point(self, model_id: str, dense: nn.Module) -> PrunedModel:
+        record = self.work.record(model_id)
+        return PrunedModel(
+            self.load(model_id, dense), record["target_sparsity"], record["prune_seconds"], record["train_seconds"],
+            record["train_epochs"], record["notes"],
+        )  # fmt: skip
+
+
+def whole_epochs(epochs: float) -> int:
+    """The train_epochs column: epochs rounded half up (fractional rewinding can leave halves)."""
+    return math.floor(epochs + 0.5)

@@ -1,0 +1,156 @@
+"""The durable state of a compute run, in its work folder: what a killed run leaves for the next.
+
+Besides what every command keeps there (compute.output), `prunescope compute` keeps
+
+    run.json                  the configuration it computes; a run of another one is never mixed in
+    conditions/<id>.npy       the test images under each corrupted condition, uint8, made once
+    dense/s<seed>/            each seed's dense model at initialisation, at the rewind step and
+                              trained (init.pt, rewind.pt, model.pt) and dense.json
+    models/<model_id>/        checkpoint.pt and model.json once trained; metrics.parquet,
+                              classes.parquet and embedding.parquet once evaluated, then the
+                              marker evaluated.json
+
+Every file is written atomically and the marker of a step last, so a step either finished
+or is redone. Running the same command again resumes: it skips what is finished and redoes
+at most the model that was in progress.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from compute import schema
+from compute.config import ComputeConfig, InputError
+from compute.output import OutputSlot, Target, write_atomic, write_bytes_atomic, write_json_atomic
+from compute.snapshot import metrics_table, write_parquet_atomic
+
+#: configuration fields that only shape what the snapshot keeps, not what is computed
+NOT_COMPUTED = ("checkpoints", "thumbnail_samples", "device")
+
+MODEL_TABLES = ("metrics", "classes", "embedding")
+
+
+def run_identity(cfg: ComputeConfig) -> dict:
+    values = {k: v for k, v in cfg.as_dict().items() if k not in NOT_COMPUTED}
+    return {"schema_version": schema.SCHEMA_VERSION, "config": json.loads(json.dumps(values))}
+
+
+class WorkFolder(OutputSlot):
+    def __init__(self, target: Target, cfg: ComputeConfig):
+        super().__init__(target)
+        self.cfg = cfg
+
+    def open_run(self, overwrite: bool) -> tuple[int, str | None]:
+        """Lock the folder and check that it holds this configuration's run (or nothing yet).
+        Returns the number of models already evaluated and what `recover` did."""
+        recovered = self.open(overwrite)
+        try:
+            wanted = run_identity(self.cfg)
+            path = self.root / "run.json"
+            if path.exists():
+                try:
+                    found = json.loads(path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    found = {}
+                if found != wanted:
+                    old, new = found.get("config", {}), wanted["config"]
+                    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+                    what = ", ".join(differing) + " differ" if differing else "written by another version"
+                    raise InputError(
+                        f"{self.root} holds an interrupted run of another configuration ({what}); finish it with "
+                        f"its own command, or remove it with: rm -r '{self.root}'"
+                    )
+            else:
+                write_json_atomic(wanted, path)
+        except BaseException:
+            self.release()
+            raise
+        done = sum(1 for _ in (self.root / "models").glob("*/evaluated.json"))
+        return done, recovered
+
+    def holds_trained_models(self) -> bool:
+        return any((self.root / "dense").glob("*/dense.json"))
+
+    # -- corrupted test images
+
+    def condition_path(self, condition_id: int) -> Path:
+        folder = self.root / "conditions"
+        folder.mkdir(exist_ok=True)
+        return folder / f"{condition_id}.npy"
+
+    def save_condition(self, condition_id: int, images: np.ndarray) -> None:
+        def fill(tmp: Path) -> None:
+            with tmp.open("wb") as file:  # a file object: np.save would append .npy to a name
+                np.save(file, images)
+
+        write_atomic(self.condition_path(condition_id), fill)
+
+    # -- dense models
+
+    def dense_dir(self, seed: int) -> Path:
+        return self.root / "dense" / f"s{seed}"
+
+    def dense_done(self, seed: int) -> bool:
+        return (self.dense_dir(seed) / "dense.json").is_file()
+
+    def save_dense(self, seed: int, states: dict[str, dict], record: dict) -> None:
+        folder = self.dense_dir(seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, state in states.items():
+            write_bytes_atomic(folder / f"{name}.pt", state_bytes(state))
+        write_json_atomic(record, folder / "dense.json")
+
+    def load_dense(self, seed: int) -> tuple[dict[str, dict], dict]:
+        folder = self.dense_dir(seed)
+        states = {name: load_state(folder / f"{name}.pt") for name in ("init", "rewind", "model")}
+        return states, json.loads((folder / "dense.json").read_text())
+
+    # -- pruned (and dense) models of the snapshot
+
+    def model_dir(self, model_id: str) -> Path:
+        return self.root / "models" / schema.check_model_id(model_id)
+
+    def trained(self, model_id: str) -> bool:
+        return (self.model_dir(model_id) / "model.json").is_file()
+
+    def evaluated(self, model_id: str) -> bool:
+        return (self.model_dir(model_id) / "evaluated.json").is_file()
+
+    def save_trained(self, record: dict, model: nn.Module) -> None:
+        folder = self.model_dir(record["model_id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(folder / "checkpoint.pt", state_bytes(model.state_dict()))
+        write_json_atomic(record, folder / "model.json")
+
+    def record(self, model_id: str) -> dict:
+        return json.loads((self.model_dir(model_id) / "model.json").read_text())
+
+    def checkpoint(self, model_id: str) -> dict[str, torch.Tensor]:
+        return load_state(self.model_dir(model_id) / "checkpoint.pt")
+
+    def save_evaluated(self, model_id: str, tables: dict[str, pl.DataFrame]) -> None:
+        folder = self.model_dir(model_id)
+        write_parquet_atomic(metrics_table(model_id, tables["metrics"]), folder / "metrics.parquet")
+        for name in ("classes", "embedding"):
+            write_parquet_atomic(tables[name].to_arrow(), folder / f"{name}.parquet")
+        write_json_atomic({"model_id": model_id}, folder / "evaluated.json")
+
+    def table(self, model_id: str, name: str) -> Path:
+        return self.model_dir(model_id) / f"{name}.parquet"
+
+
+def state_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
+    return buffer.getvalue()
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
