@@ -74,7 +74,8 @@ def cmd_compute(args: argparse.Namespace) -> int:
         cfg = apply_overrides(get_preset(args.preset), given)
         from compute.pipeline import run
 
-        return run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet).line()
+        summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        return "\n".join([summary.line(), *(f"note: {note}" for note in summary.notes())])
 
     return report("compute", work)
 
@@ -102,10 +103,16 @@ def report(command: str, work) -> int:
     except (InputError, SnapshotError, FileExistsError) as err:
         print(f"prunescope {command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path that cannot be written or read: disk full, permissions, a vanished folder
+        where = f": {err.filename}" if err.filename else ""
+        print(f"prunescope {command}: error: {err.strerror or err}{where}; check that path and its permissions",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt as err:  # compute's Interrupted says how far it got
         print(f"prunescope {command}: {err or 'interrupted'}", file=sys.stderr)
         return 130
-    print(f"prunescope {command}: {line}")
+    for text in line.splitlines():
+        print(f"prunescope {command}: {text}")
     return 0
 
 

@@ -18,6 +18,7 @@ from compute import schema
 from compute.config import InputError
 from compute.output import check_target
 from compute.snapshot import SnapshotWriter, read_manifest
+from compute.validate import Violation, check_file_schema, metric_partitions
 
 PER_MODEL_TABLES = (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING)
 SHARED_TABLES = (schema.CONDITIONS, schema.SAMPLES)
@@ -33,6 +34,14 @@ def check_parts(paths: list[Path]) -> list[tuple[Path, dict]]:
     for path, manifest in zip(paths, manifests, strict=True):
         if "shard" not in manifest:
             raise InputError(f"{path} is not a shard; merge parts written by prunescope compute --shard K/N")
+        if "config" not in manifest:
+            raise InputError(f"{path}/{schema.MANIFEST} has no config; merge parts written by prunescope compute")
+        try:  # every per-sample file readable and of the schema, before anything is written
+            for folder in metric_partitions(path):
+                for file in sorted(folder.iterdir()):
+                    check_file_schema(file, str(file.relative_to(path)), schema.METRICS_SCHEMA)
+        except Violation as err:
+            raise InputError(f"{path} is damaged ({err}); recompute that shard, then merge again") from None
     count = manifests[0]["shard"]["count"]
     indices = sorted(m["shard"]["index"] for m in manifests)
     if any(m["shard"]["count"] != count for m in manifests) or indices != list(range(1, count + 1)):

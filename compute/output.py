@@ -245,3 +245,21 @@ class OutputSlot:
         os.replace(self.staging, path)
         fsync_path(path.parent)
         return path
+
+
+def stale_work_folders(parent: Path) -> list[Path]:
+    """Work folders in `parent` that no live command holds: left by a killed run."""
+    stale = []
+    for folder in sorted(Path(parent).glob(f".*{WORK_SUFFIX}")):
+        lock = folder / "LOCK"
+        if not lock.is_file():
+            continue
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            stale.append(folder)
+        except BlockingIOError:
+            pass  # a live command works there
+        finally:
+            os.close(fd)
+    return stale

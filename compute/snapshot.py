@@ -129,29 +129,52 @@ class SnapshotWriter:
 
 # --- reading ---------------------------------------------------------------------
 
-REBUILD_HINT = "prunescope compute --preset demo --out data/demo --overwrite"
+DEMO_COMMAND = "prunescope compute --preset demo --out data/demo --overwrite"
+
+#: manifest fields the readers rely on, and the JSON type each must have
+MANIFEST_FIELDS = {
+    "dataset": dict, "storage": dict, "counts": dict, "config": dict, "shard": dict, "parents": dict,
+    "model_notes": dict, "methods": dict,
+}  # fmt: skip
+
+
+def rebuild_hint(path: str | Path) -> str:
+    """How to rebuild the snapshot at `path`: the demo's own command, or the one that wrote it."""
+    path = Path(path)
+    if path.name == "demo":
+        return f"prunescope compute --preset demo --out {path} --overwrite"
+    return f"run the prunescope compute (or merge) command that wrote it again with --out {path} --overwrite"
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of a complete snapshot of a known schema version, else SnapshotError."""
     path = Path(path)
+    hint = rebuild_hint(path)
     if not path.is_dir():
-        raise SnapshotError(f"{path} is not a folder; build a snapshot with `{REBUILD_HINT}`")
+        raise SnapshotError(f"{path} is not a folder; build a snapshot there ({hint})")
     manifest_path = path / schema.MANIFEST
     if not manifest_path.is_file():
-        raise SnapshotError(
-            f"{path} has no {schema.MANIFEST}, so it is not a complete snapshot; rebuild it with `{REBUILD_HINT}`"
-        )
+        raise SnapshotError(f"{path} has no {schema.MANIFEST}, so it is not a complete snapshot; rebuild it: {hint}")
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SnapshotError(f"{manifest_path} is not readable JSON ({err}); rebuild it with `{REBUILD_HINT}`") from err
+        raise SnapshotError(f"{manifest_path} is not readable JSON ({err}); rebuild it: {hint}") from err
     if not isinstance(manifest, dict) or manifest.get("complete") is not True:
-        raise SnapshotError(f"{manifest_path} does not mark the snapshot complete; rebuild it with `{REBUILD_HINT}`")
+        raise SnapshotError(f"{manifest_path} does not mark the snapshot complete; rebuild it: {hint}")
     try:
         schema.check_schema_version(manifest.get("schema_version"))
     except schema.SchemaVersionError as err:
-        raise SnapshotError(str(err)) from err
+        raise SnapshotError(f"{path}: {err}") from err
+    for name, kind in MANIFEST_FIELDS.items():
+        if name in manifest and not isinstance(manifest[name], kind):
+            found = type(manifest[name]).__name__
+            raise SnapshotError(f"{manifest_path}: field {name!r} must be a JSON object, not {found}; {hint}")
+    bits = manifest.get("storage", {}).get("metric_bits", 23)
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 23:
+        raise SnapshotError(f"{manifest_path}: storage.metric_bits must be a whole number 1-23, not {bits!r}; {hint}")
+    shard = manifest.get("shard")
+    if shard is not None and not all(isinstance(shard.get(k), int) for k in ("index", "count")):
+        raise SnapshotError(f"{manifest_path}: shard must hold whole numbers index and count; rebuild it: {hint}")
     return manifest
 
 

@@ -53,7 +53,7 @@ def _logical(dtype: pa.DataType) -> pa.DataType:
     return dtype
 
 
-def _check_schema(path: Path, name: str, expected) -> None:
+def check_file_schema(path: Path, name: str, expected) -> None:
     try:
         found = pq.read_schema(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file is a violation
@@ -77,30 +77,53 @@ def _close(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     return both_nan | ((a - b).abs() <= ABS_TOL + REL_TOL * b.abs())
 
 
+def metric_partitions(path: Path) -> list[Path]:
+    """The model_id=<id> folders of metrics/, each holding Parquet files only; anything else
+    there (a stray or nested file, a symbolic link that may point anywhere or loop) is a
+    violation, found before any scan would follow it."""
+    root = path / schema.METRICS_DIR
+    if root.is_symlink() or not root.is_dir():
+        raise Violation(schema.METRICS_DIR, "*", "is missing or a symbolic link; a snapshot holds its own files")
+    partitions = sorted(root.iterdir())
+    if not partitions:
+        raise Violation(schema.METRICS_DIR, "*", "holds no model_id=<id> partition")
+    for folder in partitions:
+        where = f"{schema.METRICS_DIR}/{folder.name}"
+        if folder.is_symlink():
+            raise Violation(where, "*", "is a symbolic link; a snapshot holds its own files")
+        if not folder.is_dir() or not folder.name.startswith("model_id="):
+            raise Violation(where, "*", "is not a model_id=<id> folder; remove it")
+        entries = sorted(folder.iterdir())
+        if not entries:
+            raise Violation(where, "*", "holds no Parquet file")
+        for entry in entries:
+            if entry.is_symlink() or not entry.is_file() or entry.suffix != ".parquet":
+                raise Violation(f"{where}/{entry.name}", "*", "is not a Parquet file of the partition; remove it")
+    return partitions
+
+
 def check_snapshot(path: str | Path) -> dict:
     """Raise SnapshotError if `path` is not a readable snapshot, Violation on the first
     broken invariant; return counts when all hold."""
     path = Path(path)
     manifest = read_manifest(path)
     for name, expected in schema.TABLE_SCHEMAS.items():
+        if (path / name).is_symlink():
+            raise Violation(name, "*", "is a symbolic link; a snapshot holds its own files")
         if not (path / name).is_file():
             raise Violation(name, "*", "file is missing")
-        _check_schema(path / name, name, expected)
-    partitions = sorted((path / schema.METRICS_DIR).glob("model_id=*"))
-    if not partitions:
-        raise Violation(schema.METRICS_DIR, "*", "holds no model_id=<id> partition")
+        check_file_schema(path / name, name, expected)
+    partitions = metric_partitions(path)
     for folder in partitions:
-        files = sorted(folder.glob("*.parquet"))
-        if not files:
-            raise Violation(f"{schema.METRICS_DIR}/{folder.name}", "*", "holds no Parquet file")
-        for file in files:
-            _check_schema(file, str(file.relative_to(path)), schema.METRICS_SCHEMA)
+        for file in sorted(folder.iterdir()):
+            check_file_schema(file, str(file.relative_to(path)), schema.METRICS_SCHEMA)
 
     models = pl.read_parquet(path / schema.MODELS)
     conditions = pl.read_parquet(path / schema.CONDITIONS)
     samples = pl.read_parquet(path / schema.SAMPLES, columns=["sample_id", "label"])
     _unique(models, ["model_id"], schema.MODELS)
     _unique(conditions, ["condition_id"], schema.CONDITIONS)
+    _unique(conditions, ["corruption", "severity"], schema.CONDITIONS)
     _unique(samples, ["sample_id"], schema.SAMPLES)
 
     # models
@@ -161,7 +184,13 @@ def check_snapshot(path: str | Path) -> dict:
             "is positive on a wrong prediction or negative on a right one",
             (pl.col("correct") & (pl.col("logit_margin") < 0)) | (~pl.col("correct") & (pl.col("logit_margin") > 0)),
         ),
-        ("logit_margin", "is NaN", pl.col("logit_margin").is_nan()),
+        ("logit_margin", "is NaN or infinite", ~pl.col("logit_margin").is_finite()),
+        ("geom_margin", "is NaN or infinite", ~pl.col("geom_margin").is_finite()),
+        ("loss", "is NaN", pl.col("loss").is_nan()),
+        *[
+            (angle, "is NaN where the feature vector is not zero", pl.col(angle).is_nan() & (pl.col("feat_norm") != 0))
+            for angle in ("angle_true", "angle_pred")
+        ],
         (
             "geom_margin",
             "has a sign that disagrees with logit_margin",
@@ -177,7 +206,8 @@ def check_snapshot(path: str | Path) -> dict:
             "outside [0, 180] and not NaN",
             ~(pl.col("angle_pred").is_between(0, 180) | pl.col("angle_pred").is_nan()),
         ),
-        ("feat_norm", "is negative or NaN", ~(pl.col("feat_norm") >= 0)),
+        # polars orders NaN above every number, so NaN >= 0 holds: test finiteness too
+        ("feat_norm", "is negative, NaN or infinite", ~(pl.col("feat_norm").is_finite() & (pl.col("feat_norm") >= 0))),
         ("p_true", "outside [0, 1]", ~pl.col("p_true").is_between(0, 1)),
         (
             "confidence",
@@ -282,6 +312,9 @@ def main(path: str) -> int:
         counts = check_snapshot(path)
     except SnapshotError as err:
         print(f"prunescope validate: {err}")
+        return 2
+    except OSError as err:  # a folder that cannot be listed or read at all
+        print(f"prunescope validate: {path} cannot be read ({err.strerror or err}); check the path and its permissions")
         return 2
     except Violation as err:
         print(f"prunescope validate: {path}/{err}")

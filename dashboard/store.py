@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from compute import schema
-from compute.snapshot import REBUILD_HINT, SnapshotError, read_manifest
+from compute.snapshot import SnapshotError, read_manifest, rebuild_hint
 from compute.snapshot import scan_metrics as _scan_all_metrics
 
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +51,11 @@ def _looks_like_snapshot(path: Path) -> bool:
     return (path / schema.MANIFEST).exists() or (path / schema.METRICS_DIR).is_dir() or any(path.glob("*.parquet"))
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """A folder, or a link to one, that lies within `root`: the app serves nothing beyond it."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def list_snapshots(root: Path | None = None) -> list[SnapshotEntry]:
     """Snapshot folders directly under `root` (or `root` itself), damaged ones included."""
     root = Path(root or data_root())
@@ -58,7 +63,9 @@ def list_snapshots(root: Path | None = None) -> list[SnapshotEntry]:
         return []
     candidates = [root] if _looks_like_snapshot(root) else []
     candidates += sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _looks_like_snapshot(p)
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and _inside(p, root) and _looks_like_snapshot(p)
     )
     entries = []
     for path in candidates:
@@ -96,12 +103,12 @@ def _read(path: Path, name: str, columns: Sequence[str] | None = None) -> pl.Dat
         return pl.read_parquet(path / name, columns=list(columns) if columns else None)
     except FileNotFoundError as err:
         raise SnapshotError(
-            f"{path.name}/{name} is missing, so the snapshot is damaged; rebuild it with `{REBUILD_HINT}`"
+            f"{path.name}/{name} is missing, so the snapshot is damaged; rebuild it: {rebuild_hint(path)}"
         ) from err
     except Exception as err:  # noqa: BLE001 - any unreadable file means a damaged snapshot
         raise SnapshotError(
             f"{path.name}/{name} cannot be read ({type(err).__name__}), so the snapshot is damaged; "
-            f"rebuild it with `{REBUILD_HINT}`"
+            f"rebuild it: {rebuild_hint(path)}"
         ) from err
 
 
@@ -109,6 +116,13 @@ def _read(path: Path, name: str, columns: Sequence[str] | None = None) -> pl.Dat
 def _open_cached(path_text: str, _version: int) -> Snapshot:
     path = Path(path_text)
     manifest = read_manifest(path)
+    metrics = path / schema.METRICS_DIR
+    for partition in sorted(metrics.iterdir()) if metrics.is_dir() else []:
+        if partition.is_symlink() and not _inside(partition, path):
+            raise SnapshotError(
+                f"{path.name}/{schema.METRICS_DIR}/{partition.name} links outside the snapshot, which the app does "
+                f"not follow; `prunescope validate {path.name}` lists what to fix"
+            )
     return Snapshot(
         path=path,
         manifest=manifest,
@@ -132,7 +146,7 @@ def open_snapshot(path: str | Path) -> Snapshot:
         version = 0
     snapshot = _open_cached(str(path), version)
     if snapshot.models.is_empty():
-        raise SnapshotError(f"{path.name} holds no models; rebuild it with `{REBUILD_HINT}`")
+        raise SnapshotError(f"{path.name} holds no models; rebuild it: {rebuild_hint(path)}")
     return snapshot
 
 

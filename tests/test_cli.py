@@ -65,6 +65,16 @@ def test_summary_line_reports_the_work(tmp_path):
         (["--allocation", "best"], ["--allocation", "best", "erk"]),
         (["--imp-rate", "1.5"], ["--imp-rate", "1.5", "between 0 and 1"]),
         (["--supermask-init", "zeros"], ["--supermask-init", "zeros", "signed_constant"]),
+        (["--lr", "inf"], ["--lr", "inf", "finite"]),
+        (["--finetune-lr", "nan"], ["--finetune-lr", "nan", "finite"]),
+        (["--epochs", "-3"], ["--epochs", "-3", "at least 1"]),
+        (["--batch-size", "-1"], ["--batch-size", "-1", "at least 1"]),
+        (["--weight-decay", "-0.1"], ["--weight-decay", "0 or more"]),
+        (["--sparsities", "0.5,0.5"], ["--sparsities", "0.5", "twice"]),
+        (["--severities", "1,1"], ["--severities", "1", "twice"]),
+        (["--corruptions", "fog,fog"], ["--corruptions", "fog", "twice"]),
+        (["--sparsities", "0.90001,0.9"], ["--sparsities", "0.90001", "0.9", "same models"]),
+        (["--rewind-epochs", "99"], ["--rewind-epochs", "99", "below --epochs"]),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, names):
@@ -153,3 +163,31 @@ def test_synth_writes_a_valid_snapshot_of_the_requested_size(tmp_path):
     assert json.loads((out / schema.MANIFEST).read_text())["synthetic"] is True
     bad = run_cli("synth", "--models", "0", "--samples", "40", "--out", str(tmp_path / "never"))
     assert bad.returncode == 2 and "at least 1 model" in bad.stderr
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "the current folder", "the folder above"])
+def test_an_unusable_out_gets_one_line_before_any_work(tmp_path, where):
+    (tmp_path / "file").write_text("keep")
+    (tmp_path / "sub").mkdir()
+    out = {
+        "a file": tmp_path / "file",
+        "under a file": tmp_path / "file" / "snap",
+        "the current folder": ".",
+        "the folder above": "..",
+    }[where]
+    for flags in ([], ["--overwrite"]):
+        result = run_cli("compute", "--preset", "tiny", "--out", str(out), *flags, "--quiet", cwd=tmp_path / "sub")
+        assert result.returncode == 2, result.stderr
+        message = result.stderr.strip()
+        assert len(message.splitlines()) == 1 and "--out" in message and "Traceback" not in message
+    assert (tmp_path / "file").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "sub"]
+
+
+def test_an_unwritable_location_never_ends_in_a_traceback():
+    # /proc takes no new folders, not even from root (whom permission bits would not stop)
+    for args in (("synth", "--models", "3", "--samples", "10"), ("compute", "--preset", "tiny")):
+        result = run_cli(*args, "--out", "/proc/prunescope-snapshot", "--quiet")
+        assert result.returncode == 2, result.stderr
+        message = result.stderr.strip()
+        assert len(message.splitlines()) == 1 and "Traceback" not in message and "/proc" in message

@@ -172,3 +172,19 @@ def test_family_accuracy_averages_each_family_and_subtracts_the_parent():
     assert rel[("dense-s0", "noise")] == pytest.approx(0.0)
     order = queries.family_accuracy(summary, conditions).filter(pl.col("model_id") == "dense-s0")["family"].to_list()
     assert order == ["clean", "noise", "digital", "extra"]  # DESIGN order
+
+
+def test_store_follows_no_link_out_of_the_data_root_or_the_snapshot(tiny_snapshot, tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    shutil.copytree(tiny_snapshot, outside / "elsewhere")
+    (root / "linked").symlink_to(outside / "elsewhere")  # a snapshot folder that lies outside the root
+    shutil.copytree(tiny_snapshot, root / "inner")
+    (root / "alias").symlink_to(root / "inner")  # a link within the root is fine
+    assert {e.name for e in store.list_snapshots(root)} == {"inner", "alias"}
+
+    partition = sorted((root / "inner" / schema.METRICS_DIR).iterdir())[0]
+    shutil.move(partition, outside / partition.name)
+    partition.symlink_to(outside / partition.name)
+    with pytest.raises(store.SnapshotError, match="links outside the snapshot"):
+        store.open_snapshot(root / "inner")

@@ -258,3 +258,19 @@ def test_a_crash_between_the_placement_renames_is_recovered(monkeypatch, tmp_pat
     assert result.returncode == 2 and "already holds a snapshot" in result.stderr
     assert json.loads((out / schema.MANIFEST).read_text())["counts"]["models"] == 4
     assert not work.exists()
+
+
+def test_a_finished_run_reports_interrupted_runs_beside_it(tmp_path):
+    killed = tmp_path / "a"
+    process = start(killed)
+    assert wait_for(process, lambda: (work_folder(killed) / "dense" / "s0" / "dense.json").is_file())
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    result = run_cli("compute", "--preset", "tiny", "--quiet", "--out", str(tmp_path / "b"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("prunescope compute: wrote")
+    assert lines[1] == (
+        f"prunescope compute: note: {work_folder(killed)} holds an interrupted run; run its command again to "
+        f"finish it, or remove it with: rm -r '{work_folder(killed)}'"
+    )

@@ -137,3 +137,24 @@ def test_shard_auto_outside_slurm_says_what_it_needs(tmp_path, monkeypatch):
     result = run_cli("compute", "--preset", "tiny", "--shard", "auto", "--out", str(tmp_path / "s"), "--quiet")
     assert result.returncode == 2 and "sbatch --array" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated metrics", "no config", "string shard"])
+def test_merge_checks_every_part_before_writing(shards, tmp_path, damage):
+    bad = tmp_path / "bad"
+    shutil.copytree(shards / "part2", bad)
+    manifest = json.loads((bad / schema.MANIFEST).read_text())
+    if damage == "truncated metrics":
+        part = sorted((bad / schema.METRICS_DIR).glob("*/*.parquet"))[0]
+        part.write_bytes(part.read_bytes()[:200])
+    elif damage == "no config":
+        del manifest["config"]
+    else:
+        manifest["shard"] = "2/2"
+    (bad / schema.MANIFEST).write_text(json.dumps(manifest))
+    out = tmp_path / "merged"
+    result = run_cli("merge", str(shards / "part1"), str(bad), "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line and str(bad) in line
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad"]

@@ -135,3 +135,86 @@ def test_unreadable_snapshot_exits_2(snapshot_copy, capsys, damage):
     target = snapshot_copy / schema.MODELS if damage == "not a folder" else snapshot_copy
     assert validate(str(target)) == 2
     assert "prunescope compute" in capsys.readouterr().out  # names the fix
+
+
+# --- hardened checks -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "column,value,message",
+    [
+        ("feat_norm", float("nan"), "feat_norm: is negative, NaN or infinite"),
+        ("feat_norm", float("inf"), "feat_norm: is negative, NaN or infinite"),
+        ("angle_true", float("nan"), "angle_true: is NaN where the feature vector is not zero"),
+        ("geom_margin", float("inf"), "geom_margin: is NaN or infinite"),
+        ("loss", float("nan"), "loss: is NaN"),
+    ],
+)
+def test_non_finite_metrics_the_definitions_forbid_are_caught_in_the_metrics_file(
+    snapshot_copy, capsys, column, value, message
+):
+    partition = rewrite_metrics(snapshot_copy, first_row(column, value))
+    assert validate(str(snapshot_copy)) == 1
+    line = capsys.readouterr().out
+    assert message in line and partition in line and "summary" not in line
+
+
+def test_a_nan_angle_of_a_zero_feature_vector_is_allowed(snapshot_copy, capsys):
+    def zero_features(frame):  # the angle of a zero vector is undefined
+        for column, value in (("feat_norm", 0.0), ("angle_true", float("nan")), ("angle_pred", float("nan"))):
+            frame = first_row(column, value)(frame)
+        return frame
+
+    rewrite_metrics(snapshot_copy, zero_features)
+    validate(str(snapshot_copy))  # the summary now disagrees; the angles themselves are fine
+    assert "column angle" not in capsys.readouterr().out
+
+
+def test_duplicated_conditions_are_caught(snapshot_copy, capsys):
+    def duplicate(frame):
+        last = frame.tail(1)
+        return pl.concat([frame.head(len(frame) - 1), last, last.with_columns(pl.col("condition_id") + 100)])
+
+    rewrite_table(snapshot_copy, schema.CONDITIONS, duplicate)
+    assert validate(str(snapshot_copy)) == 1
+    assert "conditions.parquet: column corruption,severity: is not unique" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stray", ["file in metrics", "nested folder", "text file", "link outside", "link loop"])
+def test_stray_entries_and_links_in_metrics_are_caught_without_a_traceback(snapshot_copy, tmp_path, capsys, stray):
+    metrics = snapshot_copy / schema.METRICS_DIR
+    partition = sorted(metrics.iterdir())[0]
+    if stray == "file in metrics":
+        (metrics / "notes.txt").write_text("x")
+    elif stray == "nested folder":
+        (partition / "old").mkdir()
+    elif stray == "text file":
+        (partition / "readme.txt").write_text("x")
+    elif stray == "link outside":
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        (metrics / "model_id=ghost").symlink_to(outside)
+    else:
+        (partition / "loop").symlink_to(partition)
+    assert validate(str(snapshot_copy)) == 1
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "metrics/" in line and "Traceback" not in line
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("storage", "zstd"), ("dataset", ["digits"]), ("storage", {"metric_bits": "abc"}), ("shard", "1/2")],
+)
+def test_malformed_manifest_fields_give_one_line_and_exit_2(snapshot_copy, capsys, field, value):
+    manifest = snapshot_copy / schema.MANIFEST
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), field: value}))
+    assert validate(str(snapshot_copy)) == 2
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and field in line and str(snapshot_copy) in line
+
+
+def test_the_rebuild_hint_names_the_snapshot_at_hand(snapshot_copy, capsys):
+    (snapshot_copy / schema.MANIFEST).unlink()
+    assert validate(str(snapshot_copy)) == 2
+    line = capsys.readouterr().out
+    assert f"--out {snapshot_copy} --overwrite" in line and "data/demo" not in line
