@@ -48,6 +48,18 @@ def wait_for(process: subprocess.Popen, condition, timeout: float = 120.0) -> bo
     raise TimeoutError("the condition never held")
 
 
+def dense_done(out: Path) -> bool:
+    return (work_folder(out) / "dense" / "s0" / "dense.json").is_file()
+
+
+def killed_after_the_dense_model(out: Path) -> None:
+    """A run on `out` killed (SIGKILL) once its dense model is trained."""
+    process = start(out)
+    assert wait_for(process, lambda: dense_done(out))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
 def assert_same_snapshot(got: Path, want: Path) -> None:
     """Every table equal, wall-clock timing columns aside; the manifests agree but for times."""
     timing = ["train_seconds", "prune_seconds"]
@@ -120,7 +132,7 @@ def test_a_run_killed_in_any_stage_resumes_to_the_same_snapshot(stage, uninterru
 def test_ctrl_c_and_sigterm_say_how_far_the_run_got_and_keep_the_work(sig, tmp_path):
     out = tmp_path / "run"
     process = start(out)
-    assert wait_for(process, lambda: (work_folder(out) / "dense" / "s0" / "dense.json").is_file())
+    assert wait_for(process, lambda: dense_done(out))
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
@@ -132,10 +144,7 @@ def test_ctrl_c_and_sigterm_say_how_far_the_run_got_and_keep_the_work(sig, tmp_p
 
 def test_a_work_folder_of_another_configuration_is_never_mixed_in(tmp_path):
     out = tmp_path / "run"
-    process = start(out)
-    assert wait_for(process, lambda: (work_folder(out) / "dense" / "s0" / "dense.json").is_file())
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_after_the_dense_model(out)
     result = run_cli("compute", "--preset", "tiny", "--epochs", "3", "--out", str(out), "--quiet")
     assert result.returncode == 2
     line = result.stderr.strip()
@@ -195,7 +204,7 @@ def test_a_folder_that_appears_during_the_run_is_never_replaced(empty_at_start, 
     if empty_at_start:  # an empty folder may be replaced; one that filled up meanwhile may not
         out.mkdir()
     process = start(out)
-    assert wait_for(process, lambda: (work_folder(out) / "dense" / "s0" / "dense.json").is_file())
+    assert wait_for(process, lambda: dense_done(out))
     folder_with_user_files(out)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 2, stderr
@@ -262,10 +271,7 @@ def test_a_crash_between_the_placement_renames_is_recovered(monkeypatch, tmp_pat
 
 def test_a_finished_run_reports_interrupted_runs_beside_it(tmp_path):
     killed = tmp_path / "a"
-    process = start(killed)
-    assert wait_for(process, lambda: (work_folder(killed) / "dense" / "s0" / "dense.json").is_file())
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_after_the_dense_model(killed)
     result = run_cli("compute", "--preset", "tiny", "--quiet", "--out", str(tmp_path / "b"))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
