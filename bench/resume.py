@@ -76,13 +76,17 @@ def main() -> None:
         resumed = int(re.search(r"(\d+) of them from an interrupted run", line).group(1))
         lost = before + rerun - walls["4N"]
         per_model = walls["4N"] / total
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import compute.pipeline"], check=True)
+        startup = time.perf_counter() - start
         print(
             f"killed after {before:.1f} s with {evaluated} of {total} models evaluated ({trained} trained); "
             f"the rerun took {rerun:.1f} s and reused {resumed}"
         )
         print(
             f"time lost to the kill: {lost:.1f} s = {lost / per_model:.1f} x the mean per-model time "
-            f"({per_model:.2f} s): the model in progress and the restart (interpreter, torch, data); the rerun "
+            f"({per_model:.2f} s), of which {startup:.1f} s is the interpreter and imports starting again; "
+            f"the rest is the model in progress, data and condition images read back; the rerun "
             f"trained the {total - trained} models not yet checkpointed, evaluated {trained - evaluated} "
             f"checkpointed ones and kept {resumed} evaluated ones"
         )
