@@ -32,7 +32,7 @@ def main() -> None:
     args = vars(parser.parse_args())
     cfg = resolve_config(apply_overrides(get_preset(args.pop("preset")), args))
     device = resolve_device(cfg.device)
-    dataset = data.load(data.DataSpec(cfg.dataset, cfg.n_test, cfg.n_train, cfg.split_seed, cfg.data_root))
+    dataset = data.load(data.spec_of(cfg))
     mean, std = dataset.channel_stats()
     plans = schedules(cfg)
     torch.manual_seed(0)

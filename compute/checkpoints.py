@@ -72,6 +72,7 @@ def load_model(snapshot: str | Path, model_id: str, device: str | torch.device =
         len(manifest["dataset"]["classes"]),
         tuple(state["normalize.mean"].flatten().tolist()),
         tuple(state["normalize.std"].flatten().tolist()),
+        tuple(manifest["dataset"].get("image_shape", [3, 32, 32])[1:]),
     )
     model = fit_to_state(models.build(spec), state)
     model.load_state_dict(state)

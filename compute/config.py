@@ -30,13 +30,25 @@ def _flag(default, help: str, group: str, choices: tuple | None = None):
 @dataclass(frozen=True)
 class ComputeConfig:
     # data
-    dataset: str = _flag("digits", "data set", "data", ("digits", "cifar10"))
+    dataset: str = _flag(
+        "digits", "data set (imagefolder: --data-root and --test-root; npz: --data-root)", "data",
+        ("digits", "cifar10", "cifar100", "imagefolder", "npz"),
+    )  # fmt: skip
     n_test: int = _flag(360, "test images to evaluate, stratified (0 = the whole test split)", "data")
     n_train: int = _flag(0, "training images, stratified (0 = all)", "data")
     split_seed: int = _flag(0, "seed of the train/test split and subsets", "data")
-    data_root: str | None = _flag(None, "folder holding cifar-10-batches-py (cifar10 only)", "data")
+    data_root: str | None = _flag(
+        None,
+        "where the data set is: the folder holding cifar-10-batches-py or cifar-100-python, the training "
+        "image folder (imagefolder) or the .npz file (npz)",
+        "data",
+    )
+    test_root: str | None = _flag(None, "the test image folder (imagefolder)", "data")
     cifar10c: str | None = _flag(
-        None, "folder of the released CIFAR-10-C .npy files, evaluated instead of generated corruptions", "data"
+        None,
+        "folder of the released CIFAR-10-C (or, with --dataset cifar100, CIFAR-100-C) .npy files, evaluated "
+        "instead of generated corruptions",
+        "data",
     )
     # model and sweep
     architecture: str = _flag("small_cnn", "classifier architecture", "sweep")
@@ -289,8 +301,11 @@ def check_basic(cfg: ComputeConfig) -> None:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be between 0 and 1")
     if not 1 <= cfg.metric_bits <= 23:
         raise ConfigError(f"--metric-bits: {cfg.metric_bits} is not allowed; choose 1 to 23 (23 keeps float32 exact)")
-    if cfg.cifar10c and cfg.dataset != "cifar10":
-        raise ConfigError(f"--cifar10c: the released files are for CIFAR-10; add --dataset cifar10 (got {cfg.dataset})")
+    if cfg.cifar10c and cfg.dataset not in ("cifar10", "cifar100"):
+        raise ConfigError(
+            f"--cifar10c: the released CIFAR-10-C / CIFAR-100-C files go with --dataset cifar10 or cifar100 "
+            f"(got {cfg.dataset})"
+        )
     if not 0 <= cfg.rewind_epochs < cfg.epochs:
         raise ConfigError(
             f"--rewind-epochs: {cfg.rewind_epochs} is not allowed; "

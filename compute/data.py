@@ -59,6 +59,12 @@ class DataSpec:
     n_train: int  # 0 means the whole training set
     split_seed: int = 0
     root: str | None = None
+    test_root: str | None = None  # image folders: the test images (root holds the training ones)
+
+
+def spec_of(cfg) -> DataSpec:
+    """The data set a compute configuration names."""
+    return DataSpec(cfg.dataset, cfg.n_test, cfg.n_train, cfg.split_seed, cfg.data_root, cfg.test_root)
 
 
 Loader = Callable[[DataSpec], Dataset]
@@ -123,67 +129,162 @@ def load_digits(spec: DataSpec) -> Dataset:
     )
 
 
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+def _cifar_split(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Images (N, 32, 32, 3), labels and class names of one split of CIFAR-10 or CIFAR-100
+    (its 100 fine labels) in torchvision's on-disk format under `root`."""
+    from torchvision.datasets import CIFAR10, CIFAR100
 
+    base = CIFAR10 if name == "cifar10" else CIFAR100
+    classes = 10 if name == "cifar10" else 100
 
-def _cifar10_split(root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    from torchvision.datasets import CIFAR10
-
-    class LocalCIFAR10(CIFAR10):
+    class LocalCIFAR(base):
         # torchvision checks md5 sums of the full release; we check presence here and
         # shapes below, so a partial or test copy in the same format also loads.
-        train_list = [[name, None] for name, _ in CIFAR10.train_list]
-        test_list = [[name, None] for name, _ in CIFAR10.test_list]
-        meta = {**CIFAR10.meta, "md5": None}
+        train_list = [[file, None] for file, _ in base.train_list]
+        test_list = [[file, None] for file, _ in base.test_list]
+        meta = {**base.meta, "md5": None}
 
     try:
-        ds = LocalCIFAR10(str(root), train=train, download=False)
-    except RuntimeError as err:
+        ds = LocalCIFAR(str(root), train=train, download=False)
+    except (RuntimeError, OSError, KeyError) as err:
         raise DataError(
-            f"CIFAR-10 not found under {root}/cifar-10-batches-py ({err}); download it once "
-            f"with `python -c \"import torchvision; torchvision.datasets.CIFAR10('{root}', "
-            'download=True)"` and pass --data-root ' + str(root)
+            f"{name.upper()} not found or unreadable under {root}/{base.base_folder} ({err}); download it once with "
+            f"`python -c \"import torchvision; torchvision.datasets.{base.__name__}('{root}', download=True)\"` "
+            f"and pass --data-root {root}"
         ) from err
     data, targets = np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (32, 32, 3):
-        raise DataError(f"CIFAR-10 under {root} has images of shape {data.shape}, not (N, 32, 32, 3)")
-    if len(targets) != len(data) or targets.min() < 0 or targets.max() > 9:
-        raise DataError(f"CIFAR-10 under {root} has labels that are not 0-9, one per image")
-    return data, targets
+        raise DataError(f"{name} under {root} has images of shape {data.shape}, not (N, 32, 32, 3)")
+    if len(targets) != len(data) or targets.min() < 0 or targets.max() >= classes:
+        raise DataError(f"{name} under {root} has labels that are not 0-{classes - 1}, one per image")
+    names = tuple(ds.classes) if len(ds.classes) == classes else tuple(str(c) for c in range(classes))
+    return data, targets, names
+
+
+def _chw(x: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def _from_splits(
+    name: str, spec: DataSpec, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+    class_names: tuple[str, ...], flip: bool,
+) -> Dataset:  # fmt: skip
+    """A Dataset from (N, H, W, 3) uint8 splits, with the --n-test / --n-train subsets."""
+    test_idx = _subsample(test[1], spec.n_test, spec.split_seed)
+    train_idx = _subsample(train[1], spec.n_train, spec.split_seed)
+    return Dataset(
+        name=name,
+        class_names=class_names,
+        train_images=_chw(train[0][train_idx]),
+        train_labels=torch.from_numpy(train[1][train_idx]),
+        test_images=_chw(test[0][test_idx]),
+        test_labels=torch.from_numpy(test[1][test_idx]),
+        test_index=torch.from_numpy(test_idx),
+        augment_flip=flip,
+    )
+
+
+def _cifar(name: str, spec: DataSpec) -> Dataset:
+    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+    if not spec.root:
+        raise DataError(f"the {name} data set needs --data-root PATH (the folder holding {folder})")
+    root = Path(spec.root).expanduser()
+    train_x, train_y, names = _cifar_split(name, root, train=True)
+    test_x, test_y, _ = _cifar_split(name, root, train=False)
+    return _from_splits(name, spec, (train_x, train_y), (test_x, test_y), names, flip=True)
 
 
 @register("cifar10")
 def load_cifar10(spec: DataSpec) -> Dataset:
     """CIFAR-10 in torchvision's on-disk format under `--data-root`."""
+    return _cifar("cifar10", spec)
+
+
+@register("cifar100")
+def load_cifar100(spec: DataSpec) -> Dataset:
+    """CIFAR-100 (the 100 fine classes) in torchvision's on-disk format under `--data-root`."""
+    return _cifar("cifar100", spec)
+
+
+def _image_folder(path: Path, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every image of an ImageFolder layout (a sub-folder per class), as (N, H, W, 3) uint8."""
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    if not path.is_dir():
+        raise DataError(f"{path} is not a folder; give a folder with one sub-folder of images per class")
+    try:
+        found, _ = find_classes(str(path))
+    except FileNotFoundError:
+        entries = sorted(p.name for p in path.iterdir())[:5]
+        raise DataError(
+            f"{path} has no class sub-folders (found {', '.join(entries) or 'nothing'}); an image folder holds "
+            "one sub-folder of images per class, as torchvision's ImageFolder reads it"
+        ) from None
+    if classes is not None and found != classes:
+        raise DataError(f"{path} has the classes {found[:5]}..., the training folder {classes[:5]}...; they must match")
+    index = {c: i for i, c in enumerate(found)}
+    try:
+        samples = make_dataset(str(path), index, extensions=IMG_EXTENSIONS)
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: {err}; every class sub-folder needs at least one image") from None
+    images, sizes = [], set()
+    for file, _ in samples:
+        with Image.open(file) as picture:
+            pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+        sizes.add(pixels.shape[:2])
+        if len(sizes) > 1:
+            raise DataError(
+                f"{path}: images of different sizes ({' and '.join(f'{h}x{w}' for h, w in sorted(sizes))}, e.g. "
+                f"{file}); resize them to one size first"
+            )
+        images.append(pixels)
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    return np.stack(images), labels, found
+
+
+@register("imagefolder")
+def load_image_folder(spec: DataSpec) -> Dataset:
+    """Images in torchvision's ImageFolder layout: --data-root the training folder and
+    --test-root the test folder, each with one sub-folder per class (the same classes)."""
+    if not spec.root or not spec.test_root:
+        raise DataError("the imagefolder data set needs --data-root TRAIN_FOLDER and --test-root TEST_FOLDER")
+    train_x, train_y, classes = _image_folder(Path(spec.root).expanduser())
+    test_x, test_y, _ = _image_folder(Path(spec.test_root).expanduser(), classes)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(f"training images are {train_x.shape[1:3]}, test images {test_x.shape[1:3]}; use one size")
+    return _from_splits("imagefolder", spec, (train_x, train_y), (test_x, test_y), tuple(classes), flip=True)
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@register("npz")
+def load_npz(spec: DataSpec) -> Dataset:
+    """A .npz file (--data-root) with uint8 images x_train, x_test of shape (N, H, W, 3)
+    and integer labels y_train, y_test; class names in an optional `classes` array."""
     if not spec.root:
-        raise DataError("the cifar10 data set needs --data-root PATH (the folder holding cifar-10-batches-py)")
-    root = Path(spec.root).expanduser()
-    train_x, train_y = _cifar10_split(root, train=True)
-    test_x, test_y = _cifar10_split(root, train=False)
-    test_idx = _subsample(test_y, spec.n_test, spec.split_seed)
-    train_idx = _subsample(train_y, spec.n_train, spec.split_seed)
-
-    def chw(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-    return Dataset(
-        name="cifar10",
-        class_names=CIFAR10_CLASSES,
-        train_images=chw(train_x[train_idx]),
-        train_labels=torch.from_numpy(train_y[train_idx]),
-        test_images=chw(test_x[test_idx]),
-        test_labels=torch.from_numpy(test_y[test_idx]),
-        test_index=torch.from_numpy(test_idx),
-        augment_flip=True,
-    )
+        raise DataError("the npz data set needs --data-root FILE.npz (arrays x_train, y_train, x_test, y_test)")
+    path = Path(spec.root).expanduser()
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} is not a readable .npz file ({err})") from None
+    missing = [key for key in NPZ_KEYS if key not in arrays]
+    if missing:
+        raise DataError(f"{path} holds {', '.join(sorted(arrays)) or 'no arrays'}; it needs {', '.join(NPZ_KEYS)}")
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
+            raise DataError(f"{path}: x_{split} is {x.dtype} {x.shape}; it must be uint8 (N, H, W, 3)")
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+            raise DataError(f"{path}: y_{split} must hold one label 0, 1, ... per image of x_{split}")
+    n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    names = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else tuple(map(str, range(n_classes)))
+    if len(names) < n_classes:
+        raise DataError(f"{path}: `classes` names {len(names)} classes but the labels reach {n_classes - 1}")
+    train = (arrays["x_train"], arrays["y_train"].astype(np.int64))
+    test = (arrays["x_test"], arrays["y_test"].astype(np.int64))
+    return _from_splits("npz", spec, train, test, names, flip=False)

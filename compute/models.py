@@ -145,12 +145,109 @@ class CifarResNet(Classifier):
         ]
 
 
+class ResNet18(Classifier):
+    """ResNet-18 with the CIFAR stem (a 3x3 stride-1 conv, no max pooling): four stages of
+    two basic blocks, 64-512 channels, global average pooling, one linear layer."""
+
+    def __init__(self, num_classes: int, mean, std, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        layers: list[nn.Module] = conv_bn(3, widths[0], stride=1)
+        c_in = widths[0]
+        for stage, (c_out, count) in enumerate(zip(widths, blocks, strict=True)):
+            for block in range(count):
+                layers.append(BasicBlock(c_in, c_out, 2 if stage > 0 and block == 0 else 1))
+                c_in = c_out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c_in, num_classes)
+
+    channel_groups = CifarResNet.channel_groups
+
+
+def conv_stack(plan: list, batch_norm: bool) -> tuple[list[nn.Module], int]:
+    """3x3 convolutions (padding 1) with ReLU, 'M' a 2x2 max pooling; the layers and the
+    number of output channels."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for item in plan:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+        elif batch_norm:
+            layers += conv_bn(c_in, item, stride=1)
+            c_in = item
+        else:
+            layers += [nn.Conv2d(c_in, item, 3, padding=1), nn.ReLU(inplace=True)]
+            c_in = item
+    return layers, c_in
+
+
+def conv_groups(body: nn.Sequential) -> list[ChannelGroup]:
+    """Each conv's filters with its batch norm and the next conv that reads them. The last
+    conv is left out: what reads it is not a conv (pooling into the classifier, or a
+    flattened spatial map)."""
+    convs = [i for i, m in enumerate(body) if isinstance(m, nn.Conv2d)]
+    groups = []
+    for i, reader in zip(convs, convs[1:], strict=False):
+        norm = f"body.{i + 1}" if isinstance(body[i + 1], nn.BatchNorm2d) else None
+        groups.append(ChannelGroup(f"body.{i}", norm, (f"body.{reader}",)))
+    return groups
+
+
+class VGG(Classifier):
+    """VGG with batch norm for CIFAR (open_lth's cifar_vgg): 3x3 conv stages with max
+    pooling between, global average pooling, one linear layer."""
+
+    PLANS = {
+        16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+    }
+
+    def __init__(self, num_classes: int, mean, std, depth: int = 16):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        layers, c_out = conv_stack(self.PLANS[depth], batch_norm=True)
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(c_out, num_classes)
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        return conv_groups(self.body)
+
+
+class ConvN(Classifier):
+    """Conv-2/4/6/8 of Frankle & Carbin 2019 (Conv-8 as in Ramanujan et al. 2020): pairs of
+    3x3 convs with ReLU and 2x2 max pooling, then fully connected layers of 256 and 256 with
+    ReLU; the classifier reads the second of them. No batch norm."""
+
+    PLANS = {
+        2: [64, 64, "M"],
+        4: [64, 64, "M", 128, 128, "M"],
+        6: [64, 64, "M", 128, 128, "M", 256, 256, "M"],
+        8: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M"],
+    }
+
+    def __init__(self, num_classes: int, mean, std, depth: int, image_size: tuple[int, int] = (32, 32)):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        layers, c_out = conv_stack(self.PLANS[depth], batch_norm=False)
+        shrink = 2 ** (depth // 2)
+        if image_size[0] % shrink or image_size[1] % shrink:
+            raise ValueError(f"conv{depth} halves the image {depth // 2} times; its sides must divide by {shrink}")
+        flat = c_out * (image_size[0] // shrink) * (image_size[1] // shrink)
+        fully_connected = [nn.Linear(flat, 256), nn.ReLU(inplace=True), nn.Linear(256, 256), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers, nn.Flatten(), *fully_connected)
+        self.classifier = nn.Linear(256, num_classes)
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        return conv_groups(self.body)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     architecture: str
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    image_size: tuple[int, int] = (32, 32)  # (height, width) of the input images
 
 
 Builder = Callable[[ModelSpec], Classifier]
@@ -158,6 +255,9 @@ ARCHITECTURES: dict[str, Builder] = {
     "small_cnn": lambda s: SmallCNN(s.num_classes, s.mean, s.std),
     "resnet20": lambda s: CifarResNet(s.num_classes, s.mean, s.std, depth=20),
     "resnet32": lambda s: CifarResNet(s.num_classes, s.mean, s.std, depth=32),
+    "resnet18": lambda s: ResNet18(s.num_classes, s.mean, s.std),
+    "vgg16_bn": lambda s: VGG(s.num_classes, s.mean, s.std, depth=16),
+    **{f"conv{n}": (lambda s, n=n: ConvN(s.num_classes, s.mean, s.std, n, s.image_size)) for n in (2, 4, 6, 8)},
 }
 
 

@@ -99,7 +99,7 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
     target = check_target(out, overwrite)
     timings: dict[str, float] = {}
     tick = time.perf_counter()
-    dataset = data.load(data.DataSpec(cfg.dataset, cfg.n_test, cfg.n_train, cfg.split_seed, cfg.data_root))
+    dataset = data.load(data.spec_of(cfg))
     if cfg.cifar10c:  # before hours of training, not after
         cifar10c.check_folder(
             cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()

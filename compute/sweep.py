@@ -70,7 +70,9 @@ class Sweep:
     def __init__(self, cfg: ComputeConfig, dataset: data.Dataset, work: WorkFolder, device: torch.device, progress):
         self.cfg, self.dataset, self.work, self.device, self.progress = cfg, dataset, work, device, progress
         mean, std = dataset.channel_stats()
-        self.spec = models.ModelSpec(cfg.architecture, dataset.num_classes, tuple(mean), tuple(std))
+        self.spec = models.ModelSpec(
+            cfg.architecture, dataset.num_classes, tuple(mean), tuple(std), tuple(dataset.image_shape[1:])
+        )
         self.plans = schedules(cfg)
         self.policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
         self.rewind_step = round(cfg.rewind_epochs * steps_per_epoch(len(dataset.train_labels), cfg.batch_size))

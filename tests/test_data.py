@@ -1,5 +1,7 @@
-"""Data loaders: the built-in digits set and CIFAR-10 from files in torchvision's format."""
+"""Data loaders: the built-in digits set, and CIFAR-10/100, image folders and .npz files
+written by the tests in their real on-disk formats."""
 
+import json
 import pickle
 
 import numpy as np
@@ -90,3 +92,132 @@ def test_cifar10_with_malformed_images_is_refused(tmp_path):
         pickle.dump({"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]}, f)
     with pytest.raises((DataError, ValueError)):
         load(DataSpec("cifar10", n_test=0, n_train=0, root=str(tmp_path)))
+
+
+# --- CIFAR-100, image folders, .npz ---------------------------------------------------------
+
+
+def write_cifar100(root, n_train=40, n_test=20, seed=0):
+    """A tiny CIFAR-100 in the released python-pickle layout (train, test, meta; fine and
+    coarse labels), as torchvision's CIFAR100 reads it."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    splits = {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        fine = [int(v) for v in rng.integers(0, 100, n)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "fine_labels": fine, "coarse_labels": [v // 5 for v in fine]}, f)
+        splits[name] = (data, fine)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{c:02d}" for c in range(100)], "coarse_label_names": []}, f)
+    return splits
+
+
+def test_cifar100_loads_its_fine_labels_from_the_released_format(tmp_path):
+    splits = write_cifar100(tmp_path)
+    data = load(DataSpec("cifar100", n_test=0, n_train=0, root=str(tmp_path)))
+    test_data, test_labels = splits["test"]
+    assert data.num_classes == 100 and data.class_names[7] == "class07"
+    assert data.test_images.shape == (20, 3, 32, 32) and data.train_images.shape == (40, 3, 32, 32)
+    assert torch.equal(data.test_images[5], torch.from_numpy(test_data[5].reshape(3, 32, 32)))
+    assert data.test_labels.tolist() == test_labels
+    with pytest.raises(DataError, match="cifar-100-python"):
+        load(DataSpec("cifar100", n_test=0, n_train=0, root=str(tmp_path / "nowhere")))
+
+
+def write_image_folder(root, classes, per_class, size=(40, 24), seed=0):
+    """PNG files in torchvision's ImageFolder layout; returns {(class, file name): pixels}."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = {}
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / name / f"img{i}.png")
+            pixels[(name, f"img{i}.png")] = image
+    return pixels
+
+
+def test_an_image_folder_loads_with_its_classes_and_its_own_image_size(tmp_path):
+    classes = ["cat", "dog", "owl"]
+    train = write_image_folder(tmp_path / "train", classes, 4)
+    test = write_image_folder(tmp_path / "test", classes, 2, seed=1)
+    data = load(DataSpec("imagefolder", 0, 0, root=str(tmp_path / "train"), test_root=str(tmp_path / "test")))
+    assert data.class_names == ("cat", "dog", "owl") and data.image_shape == (3, 40, 24)
+    assert len(data.train_labels) == 12 and data.test_labels.tolist() == [0, 0, 1, 1, 2, 2]
+    # ImageFolder order: classes sorted, files sorted within each class
+    assert torch.equal(data.test_images[3], torch.from_numpy(test["dog", "img1.png"].transpose(2, 0, 1)))
+    assert torch.equal(data.train_images[0], torch.from_numpy(train["cat", "img0.png"].transpose(2, 0, 1)))
+
+
+@pytest.mark.parametrize("layout", ["flat files", "other classes", "mixed sizes", "no test folder"])
+def test_an_unexpected_image_folder_layout_names_what_was_found(tmp_path, layout):
+    from PIL import Image
+
+    write_image_folder(tmp_path / "train", ["a", "b"], 2)
+    test = tmp_path / "test"
+    if layout == "flat files":
+        test.mkdir()
+        Image.fromarray(np.zeros((40, 24, 3), np.uint8)).save(test / "loose.png")
+        message = "no class sub-folders .*loose.png"
+    elif layout == "other classes":
+        write_image_folder(test, ["a", "c"], 1)
+        message = "classes"
+    elif layout == "mixed sizes":
+        write_image_folder(test, ["a", "b"], 1)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(test / "b" / "small.png")
+        message = "different sizes"
+    else:
+        message = "--test-root"
+        test = None
+    with pytest.raises(DataError, match=message):
+        load(DataSpec("imagefolder", 0, 0, root=str(tmp_path / "train"), test_root=str(test) if test else None))
+
+
+def test_an_npz_data_set_loads_and_a_bad_one_names_its_keys(tmp_path):
+    rng = np.random.default_rng(0)
+    x_train, x_test = (rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8) for n in (30, 12))
+    y_train, y_test = rng.integers(0, 3, 30), np.array([0, 1, 2] * 4)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=np.array(["r", "g", "b"]))
+    data = load(DataSpec("npz", 0, 0, root=str(path)))
+    assert data.class_names == ("r", "g", "b") and data.image_shape == (3, 16, 16)
+    assert torch.equal(data.test_images[4], torch.from_numpy(x_test[4].transpose(2, 0, 1)))
+    assert data.test_labels.tolist() == y_test.tolist()
+    np.savez(path, x_train=x_train, y_train=y_train, images=x_test)
+    with pytest.raises(DataError, match="holds images, x_train, y_train; it needs"):
+        load(DataSpec("npz", 0, 0, root=str(path)))
+    np.savez(path, x_train=x_train.astype(np.float32), y_train=y_train, x_test=x_test, y_test=y_test)
+    with pytest.raises(DataError, match="x_train is float32"):
+        load(DataSpec("npz", 0, 0, root=str(path)))
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "npz"])
+def test_an_image_folder_and_an_npz_go_through_compute_end_to_end(tmp_path, kind):
+    from tests.conftest import run_cli
+
+    if kind == "imagefolder":  # not 32 x 32, not square: spatial corruption parameters scale
+        write_image_folder(tmp_path / "train", ["a", "b", "c"], 20, size=(48, 40))
+        write_image_folder(tmp_path / "test", ["a", "b", "c"], 5, size=(48, 40), seed=1)
+        where = ["--data-root", str(tmp_path / "train"), "--test-root", str(tmp_path / "test")]
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (80, 32, 32, 3), dtype=np.uint8)
+        np.savez(tmp_path / "d.npz", x_train=x[:60], y_train=np.arange(60) % 4, x_test=x[60:], y_test=np.arange(20) % 4)
+        where = ["--data-root", str(tmp_path / "d.npz")]
+    out = tmp_path / "snap"
+    result = run_cli(
+        "compute", "--preset", "tiny", "--dataset", kind, *where, "--n-test", "0", "--n-train", "0",
+        "--methods", "dense,magnitude", "--corruptions", "zoom_blur,glass_blur", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert run_cli("validate", str(out)).returncode == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dataset"]["name"] == kind
+    if kind == "imagefolder":
+        assert manifest["dataset"]["image_shape"] == [3, 48, 40] and manifest["dataset"]["classes"] == ["a", "b", "c"]
+        assert manifest["corruptions"]["spatial_scale"] == 40 / 32

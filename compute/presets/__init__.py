@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 from compute.config import ComputeConfig, ConfigError
-from compute.presets import cifar10, demo, tiny
+from compute.presets import cifar10, cifar100, demo, tiny
 
 PRESETS: dict[str, ComputeConfig] = {
     "demo": demo.PRESET,
     "tiny": tiny.PRESET,
     "cifar10": cifar10.PRESET,
+    "cifar100": cifar100.PRESET,
 }
 
 
