@@ -16,9 +16,9 @@ import polars as pl
 import torch
 
 from compute import data, schema
-from compute.config import ComputeConfig, parse_shard, shard_jobs
+from compute.config import ComputeConfig
 from compute.corrupted import ConditionImages
-from compute.plan import PlannedModel, method_table
+from compute.plan import PlannedModel
 from compute.snapshot import SnapshotWriter, scan_metrics, summarize
 from compute.sweep import whole_epochs
 from compute.workdir import WorkFolder
@@ -107,7 +107,8 @@ class RunFacts:
     cfg: ComputeConfig
     dataset: data.Dataset
     device: torch.device
-    schedule: dict
+    #: what the command that made the models says of them: architecture, methods, schedule, shard, source
+    described: dict
     parents: dict[str, str]
     timings: dict[str, float]
     resumed_models: int
@@ -171,7 +172,6 @@ def assemble(
         ),
     )
     rows = len(records) * len(conditions) * len(sample_ids)
-    shard_index, shard_count = parse_shard(cfg.shard)
     timings = {**facts.timings, "write": time.perf_counter() - tick, "total": time.perf_counter() - started}
     manifest = {
         "name": writer.final.name,
@@ -183,15 +183,12 @@ def assemble(
             "n_test": len(sample_ids),
             "n_train": len(dataset.train_labels),
         },
-        "architecture": cfg.architecture,
         "seeds": sorted({r["seed"] for r in records}),
-        "shard": {"index": shard_index, "count": shard_count, "jobs": [list(job) for job in shard_jobs(cfg)]},
+        "config": cfg.as_dict(),
+        **facts.described,
         "parents": facts.parents,
         "device": device_name(facts.device),
         "packages": package_versions(),
-        "config": cfg.as_dict(),
-        "schedule": facts.schedule,
-        "methods": method_table(cfg),
         "model_notes": {r["model_id"]: r["notes"] for r in records if r["notes"]},
         "corruptions": corruption_source(cfg, dataset),
         "storage": {"metric_bits": cfg.metric_bits, "float_encoding": "BYTE_STREAM_SPLIT", "compression": "zstd"},

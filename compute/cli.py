@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compute.config import InputError, add_config_flags, apply_overrides
+from compute.config import EVALUATE_DEFAULTS, EVALUATE_FIELDS, InputError, add_config_flags, apply_overrides
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -33,6 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--overwrite", action="store_true", help="replace an existing snapshot at --out")
     compute.add_argument("--quiet", action="store_true", help="no progress bars, only the summary line")
     add_config_flags(compute)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate your own models (a Python models file, or a snapshot's checkpoints); write a snapshot",
+        description="Evaluate the models a source gives on clean and corrupted test images and write a snapshot. "
+        "SOURCE is a Python file or module with a function returning the models (file.py, file.py:function, "
+        "package.module:function) or a snapshot folder written with --checkpoints.",
+    )
+    evaluate.add_argument("--models", required=True, metavar="SOURCE", help="where the models come from")
+    evaluate.add_argument("--out", required=True, help="snapshot folder to write")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace the snapshot at --out")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars, only the summary line")
+    add_config_flags(evaluate, only=EVALUATE_FIELDS)
 
     validate = sub.add_parser("validate", help="check a snapshot's schema and invariants (exit 0, 1 or 2)")
     validate.add_argument("path", help="snapshot folder")
@@ -78,6 +91,19 @@ def cmd_compute(args: argparse.Namespace) -> int:
         return "\n".join([summary.line(), *(f"note: {note}" for note in summary.notes())])
 
     return report("compute", work)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "models", "out", "overwrite", "quiet")}
+
+    def work() -> str:
+        cfg = apply_overrides(EVALUATE_DEFAULTS, given)
+        from compute.pipeline import run_given
+
+        summary = run_given(cfg, args.models, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        return "\n".join([summary.line(), *(f"note: {note}" for note in summary.notes())])
+
+    return report("evaluate", work)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -134,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_compute(args)
     if args.command == "merge":
         return cmd_merge(args)
+    if args.command == "evaluate":
+        return cmd_evaluate(args)
     if args.command == "synth":
         return cmd_synth(args)
     if args.command == "validate":

@@ -185,11 +185,24 @@ def parse_value(name: str, text: str):
         raise ConfigError(f"{flag}: {text!r} is not a valid {base.__name__}") from err
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per field; defaults are SUPPRESSed so we know which flags were given."""
+#: the fields `prunescope evaluate` takes: the data, the conditions and how to evaluate
+EVALUATE_FIELDS = (
+    "dataset", "n_test", "split_seed", "data_root", "test_root", "cifar10c", "corruptions", "severities",
+    "corruption_seed", "eval_batch_size", "device", "thumbnail_samples", "metric_bits",
+)  # fmt: skip
+
+#: what `prunescope evaluate` starts from: every condition, the whole test split
+EVALUATE_DEFAULTS = ComputeConfig(methods=("dense",), corruptions=("all",), n_test=0)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """One flag per field (or per field in `only`); defaults are SUPPRESSed so we know
+    which flags were given."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     hints = typing.get_type_hints(ComputeConfig)
     for name, f in FIELDS.items():
+        if only is not None and name not in only:
+            continue
         group_name = f.metadata["group"]
         if group_name not in groups:
             groups[group_name] = parser.add_argument_group(group_name)

@@ -19,15 +19,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from compute import cifar10c, data, schema
 from compute.assemble import RunFacts, assemble
-from compute.config import ComputeConfig
+from compute.config import ComputeConfig, parse_shard, shard_jobs
 from compute.corrupted import ConditionImages
 from compute.evaluate import evaluate_model
 from compute.output import check_target, stale_work_folders
-from compute.plan import planned_models, resolve_config, resolve_device
+from compute.plan import PlannedModel, method_table, planned_models, resolve_config, resolve_device
 from compute.snapshot import SnapshotWriter
 from compute.sweep import Sweep
 from compute.workdir import WorkFolder
@@ -92,9 +93,47 @@ def keep_large_blocks_in_the_heap() -> None:
 
 def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> RunSummary:
     """Run the whole compute step (or what an interrupted run left) and place the snapshot at `out`."""
+    cfg = resolve_config(cfg)
+
+    def compute_sweep(dataset: data.Dataset, work: WorkFolder, device: torch.device) -> Sweep:
+        return Sweep(cfg, dataset, work, device, progress)
+
+    def described(sweep: Sweep) -> dict:
+        shard_index, shard_count = parse_shard(cfg.shard)
+        return {
+            "architecture": cfg.architecture,
+            "shard": {"index": shard_index, "count": shard_count, "jobs": [list(job) for job in shard_jobs(cfg)]},
+            "schedule": sweep.schedule,
+            "methods": method_table(cfg),
+        }
+
+    return drive(cfg, out, overwrite, progress, planned_models(cfg), compute_sweep, described, {})
+
+
+def run_given(cfg: ComputeConfig, source: str, out: str | Path, overwrite: bool = False, progress: bool = True):
+    """`prunescope evaluate`: the snapshot of the models a source gives, on the configured data."""
+    from compute.given import GivenSweep, load_given
+
+    cfg = resolve_config(cfg)
+    given, where = load_given(source)
+    planned = [PlannedModel(m.model_id, m.method, m.target_sparsity or 0.0, m.seed) for m in given]
+
+    def given_sweep(dataset: data.Dataset, work: WorkFolder, device: torch.device) -> GivenSweep:
+        return GivenSweep(given, dataset, work, device)
+
+    def described(sweep: GivenSweep) -> dict:
+        return {"architecture": "given", "source": where, "methods": sweep.method_table(), "config": cfg.as_dict()}
+
+    identity = {"source": where, "models": sorted(m.model_id for m in given)}
+    return drive(cfg, out, overwrite, progress, planned, given_sweep, described, identity)
+
+
+def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity) -> RunSummary:
+    """The stages every command that writes models' snapshots shares: check the output,
+    load the data, make the corrupted test sets, evaluate each model the sweep yields as it
+    comes, assemble and place the snapshot; resumable throughout."""
     started = time.perf_counter()
     keep_large_blocks_in_the_heap()
-    cfg = resolve_config(cfg)
     device = resolve_device(cfg.device)
     target = check_target(out, overwrite)
     timings: dict[str, float] = {}
@@ -105,16 +144,15 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
             cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()
         )
     timings["data"] = time.perf_counter() - tick
-    work = WorkFolder(target, cfg)
+    work = WorkFolder(target, cfg, identity)
     resumed, recovered = work.open_run(overwrite)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    planned = planned_models(cfg)
     evaluated = resumed
     try:
         images = ConditionImages(dataset, schema.build_conditions(cfg.corruptions, cfg.severities), work)
         timings["corrupt"] = images.prepare(cfg, device, progress)
 
-        sweep = Sweep(cfg, dataset, work, device, progress)
+        sweep = make_sweep(dataset, work, device)
         sample_ids = dataset.test_index.numpy().astype("int32")
         timings["evaluate"] = 0.0
         tick = time.perf_counter()
@@ -134,8 +172,7 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
         bar.close()
         timings["train_and_prune"] = time.perf_counter() - tick - timings["evaluate"]
 
-        tick = time.perf_counter()
-        facts = RunFacts(cfg, dataset, device, sweep.schedule, sweep.fingerprints, timings, resumed)
+        facts = RunFacts(cfg, dataset, device, describe(sweep), sweep.fingerprints, timings, resumed)
         with SnapshotWriter(out, overwrite, slot=work) as writer:
             rows = assemble(writer, work, planned, images, facts, started)
     except KeyboardInterrupt:
@@ -153,4 +190,3 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
         path, len(planned), len(images.conditions), len(sample_ids), rows, size, time.perf_counter() - started,
         str(device), resumed, recovered,
     )  # fmt: skip
-

@@ -37,22 +37,23 @@ NOT_COMPUTED = ("checkpoints", "thumbnail_samples", "device")
 MODEL_TABLES = ("metrics", "classes", "embedding")
 
 
-def run_identity(cfg: ComputeConfig) -> dict:
+def run_identity(cfg: ComputeConfig, extra: dict) -> dict:
     values = {k: v for k, v in cfg.as_dict().items() if k not in NOT_COMPUTED}
-    return {"schema_version": schema.SCHEMA_VERSION, "config": json.loads(json.dumps(values))}
+    return {"schema_version": schema.SCHEMA_VERSION, "config": json.loads(json.dumps(values)), **extra}
 
 
 class WorkFolder(OutputSlot):
-    def __init__(self, target: Target, cfg: ComputeConfig):
+    def __init__(self, target: Target, cfg: ComputeConfig, extra: dict | None = None):
         super().__init__(target)
         self.cfg = cfg
+        self.extra = extra or {}  # more of what makes the run this run (evaluate: the models' source)
 
     def open_run(self, overwrite: bool) -> tuple[int, str | None]:
         """Lock the folder and check that it holds this configuration's run (or nothing yet).
         Returns the number of models already evaluated and what `recover` did."""
         recovered = self.open(overwrite)
         try:
-            wanted = run_identity(self.cfg)
+            wanted = run_identity(self.cfg, self.extra)
             path = self.root / "run.json"
             if path.exists():
                 try:
@@ -60,8 +61,8 @@ class WorkFolder(OutputSlot):
                 except (OSError, json.JSONDecodeError):
                     found = {}
                 if found != wanted:
-                    old, new = found.get("config", {}), wanted["config"]
-                    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+                    old, new = {**found.get("config", {}), **found}, {**wanted["config"], **wanted}
+                    differing = sorted(k for k in old.keys() | new.keys() if k != "config" and old.get(k) != new.get(k))
                     what = ", ".join(differing) + " differ" if differing else "written by another version"
                     raise InputError(
                         f"{self.root} holds an interrupted run of another configuration ({what}); finish it with "
@@ -76,7 +77,7 @@ class WorkFolder(OutputSlot):
         return done, recovered
 
     def holds_trained_models(self) -> bool:
-        return any((self.root / "dense").glob("*/dense.json"))
+        return any((self.root / "dense").glob("*/dense.json")) or any((self.root / "models").glob("*/evaluated.json"))
 
     # -- corrupted test images
 
@@ -123,10 +124,13 @@ class WorkFolder(OutputSlot):
     def evaluated(self, model_id: str) -> bool:
         return (self.model_dir(model_id) / "evaluated.json").is_file()
 
-    def save_trained(self, record: dict, model: nn.Module) -> None:
+    def save_trained(self, record: dict, model: nn.Module | None) -> None:
+        """The model's record, and its checkpoint unless `model` is None (a given model is
+        read again from its source)."""
         folder = self.model_dir(record["model_id"])
         folder.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(folder / "checkpoint.pt", state_bytes(model.state_dict()))
+        if model is not None:
+            write_bytes_atomic(folder / "checkpoint.pt", state_bytes(model.state_dict()))
         write_json_atomic(record, folder / "model.json")
 
     def record(self, model_id: str) -> dict:

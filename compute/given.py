@@ -1,0 +1,308 @@
+"""Models the researcher gives (`prunescope evaluate --models SOURCE`), made ready to evaluate.
+
+A source is
+- a Python file or module with a function (`file.py`, `file.py:make`, `package.module:make`;
+  the function defaults to `models`) that returns a list of dicts, one per model:
+  `model_id`, `model` (an nn.Module, or a function that builds one), and optionally
+  `method`, `family`, `target_sparsity`, `seed`, `parent_id` (default: the model itself,
+  a dense model), `head` (the name of the final nn.Linear; found by itself otherwise) and
+  `train_epochs`;
+- or a prunescope snapshot written with `--checkpoints`: its models, as the run trained them.
+
+Every model takes float images in [0, 1], (N, 3, H, W), and ends in an nn.Linear whose
+input is the feature vector f and whose weight rows are the class directions.
+`torch.nn.utils.prune`'s reparametrisation (weight_orig * weight_mask) is made permanent
+on a copy, so zeros are counted as the network computes with them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from compute import schema
+from compute.config import InputError
+from compute.masks import LayerPolicy, count_flops, count_parameters
+from compute.snapshot import read_manifest
+from compute.sweep import Trained, prunable_sparsity
+from compute.train import to_float
+
+DEFAULT_FUNCTION = "models"
+
+
+@dataclass
+class GivenModel:
+    model_id: str
+    module: nn.Module
+    method: str
+    family: str
+    target_sparsity: float | None  # None: the measured sparsity
+    seed: int
+    parent_id: str
+    head: str | None
+    train_epochs: float
+    #: the layers sparsity is measured over (a prunescope snapshot's policy); None: every conv and linear layer
+    policy: LayerPolicy | None = None
+
+
+class HeadedModel(nn.Module):
+    """Any classifier as prunescope evaluates it: `features(x)` is the input of its final
+    linear layer `classifier`, caught by a hook while the whole module runs."""
+
+    def __init__(self, module: nn.Module, head: str):
+        super().__init__()
+        self.module = module
+        self.head_name = head
+        self.classifier = module.get_submodule(head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        caught = []
+        handle = self.classifier.register_forward_pre_hook(lambda _m, inputs: caught.append(inputs[0]))
+        try:
+            logits = self.module(x)
+        finally:
+            handle.remove()
+        return caught[-1].flatten(1), logits
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
+def load_function(source: str):
+    """The function a source names: `file.py[:function]` or `package.module:function`."""
+    target, _, name = source.partition(":")
+    name = name or DEFAULT_FUNCTION
+    if target.endswith(".py"):
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise InputError(f"--models: {path} is not a file; give a Python file, module:function or a snapshot")
+        spec = importlib.util.spec_from_file_location(f"prunescope_models_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.resolve().parent))  # the file may import its neighbours
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # noqa: BLE001 - any error in the user's file is reported in one line
+            raise InputError(f"--models: {path} raised {type(err).__name__}: {err}") from None
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as err:  # noqa: BLE001
+            raise InputError(f"--models: cannot import {target!r} ({type(err).__name__}: {err})") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise InputError(f"--models: {target} has no function {name!r}; define it or name another as {target}:NAME")
+    return function, f"{target}:{name}"
+
+
+def from_function(source: str) -> tuple[list[GivenModel], str]:
+    function, where = load_function(source)
+    try:
+        entries = function()
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"--models: {where}() raised {type(err).__name__}: {err}") from None
+    if not isinstance(entries, (list, tuple)) or not all(isinstance(e, dict) for e in entries) or not entries:
+        got = repr(entries)[:80]
+        raise InputError(f"--models: {where}() must return a non-empty list of dicts, one per model (got {got})")
+    out = []
+    for i, entry in enumerate(entries):
+        model_id = entry.get("model_id")
+        if not isinstance(model_id, str):
+            raise InputError(f"--models: entry {i} of {where}() has no model_id string")
+        try:
+            schema.check_model_id(model_id)
+        except ValueError as err:
+            raise InputError(f"--models: {err}") from None
+        module = entry.get("model")
+        if not isinstance(module, nn.Module) and callable(module):
+            try:
+                module = module()
+            except Exception as err:  # noqa: BLE001
+                raise InputError(f"--models: building {model_id} raised {type(err).__name__}: {err}") from None
+        if not isinstance(module, nn.Module):
+            raise InputError(f"--models: {model_id}'s model is {type(module).__name__}, not a torch nn.Module")
+        parent = entry.get("parent_id", model_id)
+        family = entry.get("family", "dense" if parent == model_id else "unstructured")
+        if family not in schema.MODEL_FAMILIES:
+            allowed = ", ".join(schema.MODEL_FAMILIES)
+            raise InputError(f"--models: {model_id}'s family {family!r} is not one of {allowed}")
+        out.append(
+            GivenModel(
+                model_id, module, str(entry.get("method", "dense" if parent == model_id else "custom")), family,
+                entry.get("target_sparsity"), int(entry.get("seed", 0)), parent, entry.get("head"),
+                float(entry.get("train_epochs", 0)),
+            )  # fmt: skip
+        )
+    return out, where
+
+
+def from_snapshot(path: Path) -> tuple[list[GivenModel], str]:
+    """The models of a snapshot written with --checkpoints, with the metadata it recorded."""
+    from compute.checkpoints import load_model
+
+    config = read_manifest(path).get("config", {})
+    policy = LayerPolicy(bool(config.get("prune_first_layer")), bool(config.get("prune_last_layer")))
+    if not (path / schema.CHECKPOINTS_DIR).is_dir():
+        raise InputError(f"--models: {path} holds no checkpoints/; recompute it with --checkpoints")
+    rows = pl.read_parquet(path / schema.MODELS)
+    out = []
+    for row in rows.iter_rows(named=True):
+        try:
+            model = load_model(path, row["model_id"])
+        except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is reported in one line
+            file = path / schema.CHECKPOINTS_DIR / f"{row['model_id']}.pt"
+            raise InputError(f"--models: {file} does not load ({type(err).__name__}: {str(err)[:120]})") from None
+        out.append(
+            GivenModel(
+                row["model_id"], model, row["method"], row["family"], row["target_sparsity"], row["seed"],
+                row["parent_id"], "classifier", float(row["train_epochs"]), policy,
+            )  # fmt: skip
+        )
+    return out, f"checkpoints of {path}"
+
+
+def load_given(source: str) -> tuple[list[GivenModel], str]:
+    """The models of a source, checked: unique ids, parents among them. InputError otherwise."""
+    path = Path(source).expanduser()
+    models, where = from_snapshot(path) if path.is_dir() else from_function(source)
+    for model in models:
+        make_permanent(model.module)
+    ids = [m.model_id for m in models]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise InputError(f"--models: model id {twice[0]!r} is given twice by {where}; give each model once")
+    for model in models:
+        if model.parent_id not in ids:
+            raise InputError(
+                f"--models: {model.model_id}'s parent_id {model.parent_id!r} is not among the models "
+                f"({', '.join(ids[:5])}); give the dense parent too"
+            )
+    return models, where
+
+
+def make_permanent(module: nn.Module) -> nn.Module:
+    """torch.nn.utils.prune's masks applied to the weights themselves (weight_orig *
+    weight_mask becomes the weight), in place: the module computes exactly as before, and
+    its zeros are plain zeros to count."""
+    for sub in module.modules():
+        for name in [n[: -len("_orig")] for n, _ in sub.named_parameters(recurse=False) if n.endswith("_orig")]:
+            prune.remove(sub, name)
+    return module
+
+
+def find_head(module: nn.Module, probe: torch.Tensor, model_id: str, head: str | None) -> str:
+    """The name of the final nn.Linear: the last linear layer to run, whose output is the
+    model's output. InputError naming what the model ends in when there is none."""
+    names = {sub: name for name, sub in module.named_modules()}
+    order: list[tuple[str, torch.Tensor]] = []
+    handles = [
+        sub.register_forward_hook(lambda m, _i, out: order.append((names[m], out)))
+        for sub in module.modules()
+        if not list(sub.children())
+    ]
+    try:
+        with torch.no_grad():
+            logits = module(probe)
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"--models: {model_id} fails on the data set's images ({type(err).__name__}: {err})") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise InputError(f"--models: {model_id} returns {type(logits).__name__}, not logits of shape (N, classes)")
+    if head is None:
+        linear = [name for name, out in order if isinstance(module.get_submodule(name), nn.Linear)]
+        head = linear[-1] if linear else None
+    last_name = order[-1][0] if order else "nothing"
+    last = f"{type(module.get_submodule(last_name)).__name__} {last_name!r}" if order else "no layer"
+    if head is None or not isinstance(module.get_submodule(head), nn.Linear):
+        raise InputError(
+            f"--models: {model_id} has no final nn.Linear (its last layer is {last}); give the name of the linear "
+            "layer whose input is the feature vector as 'head'"
+        )
+    outputs = [out for name, out in order if name == head]
+    if not outputs or not torch.allclose(outputs[-1], logits):
+        raise InputError(
+            f"--models: {model_id}'s output is not that of its linear layer {head!r} (its last layer is {last}); "
+            "prunescope needs models whose last operation is the classifier: give that layer as 'head'"
+        )
+    return head
+
+
+def ready(given: GivenModel, probe: torch.Tensor, num_classes: int) -> HeadedModel:
+    """The given model with its head found and its output width checked on `probe`."""
+    module = given.module.eval()
+    head = find_head(module, probe, given.model_id, given.head)
+    width = module.get_submodule(head).out_features
+    if width != num_classes:
+        raise InputError(
+            f"--models: {given.model_id} has {width} outputs; the data set has {num_classes} classes"
+        )
+    return HeadedModel(module, head).eval()
+
+
+def weights(model: nn.Module) -> tuple[int, int]:
+    """(total, nonzero) weights of every conv and linear layer."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return sum(m.weight.numel() for m in layers), sum(int((m.weight != 0).sum()) for m in layers)
+
+
+class GivenSweep:
+    """The given models, each made ready and recorded as it is handed on for evaluation;
+    what an interrupted run evaluated is skipped."""
+
+    def __init__(self, given: list[GivenModel], dataset, work, device: torch.device):
+        self.given, self.dataset, self.work, self.device = given, dataset, work, device
+        self.fingerprints: dict[str, str] = {}  # no dense model of ours was pruned
+
+    def method_table(self) -> dict[str, dict]:
+        table = {}
+        for model in self.given:
+            table.setdefault(model.method, {"family": model.family, "description": "a model given to evaluate"})
+        return table
+
+    def models(self) -> Iterator[Trained]:
+        probe = to_float(self.dataset.test_images[:2])
+        classes = self.dataset.num_classes
+        parents = {m.model_id: m for m in self.given}
+        for given in self.given:
+            if self.work.evaluated(given.model_id):
+                continue
+            model = ready(given, probe, classes)
+            parent = parents[given.parent_id].module
+            if given.policy is not None:  # as the compute step measured it: over the prunable layers
+                sparsity = prunable_sparsity(model.module, parent, given.policy)
+            else:
+                sparsity = 1.0 - weights(model)[1] / weights(parent)[0]
+            total, nonzero = count_parameters(model)
+            record = {
+                "model_id": given.model_id,
+                "method": given.method,
+                "family": given.family,
+                "target_sparsity": given.target_sparsity if given.target_sparsity is not None else round(sparsity, 4),
+                "sparsity": sparsity,
+                "params_total": total,
+                "params_nonzero": nonzero,
+                "flops": count_flops(model, self.dataset.image_shape),
+                "seed": given.seed,
+                "parent_id": given.parent_id,
+                "train_seconds": 0.0,
+                "prune_seconds": 0.0,
+                "train_epochs": given.train_epochs,
+                "notes": {"head": model.head_name},
+            }
+            self.work.save_trained(record, None)
+            yield Trained(record, model.to(self.device))

@@ -1,0 +1,163 @@
+"""`prunescope evaluate`: the researcher's own models, from a models file or a snapshot's
+checkpoints, through the same evaluation as `compute`; checked against an independent
+forward-hook computation of the geometry and against the original run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from torch import nn
+
+from compute import schema
+from compute.data import DataSpec, load
+from compute.snapshot import scan_metrics
+from tests.conftest import REPO, run_cli
+from tests.test_data import write_cifar10
+
+EXAMPLE = REPO / "examples" / "my_models.py"
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar10(root)
+    return root
+
+
+def evaluate(*args: str):
+    return run_cli("evaluate", *args, "--quiet")
+
+
+def test_a_models_file_gives_a_snapshot_whose_geometry_matches_a_hook(cifar, tmp_path):
+    out = tmp_path / "mine"
+    result = evaluate(
+        "--models", str(EXAMPLE), "--dataset", "cifar10", "--data-root", str(cifar),
+        "--corruptions", "gaussian_noise", "--severities", "2", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "3 models x 2 conditions x 20 samples" in result.stdout
+    assert run_cli("validate", str(out)).returncode == 0
+
+    spec = importlib.util.spec_from_file_location("example_models", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    entries = {e["model_id"]: e for e in example.models()}
+    data = load(DataSpec("cifar10", n_test=0, n_train=0, root=str(cifar)))
+    x = data.test_images.double() / 255
+    y = data.test_labels.numpy()
+    metrics = scan_metrics(out).filter(pl.col("condition_id") == 0).collect().sort("sample_id")
+    models = pl.read_parquet(out / schema.MODELS)
+    for model_id, entry in entries.items():
+        module = entry["model"] if isinstance(entry["model"], nn.Module) else entry["model"]()
+        module = module.double().eval()
+        head = [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
+        caught = []
+        handle = head.register_forward_hook(lambda m, i, o, caught=caught: caught.append(i[0]))
+        with torch.no_grad():
+            logits = module(x).numpy()
+        handle.remove()
+        f = caught[0].numpy()
+        w = head.weight.detach().numpy()
+        rows = metrics.filter(pl.col("model_id") == model_id)
+        norm = np.linalg.norm(f, axis=1)
+        cos = (f * w[y]).sum(1) / (norm * np.linalg.norm(w[y], axis=1))
+        others = np.where(np.eye(w.shape[0], dtype=bool)[y], -np.inf, logits)
+        np.testing.assert_allclose(rows["feat_norm"].to_numpy(), norm, rtol=1e-4)
+        np.testing.assert_allclose(rows["angle_true"].to_numpy(), np.degrees(np.arccos(np.clip(cos, -1, 1))), atol=1e-2)
+        np.testing.assert_allclose(
+            rows["logit_margin"].to_numpy(), logits[np.arange(len(y)), y] - others.max(1), rtol=1e-3, atol=1e-4
+        )
+        assert rows["pred"].to_list() == logits.argmax(1).tolist()
+        # sparsity over every conv and linear weight, counted independently from the masks
+        weights = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        masks = [getattr(m, "weight_mask", torch.ones_like(m.weight)) for m in weights]
+        expected = 1 - sum(int(mask.sum()) for mask in masks) / sum(m.numel() for m in masks)
+        row = models.filter(pl.col("model_id") == model_id).row(0, named=True)
+        assert row["sparsity"] == pytest.approx(expected, abs=1e-6)
+    assert models.filter(pl.col("model_id") == "resnet18-l1-0.8")["parent_id"][0] == "resnet18-dense"
+    manifest = json.loads((out / schema.MANIFEST).read_text())
+    assert manifest["architecture"] == "given" and manifest["source"].endswith("my_models.py:models")
+
+
+def test_checkpoints_of_a_compute_run_evaluate_to_the_same_snapshot(tmp_path):
+    original = tmp_path / "run"
+    result = run_cli(
+        "compute", "--preset", "tiny", "--methods", "dense,magnitude,l1_filter", "--checkpoints",
+        "--out", str(original), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    again = tmp_path / "again"
+    result = evaluate(
+        "--models", str(original), "--dataset", "digits", "--n-test", "60",
+        "--corruptions", "gaussian_noise,defocus_blur,contrast", "--severities", "1,3", "--out", str(again),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = ["model_id", "condition_id", "sample_id"]
+    assert scan_metrics(again).collect().sort(rows).equals(scan_metrics(original).collect().sort(rows))
+    timing = ["train_seconds", "prune_seconds"]
+    for name in (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING):
+        a, b = pl.read_parquet(again / name), pl.read_parquet(original / name)
+        a, b = a.drop([c for c in timing if c in a.columns]), b.drop([c for c in timing if c in b.columns])
+        assert a.equals(b), name
+
+
+BAD_FILES = {
+    "raises": ("def models():\n    raise RuntimeError('no weights here')\n", "raised RuntimeError: no weights here"),
+    "wrong type": ("def models():\n    return 42\n", "must return a non-empty list of dicts"),
+    "not a module": ("def models():\n    return [{'model_id': 'a', 'model': 'resnet'}]\n", "a's model is str"),
+    "width": (
+        "from torch import nn\n"
+        "def models():\n    return [{'model_id': 'w', 'model': nn.Sequential(nn.Flatten(), nn.Linear(3072, 7))}]\n",
+        "w has 7 outputs; the data set has 10 classes",
+    ),
+    "no linear end": (
+        "from torch import nn\n"
+        "def models():\n"
+        "    net = nn.Sequential(nn.Flatten(), nn.Linear(3072, 10), nn.Softmax(dim=1))\n"
+        "    return [{'model_id': 's', 'model': net}]\n",
+        "last layer is Softmax '2'",
+    ),
+    "duplicate ids": (
+        "from torch import nn\n"
+        "def models():\n    net = nn.Sequential(nn.Flatten(), nn.Linear(3072, 10))\n"
+        "    return [{'model_id': 'd', 'model': net}, {'model_id': 'd', 'model': net}]\n",
+        "model id 'd' is given twice",
+    ),
+    "missing parent": (
+        "from torch import nn\n"
+        "def models():\n    net = nn.Sequential(nn.Flatten(), nn.Linear(3072, 10))\n"
+        "    return [{'model_id': 'p', 'model': net, 'parent_id': 'nowhere'}]\n",
+        "p's parent_id 'nowhere' is not among the models",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_models_get_one_line_and_write_nothing(cifar, tmp_path, case):
+    source, message = BAD_FILES[case]
+    (tmp_path / "bad.py").write_text(source)
+    out = tmp_path / "out"
+    result = evaluate(
+        "--models", str(tmp_path / "bad.py"), "--dataset", "cifar10", "--data-root", str(cifar),
+        "--corruptions", "fog", "--severities", "1", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line and message in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py"]
+
+
+def test_a_checkpoint_that_does_not_load_is_named(tmp_path):
+    snapshot = tmp_path / "run"
+    assert run_cli("compute", "--preset", "tiny", "--methods", "dense", "--checkpoints", "--out", str(snapshot),
+                   "--quiet").returncode == 0  # fmt: skip
+    (snapshot / schema.CHECKPOINTS_DIR / "dense-s0.pt").write_bytes(b"not a checkpoint")
+    result = evaluate("--models", str(snapshot), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "dense-s0.pt does not load" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
