@@ -10,12 +10,23 @@ from pathlib import Path
 
 from compute.config import EVALUATE_DEFAULTS, EVALUATE_FIELDS, InputError, add_config_flags, apply_overrides
 
+#: arguments of how a command runs, not of what it computes
+RUN_ARGS = ("out", "overwrite", "quiet", "add_to", "replace")
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus the message on a bad flag; we print one line."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_growth_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--add-to", metavar="SNAPSHOT",
+        help=f"add {what} to this snapshot: --out gets a snapshot of all its models and the new ones",
+    )  # fmt: skip
+    parser.add_argument("--replace", action="store_true", help="with --add-to: recompute models it already holds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--out", required=True, help="snapshot folder to write")
     compute.add_argument("--overwrite", action="store_true", help="replace an existing snapshot at --out")
     compute.add_argument("--quiet", action="store_true", help="no progress bars, only the summary line")
+    add_growth_flags(compute, "new methods or sparsities of the sweep that wrote it")
     add_config_flags(compute)
 
     evaluate = sub.add_parser(
@@ -45,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="snapshot folder to write")
     evaluate.add_argument("--overwrite", action="store_true", help="replace the snapshot at --out")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars, only the summary line")
+    add_growth_flags(evaluate, "the given models")
     add_config_flags(evaluate, only=EVALUATE_FIELDS)
 
     validate = sub.add_parser("validate", help="check a snapshot's schema and invariants (exit 0, 1 or 2)")
@@ -81,26 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_compute(args: argparse.Namespace) -> int:
     from compute.presets import get_preset
 
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "out", "overwrite", "quiet")}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "preset", *RUN_ARGS)}
 
     def work() -> str:
         cfg = apply_overrides(get_preset(args.preset), given)
         from compute.pipeline import run
 
-        summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        summary = run(cfg, args.out, args.overwrite, not args.quiet, args.add_to, args.replace)
         return "\n".join([summary.line(), *(f"note: {note}" for note in summary.notes())])
 
     return report("compute", work)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "models", "out", "overwrite", "quiet")}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "models", *RUN_ARGS)}
 
     def work() -> str:
         cfg = apply_overrides(EVALUATE_DEFAULTS, given)
         from compute.pipeline import run_given
 
-        summary = run_given(cfg, args.models, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        summary = run_given(cfg, args.models, args.out, args.overwrite, not args.quiet, args.add_to, args.replace)
         return "\n".join([summary.line(), *(f"note: {note}" for note in summary.notes())])
 
     return report("evaluate", work)

@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from compute import cifar10c, data, schema
+from compute import cifar10c, data, grow, schema
 from compute.assemble import RunFacts, assemble
-from compute.config import ComputeConfig, parse_shard, shard_jobs
+from compute.config import ComputeConfig, InputError, parse_shard, shard_jobs
 from compute.corrupted import ConditionImages
 from compute.evaluate import evaluate_model
 from compute.output import check_target, stale_work_folders
@@ -53,6 +54,7 @@ class RunSummary:
     device: str
     resumed: int
     recovered: str | None = None
+    kept: int = 0  # models of a snapshot grown, kept as they were
 
     def notes(self) -> list[str]:
         """Work folders of other, interrupted runs beside the snapshot, and how to be rid of them."""
@@ -64,6 +66,7 @@ class RunSummary:
 
     def line(self) -> str:
         resumed = f", {self.resumed} of them from an interrupted run" if self.resumed else ""
+        resumed += f", {self.kept} kept from the snapshot grown" if self.kept else ""
         recovered = f"{self.recovered}; then " if self.recovered else ""
         return recovered + (
             f"wrote {self.path}: {self.models} models{resumed} x {self.conditions} conditions x {self.samples} samples "
@@ -91,12 +94,30 @@ def keep_large_blocks_in_the_heap() -> None:
     mallopt(m_trim_threshold, 256 * 1024 * 1024)
 
 
-def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> RunSummary:
-    """Run the whole compute step (or what an interrupted run left) and place the snapshot at `out`."""
+def run(
+    cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
+    add_to: str | None = None, replace: bool = False,
+) -> RunSummary:  # fmt: skip
+    """Run the whole compute step (or what an interrupted run left) and place the snapshot
+    at `out`; with `add_to`, only the models that snapshot lacks, and a snapshot of all."""
     cfg = resolve_config(cfg)
+    existing, keep = None, []
+    if add_to:
+        existing = grow.read_existing(add_to)
+        requested = [p.model_id for p in planned_models(cfg) if p.method != "dense"]
+        keep = grow.check_new_ids(existing, requested, replace)
+        cfg = grow.grown_config(existing, cfg)
+        changed = grow.changed_by_new_stops(existing, cfg)
+        if changed and not replace:
+            raise InputError(
+                f"--add-to: a new sparsity below those of {', '.join(changed[:3])} adds a stop to their rounds and "
+                "changes them; pass --replace to compute them again"
+            )
+        keep = [i for i in keep if i not in changed]
+    known = existing.manifest.get("parents", {}) if existing else {}
 
     def compute_sweep(dataset: data.Dataset, work: WorkFolder, device: torch.device) -> Sweep:
-        return Sweep(cfg, dataset, work, device, progress)
+        return Sweep(cfg, dataset, work, device, progress, known)
 
     def described(sweep: Sweep) -> dict:
         shard_index, shard_count = parse_shard(cfg.shard)
@@ -107,16 +128,28 @@ def run(cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: 
             "methods": method_table(cfg),
         }
 
-    return drive(cfg, out, overwrite, progress, planned_models(cfg), compute_sweep, described, {})
+    identity, growth = {"add_to": str(add_to or "")}, (existing, keep)
+    return drive(cfg, out, overwrite, progress, planned_models(cfg), compute_sweep, described, identity, growth)
 
 
-def run_given(cfg: ComputeConfig, source: str, out: str | Path, overwrite: bool = False, progress: bool = True):
-    """`prunescope evaluate`: the snapshot of the models a source gives, on the configured data."""
+def run_given(
+    cfg: ComputeConfig, source: str, out: str | Path, overwrite: bool = False, progress: bool = True,
+    add_to: str | None = None, replace: bool = False,
+) -> RunSummary:  # fmt: skip
+    """`prunescope evaluate`: the snapshot of the models a source gives, on the configured
+    data; with `add_to`, that snapshot's models and the given ones together."""
     from compute.given import GivenSweep, load_given
 
     cfg = resolve_config(cfg)
     given, where = load_given(source)
     planned = [PlannedModel(m.model_id, m.method, m.target_sparsity or 0.0, m.seed) for m in given]
+    existing, keep = None, []
+    if add_to:
+        existing = grow.read_existing(add_to)
+        keep = grow.check_new_ids(existing, [m.model_id for m in given], replace)
+        kept = existing.models.filter(pl.col("model_id").is_in(keep))
+        planned = [PlannedModel(*row) for row in kept.select("model_id", "method", "target_sparsity", "seed").rows()]
+        planned += [PlannedModel(m.model_id, m.method, m.target_sparsity or 0.0, m.seed) for m in given]
 
     def given_sweep(dataset: data.Dataset, work: WorkFolder, device: torch.device) -> GivenSweep:
         return GivenSweep(given, dataset, work, device)
@@ -124,11 +157,11 @@ def run_given(cfg: ComputeConfig, source: str, out: str | Path, overwrite: bool 
     def described(sweep: GivenSweep) -> dict:
         return {"architecture": "given", "source": where, "methods": sweep.method_table(), "config": cfg.as_dict()}
 
-    identity = {"source": where, "models": sorted(m.model_id for m in given)}
-    return drive(cfg, out, overwrite, progress, planned, given_sweep, described, identity)
+    identity = {"source": where, "models": sorted(m.model_id for m in given), "add_to": str(add_to or "")}
+    return drive(cfg, out, overwrite, progress, planned, given_sweep, described, identity, (existing, keep))
 
 
-def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity) -> RunSummary:
+def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity, growth) -> RunSummary:
     """The stages every command that writes models' snapshots shares: check the output,
     load the data, make the corrupted test sets, evaluate each model the sweep yields as it
     comes, assemble and place the snapshot; resumable throughout."""
@@ -144,19 +177,25 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
             cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()
         )
     timings["data"] = time.perf_counter() - tick
+    existing, keep = growth
+    conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
+    if existing is not None:
+        grow.check_same_data(existing, dataset, conditions, cfg.metric_bits)
     work = WorkFolder(target, cfg, identity)
     resumed, recovered = work.open_run(overwrite)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     evaluated = resumed
     try:
-        images = ConditionImages(dataset, schema.build_conditions(cfg.corruptions, cfg.severities), work)
+        kept = grow.seed_work(existing, work, keep) if existing is not None else 0
+        evaluated += kept
+        images = ConditionImages(dataset, conditions, work)
         timings["corrupt"] = images.prepare(cfg, device, progress)
 
         sweep = make_sweep(dataset, work, device)
         sample_ids = dataset.test_index.numpy().astype("int32")
         timings["evaluate"] = 0.0
         tick = time.perf_counter()
-        bar = tqdm(total=len(planned), initial=resumed, desc="models", unit="model", disable=not progress)
+        bar = tqdm(total=len(planned), initial=evaluated, desc="models", unit="model", disable=not progress)
         for trained in sweep.models():
             model_id = trained.record["model_id"]
             bar.set_postfix(model=model_id)
@@ -172,7 +211,10 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
         bar.close()
         timings["train_and_prune"] = time.perf_counter() - tick - timings["evaluate"]
 
-        facts = RunFacts(cfg, dataset, device, describe(sweep), sweep.fingerprints, timings, resumed)
+        described = describe(sweep)
+        if existing is not None:
+            described["grown_from"] = {"snapshot": str(existing.path), "models_kept": len(keep)}
+        facts = RunFacts(cfg, dataset, device, described, sweep.fingerprints, timings, resumed)
         with SnapshotWriter(out, overwrite, slot=work) as writer:
             rows = assemble(writer, work, planned, images, facts, started)
     except KeyboardInterrupt:
@@ -188,5 +230,5 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return RunSummary(
         path, len(planned), len(images.conditions), len(sample_ids), rows, size, time.perf_counter() - started,
-        str(device), resumed, recovered,
+        str(device), resumed, recovered, len(keep),
     )  # fmt: skip

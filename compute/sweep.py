@@ -67,7 +67,10 @@ def check_finite(model: nn.Module, model_id: str, cfg: ComputeConfig) -> None:
 class Sweep:
     """This shard's models, each yielded once trained (or loaded from the work folder)."""
 
-    def __init__(self, cfg: ComputeConfig, dataset: data.Dataset, work: WorkFolder, device: torch.device, progress):
+    def __init__(
+        self, cfg: ComputeConfig, dataset: data.Dataset, work: WorkFolder, device: torch.device, progress,
+        fingerprints: dict[str, str] | None = None,
+    ):  # fmt: skip
         self.cfg, self.dataset, self.work, self.device, self.progress = cfg, dataset, work, device, progress
         mean, std = dataset.channel_stats()
         self.spec = models.ModelSpec(
@@ -77,7 +80,8 @@ class Sweep:
         self.policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
         self.rewind_step = round(cfg.rewind_epochs * steps_per_epoch(len(dataset.train_labels), cfg.batch_size))
         self.planned = planned_models(cfg)
-        self.fingerprints: dict[str, str] = {}
+        #: dense id -> SHA-256 of its weights; given ones (a snapshot grown) must be reproduced
+        self.fingerprints: dict[str, str] = dict(fingerprints or {})
 
     @property
     def schedule(self) -> dict:
@@ -94,7 +98,9 @@ class Sweep:
             methods = [method for job_seed, method in jobs if job_seed == seed]
             wanted = [p for p in self.planned if p.seed == seed and not self.work.evaluated(p.model_id)]
             if not wanted:
-                self.fingerprints[schema.model_id_for("dense", 0.0, seed)] = self.work.load_dense(seed)[1]["sha256"]
+                dense_id = schema.model_id_for("dense", 0.0, seed)
+                if dense_id not in self.fingerprints:
+                    self.fingerprints[dense_id] = self.work.load_dense(seed)[1]["sha256"]
                 continue
             dense, ctx = self.dense(seed)
             for method in methods:
@@ -121,6 +127,12 @@ class Sweep:
             info = {"seconds": result.seconds, "epochs": result.epochs, "sha256": fingerprint(dense)}
             self.work.save_dense(seed, {"init": init_state, "rewind": rewind_state, "model": dense.state_dict()}, info)
         dense.to(self.device).eval()
+        expected = self.fingerprints.get(dense_id, info["sha256"])
+        if info["sha256"] != expected:
+            raise InputError(
+                f"{dense_id} trained now differs from the one the snapshot grown was pruned from (its weights' "
+                "SHA-256); grow it on the same kind of device with the same software"
+            )
         self.fingerprints[dense_id] = info["sha256"]
         self.dense_info = info
         ctx = PruneContext(
@@ -145,13 +157,20 @@ class Sweep:
         method = get_method(name)
         sparsities = list(self.cfg.sparsities)
         ids = {s: schema.model_id_for(name, s, seed) for s in sparsities}
+        if all(self.work.evaluated(i) for i in ids.values()):
+            return
         trained = {s for s in sparsities if self.work.trained(ids[s])}
         for sparsity in trained:  # checkpointed before an interruption, not yet evaluated
             if not self.work.evaluated(ids[sparsity]):
                 yield Trained(self.work.record(ids[sparsity]), self.load(ids[sparsity], dense))
-        finished = {s: (lambda s=s: self.resume_point(ids[s], dense)) for s in trained}
+        finished = {
+            s: (lambda s=s: self.resume_point(ids[s], dense)) if self.work.has_checkpoint(ids[s]) else None
+            for s in trained
+        }
         for pruned in method.models(ctx, sparsities, finished):
             model_id = ids[pruned.target_sparsity]
+            if self.work.evaluated(model_id):  # passed on the way (imp, lrr), already in the snapshot grown
+                continue
             check_finite(pruned.model, model_id, self.cfg)
             record = self.record(
                 model_id, name, method.family, pruned.target_sparsity, seed, pruned.model, dense,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from torch import nn
 from compute import schema
 from compute.config import ComputeConfig, InputError
 from compute.output import OutputSlot, Target, write_atomic, write_bytes_atomic, write_json_atomic
-from compute.snapshot import metrics_table, write_parquet_atomic
+from compute.snapshot import conform, metrics_table, write_parquet_atomic
 
 #: configuration fields that only shape what the snapshot keeps, not what is computed
 NOT_COMPUTED = ("checkpoints", "thumbnail_samples", "device")
@@ -133,6 +135,17 @@ class WorkFolder(OutputSlot):
             write_bytes_atomic(folder / "checkpoint.pt", state_bytes(model.state_dict()))
         write_json_atomic(record, folder / "model.json")
 
+    def has_checkpoint(self, model_id: str) -> bool:
+        return (self.model_dir(model_id) / "checkpoint.pt").is_file()
+
+    def link_checkpoint(self, model_id: str, source: Path) -> None:
+        """A checkpoint written elsewhere (a snapshot grown), linked or copied in."""
+        target = self.model_dir(model_id) / "checkpoint.pt"
+        try:
+            os.link(source, target)
+        except OSError:
+            write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
+
     def record(self, model_id: str) -> dict:
         return json.loads((self.model_dir(model_id) / "model.json").read_text())
 
@@ -142,8 +155,9 @@ class WorkFolder(OutputSlot):
     def save_evaluated(self, model_id: str, tables: dict[str, pl.DataFrame]) -> None:
         folder = self.model_dir(model_id)
         write_parquet_atomic(metrics_table(model_id, tables["metrics"]), folder / "metrics.parquet")
-        for name in ("classes", "embedding"):
-            write_parquet_atomic(tables[name].to_arrow(), folder / f"{name}.parquet")
+        for name, table_name in (("classes", schema.CLASSES), ("embedding", schema.EMBEDDING)):
+            table = conform(tables[name], schema.TABLE_SCHEMAS[table_name], f"{name} of {model_id}")
+            write_parquet_atomic(table, folder / f"{name}.parquet")
         write_json_atomic({"model_id": model_id}, folder / "evaluated.json")
 
     def table(self, model_id: str, name: str) -> Path:

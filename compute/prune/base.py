@@ -114,8 +114,9 @@ class PrunedModel:
     notes: dict = field(default_factory=dict)
 
 
-#: sparsity -> a loader of the model an earlier, interrupted run already finished
-Finished = dict[float, Callable[[], "PrunedModel"]]
+#: sparsity -> a loader of the model an earlier run already finished (None: finished, but
+#: kept without weights, so nothing can continue from it)
+Finished = dict[float, Callable[[], "PrunedModel"] | None]
 
 
 class Method(ABC):

@@ -63,7 +63,7 @@ class IterativeMagnitude(Method):
         total = sum(module.weight.numel() for _, module in ctx.layers(model))
         plan, reached = round_plan(total, ctx.settings.imp_rate, sparsities)
         last = max(reached[t] for t in todo)
-        resumable = [t for t in finished if reached[t] <= last]
+        resumable = [t for t, load in finished.items() if load is not None and reached[t] <= last]
         start_round, prune_seconds, train_seconds, epochs = 0, 0.0, 0.0, ctx.dense_epochs
         if resumable:
             furthest = max(resumable, key=lambda t: reached[t])

@@ -1,0 +1,139 @@
+"""Growing a snapshot: new models added to an existing one (`--add-to SNAPSHOT`).
+
+The existing snapshot's models are laid into the run's work folder as evaluated models,
+so the run computes only what is new and assembles one snapshot of all of them, equal to
+computing them all in one run. The existing snapshot must have the run's data, test
+samples, conditions and metric precision; for `compute`, its configuration but for the
+methods and sparsities, and the same dense models (their weights' fingerprints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import polars as pl
+
+from compute import schema
+from compute.config import ComputeConfig, InputError
+from compute.snapshot import read_manifest, scan_metrics
+from compute.workdir import WorkFolder
+
+#: configuration fields a grown compute sweep may change: what it adds, and what only
+#: shapes what the snapshot keeps
+MAY_DIFFER = ("methods", "sparsities", "shard", "checkpoints", "thumbnail_samples", "device")
+
+
+@dataclasses.dataclass
+class Existing:
+    path: Path
+    manifest: dict
+    models: pl.DataFrame
+
+    @property
+    def ids(self) -> list[str]:
+        return self.models["model_id"].to_list()
+
+
+def read_existing(path: str | Path) -> Existing:
+    path = Path(path).expanduser()
+    manifest = read_manifest(path)
+    if "shard" in manifest and manifest["shard"].get("count", 1) != 1:
+        raise InputError(f"--add-to: {path} is one shard of a sweep; merge the shards first, then add to the merge")
+    return Existing(path, manifest, pl.read_parquet(path / schema.MODELS))
+
+
+def grown_config(existing: Existing, cfg: ComputeConfig) -> ComputeConfig:
+    """The configuration of the whole grown sweep: the existing one with the methods and
+    sparsities of both (each in the order a single run would have them)."""
+    old = existing.manifest.get("config", {})
+    new = cfg.as_dict()
+    differing = sorted(k for k in new if k not in MAY_DIFFER and _same(old.get(k)) != _same(new[k]))
+    if differing:
+        raise InputError(
+            f"--add-to: {existing.path} was computed with other {', '.join(differing)}; grow it with the flags "
+            "it was computed with, changing only --methods and --sparsities"
+        )
+    methods = list(old["methods"]) + [m for m in cfg.methods if m not in old["methods"]]
+    sparsities = sorted(set(old["sparsities"]) | set(cfg.sparsities))
+    return dataclasses.replace(cfg, methods=tuple(methods), sparsities=tuple(sparsities))
+
+
+def _same(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_new_ids(existing: Existing, requested: list[str], replace: bool) -> list[str]:
+    """The existing models to keep: all but those the run recomputes. A requested id the
+    snapshot already holds stops the run unless `replace`."""
+    clash = [i for i in requested if i in existing.ids]
+    if clash and not replace:
+        raise InputError(
+            f"--add-to: {existing.path} already holds {', '.join(clash[:3])}{' and more' if len(clash) > 3 else ''}; "
+            "pass --replace to compute them again, or ask for other models"
+        )
+    return [i for i in existing.ids if i not in clash]
+
+
+def check_same_data(existing: Existing, dataset, conditions: list[schema.Condition], metric_bits: int) -> None:
+    """The existing snapshot was evaluated on exactly the run's test samples and conditions."""
+    path = existing.path
+    samples = pl.read_parquet(path / schema.SAMPLES, columns=["sample_id", "label"])
+    mine = pl.DataFrame({"sample_id": dataset.test_index.numpy(), "label": dataset.test_labels.numpy()})
+    if not samples.cast({"sample_id": pl.Int64, "label": pl.Int64}).equals(mine.cast(pl.Int64)):
+        raise InputError(
+            f"--add-to: {path} was evaluated on other test samples ({len(samples)} against {len(mine)}); "
+            "use its --dataset, --data-root, --n-test and --split-seed"
+        )
+    stored = pl.read_parquet(path / schema.CONDITIONS).select("corruption", "severity").rows()
+    if stored != [(c.corruption, c.severity) for c in conditions]:
+        raise InputError(f"--add-to: {path} has other conditions; use its --corruptions and --severities")
+    bits = existing.manifest.get("storage", {}).get("metric_bits", 23)
+    if bits != metric_bits:
+        raise InputError(f"--add-to: {path} keeps {bits} mantissa bits of each metric; pass --metric-bits {bits}")
+
+
+def seed_work(existing: Existing, work: WorkFolder, keep: list[str]) -> int:
+    """Lay the kept models of the existing snapshot into the work folder as evaluated ones."""
+    notes = existing.manifest.get("model_notes", {})
+    classes = pl.read_parquet(existing.path / schema.CLASSES)
+    embedding = pl.read_parquet(existing.path / schema.EMBEDDING)
+    checkpoints = existing.path / schema.CHECKPOINTS_DIR
+    seeded = 0
+    for row in existing.models.filter(pl.col("model_id").is_in(keep)).iter_rows(named=True):
+        model_id = row["model_id"]
+        if work.evaluated(model_id):
+            continue
+        record = {k: v for k, v in row.items() if k != "clean_accuracy"}
+        record["notes"] = notes.get(model_id, {})
+        checkpoint = checkpoints / f"{model_id}.pt"
+        work.save_trained(record, None)
+        if checkpoint.is_file():
+            work.link_checkpoint(model_id, checkpoint)
+        metrics = scan_metrics(existing.path).filter(pl.col("model_id") == model_id).drop("model_id").collect()
+        work.save_evaluated(
+            model_id,
+            {
+                "metrics": metrics,
+                "classes": classes.filter(pl.col("model_id") == model_id),
+                "embedding": embedding.filter(pl.col("model_id") == model_id),
+            },
+        )
+        seeded += 1
+    return seeded
+
+
+#: methods whose models build on each other: each requested sparsity is a stop of one
+#: sequence of rounds, so a new sparsity below an old one changes the models above it
+SEQUENTIAL = ("imp", "lrr")
+
+
+def changed_by_new_stops(existing: Existing, cfg: ComputeConfig) -> list[str]:
+    """Existing imp / lrr models that a new, lower sparsity would change."""
+    old = set(existing.manifest.get("config", {}).get("sparsities", []))
+    added = [s for s in cfg.sparsities if s not in old]
+    if not added:
+        return []
+    lowest = min(added)
+    rows = existing.models.filter(pl.col("method").is_in(SEQUENTIAL) & (pl.col("target_sparsity") > lowest))
+    return rows["model_id"].to_list()

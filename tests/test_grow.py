@@ -1,0 +1,110 @@
+"""Growing a snapshot (`--add-to`): the new models are computed, the old ones kept, and the
+result equals computing all of them in one run."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from compute import schema
+from compute.snapshot import scan_metrics
+from tests.conftest import run_cli
+
+TINY = ("compute", "--preset", "tiny", "--quiet")
+
+
+def assert_same_tables(got, want):
+    timing = ["train_seconds", "prune_seconds"]
+    for name in (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.CONDITIONS, schema.SAMPLES):
+        a, b = pl.read_parquet(got / name), pl.read_parquet(want / name)
+        a, b = a.drop([c for c in timing if c in a.columns]), b.drop([c for c in timing if c in b.columns])
+        assert a.equals(b), name  # the same models in the same (sweep) order
+    rows = ["model_id", "condition_id", "sample_id"]
+    assert scan_metrics(got).collect().sort(rows).equals(scan_metrics(want).collect().sort(rows))
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grow") / "first"
+    result = run_cli(*TINY, "--methods", "dense,random,imp", "--sparsities", "0.5,0.9", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_new_methods_and_sparsities_equal_one_run(first, tmp_path):
+    grown = tmp_path / "grown"
+    added = ("--methods", "magnitude,imp", "--sparsities", "0.95")
+    result = run_cli(*TINY, *added, "--add-to", str(first), "--out", str(grown))
+    assert result.returncode == 0, result.stderr
+    assert "10 models, 5 kept from the snapshot grown" in result.stdout
+    whole = tmp_path / "whole"
+    all_of_it = ("--methods", "dense,random,imp,magnitude", "--sparsities", "0.5,0.9,0.95")
+    result = run_cli(*TINY, *all_of_it, "--out", str(whole))
+    assert result.returncode == 0, result.stderr
+    assert_same_tables(grown, whole)
+    assert run_cli("validate", str(grown)).returncode == 0
+
+
+def test_an_id_the_snapshot_holds_needs_replace(first, tmp_path):
+    out = tmp_path / "again"
+    result = run_cli(*TINY, "--methods", "random", "--sparsities", "0.9", "--add-to", str(first), "--out", str(out))
+    assert result.returncode == 2 and "already holds random-0.9-s0" in result.stderr and "--replace" in result.stderr
+    assert not out.exists()
+    result = run_cli(
+        *TINY, "--methods", "random", "--sparsities", "0.9", "--add-to", str(first), "--replace", "--out", str(out)
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert_same_tables(out, first)  # recomputed deterministically: the same models
+
+
+def test_a_lower_new_sparsity_would_change_the_iterative_models_above_it(first, tmp_path):
+    out = tmp_path / "lower"
+    result = run_cli(*TINY, "--methods", "random", "--sparsities", "0.7", "--add-to", str(first), "--out", str(out))
+    assert result.returncode == 2 and "imp-0.9-s0" in result.stderr and "--replace" in result.stderr
+    result = run_cli(
+        *TINY, "--methods", "random", "--sparsities", "0.7", "--add-to", str(first), "--replace", "--out", str(out)
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    whole = tmp_path / "whole"
+    all_of_it = ("--methods", "dense,random,imp", "--sparsities", "0.5,0.7,0.9")
+    assert run_cli(*TINY, *all_of_it, "--out", str(whole)).returncode == 0
+    assert_same_tables(out, whole)
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [(["--epochs", "3"], "other epochs"), (["--severities", "2"], "other severities"), (["--n-test", "50"], "n_test")],
+)
+def test_a_snapshot_of_another_configuration_is_not_grown(first, tmp_path, flags, message):
+    out = tmp_path / "other"
+    result = run_cli(*TINY, "--methods", "magnitude", *flags, "--add-to", str(first), "--out", str(out))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_evaluate_adds_given_models_to_a_snapshot(tmp_path):
+    from tests.test_data import write_cifar10
+
+    write_cifar10(tmp_path / "data")
+    for name, width in (("a", 16), ("b", 24)):
+        (tmp_path / f"{name}.py").write_text(
+            "import torch\nfrom torch import nn\n"
+            "def models():\n"
+            f"    torch.manual_seed({width})\n"
+            f"    net = nn.Sequential(nn.Conv2d(3, {width}, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),"
+            f" nn.Linear({width}, 10))\n"
+            f"    return [{{'model_id': 'net-{name}', 'model': net}}]\n"
+        )
+    (tmp_path / "both.py").write_text(
+        "import a, b\ndef models():\n    return a.models() + b.models()\n"
+    )
+    data = ("--dataset", "cifar10", "--data-root", str(tmp_path / "data"), "--corruptions", "fog", "--quiet")
+    assert run_cli("evaluate", "--models", str(tmp_path / "a.py"), *data, "--out", str(tmp_path / "sa")).returncode == 0
+    grown = run_cli(
+        "evaluate", "--models", str(tmp_path / "b.py"), *data, "--add-to", str(tmp_path / "sa"), "--out",
+        str(tmp_path / "sab"),
+    )  # fmt: skip
+    assert grown.returncode == 0, grown.stderr
+    whole = run_cli("evaluate", "--models", str(tmp_path / "both.py"), *data, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    assert_same_tables(tmp_path / "sab", tmp_path / "whole")
