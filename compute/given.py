@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from compute import models as architectures
 from compute import schema
+from compute.checkpoints import fit_to_state, load_model
 from compute.config import InputError
 from compute.masks import LayerPolicy, count_flops, count_parameters
 from compute.snapshot import read_manifest
@@ -122,10 +125,6 @@ def from_function(source: str) -> tuple[list[GivenModel], str]:
         model_id = entry.get("model_id")
         if not isinstance(model_id, str):
             raise InputError(f"--models: entry {i} of {where}() has no model_id string")
-        try:
-            schema.check_model_id(model_id)
-        except ValueError as err:
-            raise InputError(f"--models: {err}") from None
         module = entry.get("model")
         if not isinstance(module, nn.Module) and callable(module):
             try:
@@ -136,9 +135,6 @@ def from_function(source: str) -> tuple[list[GivenModel], str]:
             raise InputError(f"--models: {model_id}'s model is {type(module).__name__}, not a torch nn.Module")
         parent = entry.get("parent_id", model_id)
         family = entry.get("family", "dense" if parent == model_id else "unstructured")
-        if family not in schema.MODEL_FAMILIES:
-            allowed = ", ".join(schema.MODEL_FAMILIES)
-            raise InputError(f"--models: {model_id}'s family {family!r} is not one of {allowed}")
         out.append(
             GivenModel(
                 model_id, module, str(entry.get("method", "dense" if parent == model_id else "custom")), family,
@@ -151,8 +147,6 @@ def from_function(source: str) -> tuple[list[GivenModel], str]:
 
 def from_snapshot(path: Path) -> tuple[list[GivenModel], str]:
     """The models of a snapshot written with --checkpoints, with the metadata it recorded."""
-    from compute.checkpoints import load_model
-
     config = read_manifest(path).get("config", {})
     policy = LayerPolicy(bool(config.get("prune_first_layer")), bool(config.get("prune_last_layer")))
     if not (path / schema.CHECKPOINTS_DIR).is_dir():
@@ -174,12 +168,85 @@ def from_snapshot(path: Path) -> tuple[list[GivenModel], str]:
     return out, f"checkpoints of {path}"
 
 
+FOLDER_MANIFEST = "models.json"
+
+
+def plain_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with torch.nn.utils.prune's weight_orig / weight_mask folded into the
+    weight (prunescope's own bool weight_mask buffers are kept)."""
+    state = dict(state)
+    for key in [k for k in state if k.endswith("_orig")]:
+        base = key[: -len("_orig")]
+        mask = state.pop(f"{base}_mask")
+        state[base] = state.pop(key) * mask
+        state[f"{base}_mask"] = mask.bool()
+    return state
+
+
+def from_checkpoint_folder(path: Path) -> tuple[list[GivenModel], str]:
+    """Checkpoints of one of prunescope's architectures, described by `models.json`:
+    {"architecture": ..., "num_classes": ..., "image_size": [h, w], "mean": [...], "std": [...],
+     "models": [{"model_id", "checkpoint", "method", "family", "target_sparsity", "seed", "parent_id"}, ...]}
+    (mean and std: the normalisation the architecture's first layer applies, when a
+    checkpoint does not hold it)."""
+    manifest_path = path / FOLDER_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        architecture, entries = manifest["architecture"], manifest["models"]
+        num_classes = int(manifest["num_classes"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(
+            f"--models: {manifest_path} is missing or lacks {err}; it needs architecture, num_classes and models "
+            "(one entry per checkpoint)"
+        ) from None
+    if architecture not in architectures.ARCHITECTURES:
+        raise InputError(f"--models: {manifest_path} names architecture {architecture!r}; "
+                         f"choose one of {', '.join(architectures.ARCHITECTURES)}")  # fmt: skip
+    spec = architectures.ModelSpec(
+        architecture, num_classes, tuple(manifest.get("mean", (0.0,) * 3)), tuple(manifest.get("std", (1.0,) * 3)),
+        tuple(manifest.get("image_size", (32, 32))),
+    )  # fmt: skip
+    out = []
+    for entry in entries:
+        model_id = str(entry.get("model_id"))
+        file = path / str(entry.get("checkpoint", f"{model_id}.pt"))
+        try:
+            state = plain_state(torch.load(file, map_location="cpu", weights_only=True))
+            model = architectures.build(spec)
+            state = {**{k: v for k, v in model.state_dict().items() if k.startswith("normalize.")}, **state}
+            model = fit_to_state(model, state)
+            model.load_state_dict(state)
+        except Exception as err:  # noqa: BLE001 - any checkpoint that does not load is reported in one line
+            raise InputError(f"--models: {file} does not load into {architecture} ({type(err).__name__}: "
+                             f"{str(err)[:120]})") from None  # fmt: skip
+        parent = entry.get("parent_id", model_id)
+        out.append(
+            GivenModel(
+                model_id, model, str(entry.get("method", "dense" if parent == model_id else "custom")),
+                entry.get("family", "dense" if parent == model_id else "unstructured"), entry.get("target_sparsity"),
+                int(entry.get("seed", 0)), parent, "classifier", float(entry.get("train_epochs", 0)),
+            )  # fmt: skip
+        )
+    return out, f"checkpoints in {path}"
+
+
 def load_given(source: str) -> tuple[list[GivenModel], str]:
     """The models of a source, checked: unique ids, parents among them. InputError otherwise."""
     path = Path(source).expanduser()
-    models, where = from_snapshot(path) if path.is_dir() else from_function(source)
+    if path.is_dir():
+        models, where = from_snapshot(path) if (path / schema.MANIFEST).is_file() else from_checkpoint_folder(path)
+    else:
+        models, where = from_function(source)
     for model in models:
         make_permanent(model.module)
+    for model in models:
+        try:
+            schema.check_model_id(model.model_id)
+        except ValueError as err:
+            raise InputError(f"--models: {err}") from None
+        if model.family not in schema.MODEL_FAMILIES:
+            allowed = ", ".join(schema.MODEL_FAMILIES)
+            raise InputError(f"--models: {model.model_id}'s family {model.family!r} is not one of {allowed}")
     ids = [m.model_id for m in models]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:

@@ -161,3 +161,51 @@ def test_a_checkpoint_that_does_not_load_is_named(tmp_path):
     assert result.returncode == 2
     assert "dense-s0.pt does not load" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_checkpoints_with_a_manifest(cifar, tmp_path):
+    """Conv-4 checkpoints saved as state dicts: one dense, one pruned with torch.nn.utils.prune
+    (its state dict holds weight_orig and weight_mask), described by models.json."""
+    from torch.nn.utils import prune
+
+    from compute import models
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    torch.manual_seed(0)
+    spec = models.ModelSpec("conv4", 10, (0.5,) * 3, (0.25,) * 3)
+    dense = models.build(spec)
+    pruned = models.build(spec)
+    pruned.load_state_dict(dense.state_dict())
+    convs = [(m, "weight") for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    prune.global_unstructured(convs, pruning_method=prune.L1Unstructured, amount=0.5)
+    torch.save(dense.state_dict(), folder / "dense.pt")
+    torch.save(pruned.state_dict(), folder / "pruned.pt")
+    assert any(k.endswith("weight_orig") for k in pruned.state_dict())
+    (folder / "models.json").write_text(json.dumps({
+        "architecture": "conv4", "num_classes": 10,
+        "models": [
+            {"model_id": "conv4-dense", "checkpoint": "dense.pt"},
+            {"model_id": "conv4-half", "checkpoint": "pruned.pt", "method": "torch_l1", "parent_id": "conv4-dense"},
+        ],
+    }))  # fmt: skip
+    out = tmp_path / "out"
+    result = evaluate(
+        "--models", str(folder), "--dataset", "cifar10", "--data-root", str(cifar), "--corruptions", "fog",
+        "--severities", "1", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = pl.read_parquet(out / schema.MODELS)
+    conv_weights = sum(m.weight.numel() for m in dense.modules() if isinstance(m, nn.Conv2d))
+    all_weights = sum(m.weight.numel() for m in dense.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    half = table.filter(pl.col("model_id") == "conv4-half").row(0, named=True)
+    assert half["sparsity"] == pytest.approx(round(0.5 * conv_weights) / all_weights, rel=1e-5)
+    data = load(DataSpec("cifar10", n_test=0, n_train=0, root=str(cifar)))
+    with torch.no_grad():
+        logits = pruned.eval()(data.test_images.float() / 255)
+    rows = scan_metrics(out).filter((pl.col("model_id") == "conv4-half") & (pl.col("condition_id") == 0))
+    assert rows.collect().sort("sample_id")["pred"].to_list() == logits.argmax(1).tolist()
+
+    (folder / "pruned.pt").write_bytes(b"garbage")
+    result = evaluate("--models", str(folder), "--dataset", "cifar10", "--data-root", str(cifar), "--out", str(out))
+    assert result.returncode == 2 and "pruned.pt does not load into conv4" in result.stderr
