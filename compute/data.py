@@ -248,10 +248,14 @@ def _image_folder(path: Path, classes: list[str] | None = None) -> tuple[np.ndar
 def load_image_folder(spec: DataSpec) -> Dataset:
     """Images in torchvision's ImageFolder layout: --data-root the training folder and
     --test-root the test folder, each with one sub-folder per class (the same classes)."""
-    if not spec.root or not spec.test_root:
-        raise DataError("the imagefolder data set needs --data-root TRAIN_FOLDER and --test-root TEST_FOLDER")
-    train_x, train_y, classes = _image_folder(Path(spec.root).expanduser())
-    test_x, test_y, _ = _image_folder(Path(spec.test_root).expanduser(), classes)
+    if not spec.test_root:
+        raise DataError("the imagefolder data set needs --test-root TEST_FOLDER (and, to train, --data-root TRAIN)")
+    if spec.root:
+        train_x, train_y, classes = _image_folder(Path(spec.root).expanduser())
+        test_x, test_y, _ = _image_folder(Path(spec.test_root).expanduser(), classes)
+    else:  # evaluating given models needs no training images
+        test_x, test_y, classes = _image_folder(Path(spec.test_root).expanduser())
+        train_x, train_y = test_x[:0], test_y[:0]
     if train_x.shape[1:] != test_x.shape[1:]:
         raise DataError(f"training images are {train_x.shape[1:3]}, test images {test_x.shape[1:3]}; use one size")
     return _from_splits("imagefolder", spec, (train_x, train_y), (test_x, test_y), tuple(classes), flip=True)

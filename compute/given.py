@@ -101,10 +101,13 @@ def load_function(source: str):
         finally:
             sys.path.remove(str(path.resolve().parent))
     else:
+        sys.path.insert(0, str(Path.cwd()))  # as `python -m` would: modules of the working folder import
         try:
             module = importlib.import_module(target)
         except Exception as err:  # noqa: BLE001
             raise InputError(f"--models: cannot import {target!r} ({type(err).__name__}: {err})") from None
+        finally:
+            sys.path.remove(str(Path.cwd()))
     function = getattr(module, name, None)
     if not callable(function):
         raise InputError(f"--models: {target} has no function {name!r}; define it or name another as {target}:NAME")

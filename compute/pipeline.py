@@ -129,7 +129,8 @@ def run(
         }
 
     identity, growth = {"add_to": str(add_to or "")}, (existing, keep)
-    return drive(cfg, out, overwrite, progress, planned_models(cfg), compute_sweep, described, identity, growth)
+    planned = planned_models(cfg)
+    return drive(cfg, out, overwrite, progress, planned, compute_sweep, described, identity, growth, trains=True)
 
 
 def run_given(
@@ -158,10 +159,11 @@ def run_given(
         return {"architecture": "given", "source": where, "methods": sweep.method_table(), "config": cfg.as_dict()}
 
     identity = {"source": where, "models": sorted(m.model_id for m in given), "add_to": str(add_to or "")}
-    return drive(cfg, out, overwrite, progress, planned, given_sweep, described, identity, (existing, keep))
+    growth = (existing, keep)
+    return drive(cfg, out, overwrite, progress, planned, given_sweep, described, identity, growth, trains=False)
 
 
-def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity, growth) -> RunSummary:
+def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity, growth, trains) -> RunSummary:
     """The stages every command that writes models' snapshots shares: check the output,
     load the data, make the corrupted test sets, evaluate each model the sweep yields as it
     comes, assemble and place the snapshot; resumable throughout."""
@@ -177,6 +179,8 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
             cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()
         )
     timings["data"] = time.perf_counter() - tick
+    if trains and len(dataset.train_labels) == 0:
+        raise InputError(f"the {cfg.dataset} data set has no training images; give them with --data-root")
     existing, keep = growth
     conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
     if existing is not None:

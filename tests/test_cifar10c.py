@@ -1,11 +1,13 @@
 """The released CIFAR-10-C files as conditions: loader, checks, and the compute step on them."""
 
+import io
 import json
 import re
 
 import numpy as np
 import polars as pl
 import pytest
+from PIL import Image
 
 from compute import schema
 from compute.cifar10c import SHAPE, Cifar10CError, check_folder, load_condition
@@ -108,3 +110,26 @@ def test_cli_refuses_a_bad_folder_before_training(cifar_root):
     assert not (tmp / "never").exists()
     result = run_cli("compute", "--preset", "tiny", "--out", str(tmp / "never"), "--cifar10c", str(tmp / "c"))
     assert result.returncode == 2 and "--dataset cifar10" in result.stderr
+
+
+def test_cifar100_c_files_go_with_cifar100(tmp_path):
+    from tests.test_data import write_cifar100
+
+    splits = write_cifar100(tmp_path / "cifar", n_train=60, n_test=20)
+    data, labels = splits["test"]
+    write_cifar10c(tmp_path / "c100", data, labels, ["fog"], shift=5)
+    out = tmp_path / "snap"
+    result = run_cli(
+        "compute", "--preset", "tiny", "--dataset", "cifar100", "--data-root", str(tmp_path / "cifar"),
+        "--n-test", "0", "--n-train", "0", "--methods", "dense", "--cifar10c", str(tmp_path / "c100"),
+        "--corruptions", "fog", "--severities", "2", "--thumbnail-samples", "20", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    thumbs = pl.read_parquet(out / schema.THUMBNAILS)
+    assert len(thumbs) == 20  # every test image under fog 2, read from the files
+    first = thumbs.sort("sample_id").row(0, named=True)
+    pixels = np.asarray(Image.open(io.BytesIO(first["thumbnail"])).convert("RGB"))
+    expected = (data[first["sample_id"]].reshape(3, 32, 32).transpose(1, 2, 0).astype(np.int32) + 10) % 256
+    np.testing.assert_array_equal(pixels, expected)
+    wrong = run_cli("compute", "--preset", "tiny", "--cifar10c", str(tmp_path / "c100"), "--out", str(tmp_path / "x"))
+    assert wrong.returncode == 2 and "cifar10 or cifar100" in wrong.stderr

@@ -209,3 +209,36 @@ def test_a_folder_of_checkpoints_with_a_manifest(cifar, tmp_path):
     (folder / "pruned.pt").write_bytes(b"garbage")
     result = evaluate("--models", str(folder), "--dataset", "cifar10", "--data-root", str(cifar), "--out", str(out))
     assert result.returncode == 2 and "pruned.pt does not load into conv4" in result.stderr
+
+
+def test_a_module_function_source(cifar, tmp_path):
+    # package.module:function, imported from the working folder (here the repository)
+    out = tmp_path / "mod"
+    result = evaluate(
+        "--models", "examples.my_models:models", "--dataset", "cifar10", "--data-root", str(cifar),
+        "--corruptions", "fog", "--severities", "1", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "3 models" in result.stdout
+    bad = evaluate("--models", "examples.my_models:nothing", "--dataset", "cifar10", "--data-root", str(cifar),
+                   "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert bad.returncode == 2 and "has no function 'nothing'" in bad.stderr
+
+
+def test_evaluate_needs_only_the_test_folder_of_an_image_folder(tmp_path):
+    from tests.test_data import write_image_folder
+
+    write_image_folder(tmp_path / "test", [str(c) for c in range(10)], 2, size=(32, 32))
+    out = tmp_path / "out"
+    result = evaluate(
+        "--models", str(EXAMPLE), "--dataset", "imagefolder", "--test-root", str(tmp_path / "test"),
+        "--corruptions", "fog", "--severities", "1", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "x 2 conditions x 20 samples" in result.stdout
+    train = run_cli(
+        "compute", "--preset", "tiny", "--dataset", "imagefolder", "--test-root", str(tmp_path / "test"),
+        "--out", str(tmp_path / "c"), "--quiet",
+    )  # fmt: skip
+    assert train.returncode == 2 and "no training images" in train.stderr and not (tmp_path / "c").exists()
+    assert not (tmp_path / ".c.work").exists()
