@@ -112,6 +112,8 @@ class RunFacts:
     parents: dict[str, str]
     timings: dict[str, float]
     resumed_models: int
+    #: keep the checkpoints of the models that have one (--checkpoints, or a grown snapshot that kept them)
+    checkpoints: bool = False
 
 
 def assemble(
@@ -143,10 +145,11 @@ def assemble(
         ]
     )
     writer.write_table(schema.MODELS, models)
-    if cfg.checkpoints:
+    if facts.checkpoints:
         for record in records:
             model_id = record["model_id"]
-            writer.copy_file(f"{schema.CHECKPOINTS_DIR}/{model_id}.pt", work.model_dir(model_id) / "checkpoint.pt")
+            if work.has_checkpoint(model_id):  # given models and ones kept without weights have none
+                writer.copy_file(f"{schema.CHECKPOINTS_DIR}/{model_id}.pt", work.model_dir(model_id) / "checkpoint.pt")
     writer.write_table(schema.CLASSES, pl.concat([pl.read_parquet(work.table(p.model_id, "classes")) for p in planned]))
     if cfg.thumbnail_samples:
         errors = (

@@ -138,11 +138,15 @@ def from_function(source: str) -> tuple[list[GivenModel], str]:
             raise InputError(f"--models: {model_id}'s model is {type(module).__name__}, not a torch nn.Module")
         parent = entry.get("parent_id", model_id)
         family = entry.get("family", "dense" if parent == model_id else "unstructured")
+        try:
+            numbers = int(entry.get("seed", 0)), float(entry.get("train_epochs", 0))
+            target = None if entry.get("target_sparsity") is None else float(entry["target_sparsity"])
+        except (TypeError, ValueError):
+            raise InputError(f"--models: {model_id}'s seed, train_epochs and target_sparsity must be numbers") from None
         out.append(
             GivenModel(
                 model_id, module, str(entry.get("method", "dense" if parent == model_id else "custom")), family,
-                entry.get("target_sparsity"), int(entry.get("seed", 0)), parent, entry.get("head"),
-                float(entry.get("train_epochs", 0)),
+                target, numbers[0], parent, entry.get("head"), numbers[1],
             )  # fmt: skip
         )
     return out, where
@@ -223,11 +227,17 @@ def from_checkpoint_folder(path: Path) -> tuple[list[GivenModel], str]:
             raise InputError(f"--models: {file} does not load into {architecture} ({type(err).__name__}: "
                              f"{str(err)[:120]})") from None  # fmt: skip
         parent = entry.get("parent_id", model_id)
+        try:
+            numbers = int(entry.get("seed", 0)), float(entry.get("train_epochs", 0))
+            target = None if entry.get("target_sparsity") is None else float(entry["target_sparsity"])
+        except (TypeError, ValueError):
+            raise InputError(f"--models: {manifest_path}: {model_id}'s seed, train_epochs and target_sparsity "
+                             "must be numbers") from None  # fmt: skip
         out.append(
             GivenModel(
                 model_id, model, str(entry.get("method", "dense" if parent == model_id else "custom")),
-                entry.get("family", "dense" if parent == model_id else "unstructured"), entry.get("target_sparsity"),
-                int(entry.get("seed", 0)), parent, "classifier", float(entry.get("train_epochs", 0)),
+                entry.get("family", "dense" if parent == model_id else "unstructured"), target,
+                numbers[0], parent, "classifier", numbers[1],
             )  # fmt: skip
         )
     return out, f"checkpoints in {path}"
@@ -293,18 +303,21 @@ def find_head(module: nn.Module, probe: torch.Tensor, model_id: str, head: str |
             handle.remove()
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         raise InputError(f"--models: {model_id} returns {type(logits).__name__}, not logits of shape (N, classes)")
+    modules = dict(module.named_modules())
     if head is None:
-        linear = [name for name, out in order if isinstance(module.get_submodule(name), nn.Linear)]
+        linear = [name for name, out in order if isinstance(modules[name], nn.Linear)]
         head = linear[-1] if linear else None
+    elif head not in modules:
+        raise InputError(f"--models: {model_id} has no layer named {head!r} (its 'head'); name its final nn.Linear")
     last_name = order[-1][0] if order else "nothing"
-    last = f"{type(module.get_submodule(last_name)).__name__} {last_name!r}" if order else "no layer"
-    if head is None or not isinstance(module.get_submodule(head), nn.Linear):
+    last = f"{type(modules[last_name]).__name__} {last_name!r}" if order else "no layer"
+    if head is None or not isinstance(modules[head], nn.Linear):
         raise InputError(
             f"--models: {model_id} has no final nn.Linear (its last layer is {last}); give the name of the linear "
             "layer whose input is the feature vector as 'head'"
         )
     outputs = [out for name, out in order if name == head]
-    if not outputs or not torch.allclose(outputs[-1], logits):
+    if not outputs or outputs[-1].shape != logits.shape or not torch.allclose(outputs[-1], logits):
         raise InputError(
             f"--models: {model_id}'s output is not that of its linear layer {head!r} (its last layer is {last}); "
             "prunescope needs models whose last operation is the classifier: give that layer as 'head'"

@@ -75,8 +75,11 @@ def check_new_ids(existing: Existing, requested: list[str], replace: bool) -> li
     return [i for i in existing.ids if i not in clash]
 
 
-def check_same_data(existing: Existing, dataset, conditions: list[schema.Condition], metric_bits: int) -> None:
-    """The existing snapshot was evaluated on exactly the run's test samples and conditions."""
+def check_same_data(
+    existing: Existing, dataset, conditions: list[schema.Condition], metric_bits: int, corruptions: dict
+) -> None:
+    """The existing snapshot was evaluated on exactly the run's test samples and conditions,
+    its corrupted images made the same way (`corruptions`: the manifest's record of that)."""
     path = existing.path
     samples = pl.read_parquet(path / schema.SAMPLES, columns=["sample_id", "label"])
     mine = pl.DataFrame({"sample_id": dataset.test_index.numpy(), "label": dataset.test_labels.numpy()})
@@ -88,6 +91,11 @@ def check_same_data(existing: Existing, dataset, conditions: list[schema.Conditi
     stored = pl.read_parquet(path / schema.CONDITIONS).select("corruption", "severity").rows()
     if stored != [(c.corruption, c.severity) for c in conditions]:
         raise InputError(f"--add-to: {path} has other conditions; use its --corruptions and --severities")
+    if existing.manifest.get("corruptions") != corruptions:
+        raise InputError(
+            f"--add-to: {path} made its corrupted images otherwise ({existing.manifest.get('corruptions')}); "
+            "use its --corruption-seed and --cifar10c"
+        )
     bits = existing.manifest.get("storage", {}).get("metric_bits", 23)
     if bits != metric_bits:
         raise InputError(f"--add-to: {path} keeps {bits} mantissa bits of each metric; pass --metric-bits {bits}")
@@ -137,3 +145,17 @@ def changed_by_new_stops(existing: Existing, cfg: ComputeConfig) -> list[str]:
     lowest = min(added)
     rows = existing.models.filter(pl.col("method").is_in(SEQUENTIAL) & (pl.col("target_sparsity") > lowest))
     return rows["model_id"].to_list()
+
+
+def outside_the_grid(existing: Existing, planned_ids: list[str]) -> list[str]:
+    """Models of the snapshot that a compute sweep would not make (added by evaluate)."""
+    return [i for i in existing.ids if i not in set(planned_ids)]
+
+
+def merged_description(existing: Existing, described: dict) -> dict:
+    """What the manifest of a grown snapshot says: the existing one's account of its models
+    (architecture, schedule, methods, configuration), with the new methods added."""
+    manifest = existing.manifest
+    kept = {k: manifest[k] for k in ("architecture", "schedule", "shard", "config") if k in manifest}
+    methods = {**described.get("methods", {}), **manifest.get("methods", {})}
+    return {**described, **kept, "methods": methods}

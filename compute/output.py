@@ -149,6 +149,9 @@ class OutputSlot:
     again if that placement changed it.
     """
 
+    #: what a work folder of this kind holds; anything else there is another command's
+    ENTRIES = ("LOCK", "snapshot", "replaced")
+
     def __init__(self, target: Target):
         self.target = target
         self.root = target.path.parent / f".{target.path.name}{WORK_SUFFIX}"
@@ -178,6 +181,13 @@ class OutputSlot:
     def open(self, overwrite: bool) -> str | None:
         self.acquire()
         try:
+            entries = [p.name for p in self.root.iterdir() if not p.name.startswith(".")]  # .x.tmp-*: ours
+            foreign = sorted(name for name in entries if name not in self.ENTRIES)
+            if foreign:
+                raise InputError(
+                    f"{self.root} holds an interrupted prunescope compute run for {self.target.path} "
+                    f"({', '.join(foreign[:3])}); finish it with its command, or remove it with: rm -r '{self.root}'"
+                )
             recovered = self.recover()
             if recovered:
                 self.target = check_target(self.target.path, overwrite)
@@ -263,3 +273,15 @@ def stale_work_folders(parent: Path) -> list[Path]:
         finally:
             os.close(fd)
     return stale
+
+
+def finish_interrupted_placement(out: str | Path) -> None:
+    """Before a command reads what is at `out` (growing a snapshot in place), finish a
+    placement that a crash interrupted there."""
+    slot = OutputSlot(Target(Path(os.path.abspath(Path(out).expanduser())), None))
+    if slot.root.is_dir():
+        slot.acquire()
+        try:
+            slot.recover()
+        finally:
+            slot.release()

@@ -24,11 +24,11 @@ import torch
 from tqdm.auto import tqdm
 
 from compute import cifar10c, data, grow, schema
-from compute.assemble import RunFacts, assemble
+from compute.assemble import RunFacts, assemble, corruption_source
 from compute.config import ComputeConfig, InputError, parse_shard, shard_jobs
 from compute.corrupted import ConditionImages
 from compute.evaluate import evaluate_model
-from compute.output import check_target, stale_work_folders
+from compute.output import check_target, finish_interrupted_placement, stale_work_folders
 from compute.plan import PlannedModel, method_table, planned_models, resolve_config, resolve_device
 from compute.snapshot import SnapshotWriter
 from compute.sweep import Sweep
@@ -103,6 +103,7 @@ def run(
     cfg = resolve_config(cfg)
     existing, keep = None, []
     if add_to:
+        finish_interrupted_placement(add_to)
         existing = grow.read_existing(add_to)
         requested = [p.model_id for p in planned_models(cfg) if p.method != "dense"]
         keep = grow.check_new_ids(existing, requested, replace)
@@ -114,6 +115,12 @@ def run(
                 "changes them; pass --replace to compute them again"
             )
         keep = [i for i in keep if i not in changed]
+        outside = grow.outside_the_grid(existing, [p.model_id for p in planned_models(cfg)])
+        if outside:
+            raise InputError(
+                f"--add-to: {existing.path} holds models no compute sweep makes ({', '.join(outside[:3])}); "
+                "add to it with prunescope evaluate"
+            )
     known = existing.manifest.get("parents", {}) if existing else {}
 
     def compute_sweep(dataset: data.Dataset, work: WorkFolder, device: torch.device) -> Sweep:
@@ -128,7 +135,7 @@ def run(
             "methods": method_table(cfg),
         }
 
-    identity, growth = {"add_to": str(add_to or "")}, (existing, keep)
+    identity, growth = {"add_to": str(add_to or ""), "replace": replace}, (existing, keep)
     planned = planned_models(cfg)
     return drive(cfg, out, overwrite, progress, planned, compute_sweep, described, identity, growth, trains=True)
 
@@ -146,6 +153,7 @@ def run_given(
     planned = [PlannedModel(m.model_id, m.method, m.target_sparsity or 0.0, m.seed) for m in given]
     existing, keep = None, []
     if add_to:
+        finish_interrupted_placement(add_to)
         existing = grow.read_existing(add_to)
         keep = grow.check_new_ids(existing, [m.model_id for m in given], replace)
         kept = existing.models.filter(pl.col("model_id").is_in(keep))
@@ -158,7 +166,9 @@ def run_given(
     def described(sweep: GivenSweep) -> dict:
         return {"architecture": "given", "source": where, "methods": sweep.method_table(), "config": cfg.as_dict()}
 
-    identity = {"source": where, "models": sorted(m.model_id for m in given), "add_to": str(add_to or "")}
+    identity = {
+        "source": where, "models": sorted(m.model_id for m in given), "add_to": str(add_to or ""), "replace": replace
+    }
     growth = (existing, keep)
     return drive(cfg, out, overwrite, progress, planned, given_sweep, described, identity, growth, trains=False)
 
@@ -184,7 +194,7 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
     existing, keep = growth
     conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
     if existing is not None:
-        grow.check_same_data(existing, dataset, conditions, cfg.metric_bits)
+        grow.check_same_data(existing, dataset, conditions, cfg.metric_bits, corruption_source(cfg, dataset))
     work = WorkFolder(target, cfg, identity)
     resumed, recovered = work.open_run(overwrite)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -216,9 +226,15 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
         timings["train_and_prune"] = time.perf_counter() - tick - timings["evaluate"]
 
         described = describe(sweep)
+        parents = sweep.fingerprints
+        checkpoints = cfg.checkpoints
         if existing is not None:
+            if not trains:  # evaluate adds to another command's account of the models
+                described = grow.merged_description(existing, described)
             described["grown_from"] = {"snapshot": str(existing.path), "models_kept": len(keep)}
-        facts = RunFacts(cfg, dataset, device, described, sweep.fingerprints, timings, resumed)
+            parents = {**existing.manifest.get("parents", {}), **parents}
+            checkpoints = checkpoints or (existing.path / schema.CHECKPOINTS_DIR).is_dir()
+        facts = RunFacts(cfg, dataset, device, described, parents, timings, resumed, checkpoints)
         with SnapshotWriter(out, overwrite, slot=work) as writer:
             rows = assemble(writer, work, planned, images, facts, started)
     except KeyboardInterrupt:

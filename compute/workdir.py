@@ -45,6 +45,8 @@ def run_identity(cfg: ComputeConfig, extra: dict) -> dict:
 
 
 class WorkFolder(OutputSlot):
+    ENTRIES = (*OutputSlot.ENTRIES, "run.json", "conditions", "dense", "models")
+
     def __init__(self, target: Target, cfg: ComputeConfig, extra: dict | None = None):
         super().__init__(target)
         self.cfg = cfg

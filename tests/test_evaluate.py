@@ -242,3 +242,14 @@ def test_evaluate_needs_only_the_test_folder_of_an_image_folder(tmp_path):
     )  # fmt: skip
     assert train.returncode == 2 and "no training images" in train.stderr and not (tmp_path / "c").exists()
     assert not (tmp_path / ".c.work").exists()
+
+
+def test_a_misnamed_head_is_one_line(cifar, tmp_path):
+    (tmp_path / "m.py").write_text(
+        "from torch import nn\ndef models():\n"
+        "    return [{'model_id': 'h', 'model': nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)), 'head': 'fc'}]\n"
+    )
+    result = evaluate("--models", str(tmp_path / "m.py"), "--dataset", "cifar10", "--data-root", str(cifar),
+                      "--out", str(tmp_path / "o"))  # fmt: skip
+    assert result.returncode == 2 and "no layer named 'fc'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

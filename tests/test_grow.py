@@ -108,3 +108,29 @@ def test_evaluate_adds_given_models_to_a_snapshot(tmp_path):
     whole = run_cli("evaluate", "--models", str(tmp_path / "both.py"), *data, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     assert_same_tables(tmp_path / "sab", tmp_path / "whole")
+
+
+def test_evaluate_grows_a_compute_snapshot_keeping_its_account_and_checkpoints(tmp_path):
+    import json
+
+    base = tmp_path / "base"
+    assert run_cli(*TINY, "--methods", "dense,magnitude", "--checkpoints", "--out", str(base)).returncode == 0
+    (tmp_path / "extra.py").write_text(
+        "import torch\nfrom torch import nn\ndef models():\n    torch.manual_seed(1)\n"
+        "    return [{'model_id': 'extra', 'model': nn.Sequential(nn.Flatten(), nn.Linear(3072, 10))}]\n"
+    )
+    data = ("--dataset", "digits", "--n-test", "60", "--corruptions", "gaussian_noise,defocus_blur,contrast",
+            "--severities", "1,3", "--quiet")  # fmt: skip
+    other_seed = run_cli("evaluate", "--models", str(tmp_path / "extra.py"), *data, "--corruption-seed", "5",
+                         "--add-to", str(base), "--out", str(tmp_path / "x"))  # fmt: skip
+    assert other_seed.returncode == 2 and "corrupted images otherwise" in other_seed.stderr
+    grown = tmp_path / "grown"
+    extra = ("evaluate", "--models", str(tmp_path / "extra.py"), *data)
+    result = run_cli(*extra, "--add-to", str(base), "--out", str(grown))
+    assert result.returncode == 0, result.stderr
+    before, after = (json.loads((p / schema.MANIFEST).read_text()) for p in (base, grown))
+    assert after["architecture"] == before["architecture"] and after["parents"] == before["parents"]
+    assert set(after["methods"]) == {"dense", "magnitude"} and after["config"] == before["config"]
+    kept = sorted(p.name for p in (base / schema.CHECKPOINTS_DIR).iterdir())
+    assert sorted(p.name for p in (grown / schema.CHECKPOINTS_DIR).iterdir()) == kept  # 'extra' has none
+    assert run_cli("validate", str(grown)).returncode == 0

@@ -280,3 +280,12 @@ def test_a_finished_run_reports_interrupted_runs_beside_it(tmp_path):
         f"prunescope compute: note: {work_folder(killed)} holds an interrupted run; run its command again to "
         f"finish it, or remove it with: rm -r '{work_folder(killed)}'"
     )
+
+
+def test_another_command_never_takes_an_interrupted_runs_work_folder(tmp_path):
+    # synth, like merge, writes through the same work folder: it must leave compute's alone
+    out = tmp_path / "run"
+    killed_after_the_dense_model(out)
+    result = run_cli("synth", "--models", "3", "--samples", "10", "--quiet", "--out", str(out))
+    assert result.returncode == 2 and "interrupted prunescope compute run" in result.stderr, result.stderr
+    assert dense_done(out) and not out.exists()
