@@ -29,6 +29,11 @@ def _items(value) -> list[str]:
     return [part for part in _first(value).split(",") if part]
 
 
+def _small_number(text: str) -> bool:
+    """ASCII digits, a few of them: isdigit() also accepts '²', and int() refuses 10,000 digits."""
+    return text.isascii() and text.isdigit() and len(text) <= 3
+
+
 @dataclass(frozen=True)
 class Filters:
     methods: tuple[str, ...] | None = None  # None: every method
@@ -44,9 +49,8 @@ class Filters:
         known_severities = set(conditions.filter(pl.col("severity") > 0)["severity"].to_list())
         methods = tuple(m for m in _items(params.get("methods", "")) if m in known_methods) or None
         families = tuple(f for f in _items(params.get("families", "")) if f in known_families) or None
-        severities = tuple(
-            sorted({int(s) for s in _items(params.get("severities", "")) if s.isdigit() and int(s) in known_severities})
-        )
+        given = [int(s) for s in _items(params.get("severities", "")) if _small_number(s)]
+        severities = tuple(sorted({s for s in given if s in known_severities}))
         sparsity = (0.0, 1.0)
         low, _, high = _first(params.get("sparsity", "")).partition("-")
         try:

@@ -45,3 +45,10 @@ def test_selection_keeps_dense_as_the_reference_and_clean_unless_asked():
     assert f.select_conditions(CONDITIONS, clean=False)["condition_id"].to_list() == [2]
     assert Filters().select_models(MODELS).height == 4
     assert "sparsity 80%–100%" in f.describe() and Filters().describe() == "all models and conditions"
+
+
+def test_numbers_that_only_look_like_numbers_are_dropped():
+    # '²'.isdigit() holds but int('²') fails; int() refuses strings of more than 4,300 digits
+    for value in ("\u00b2", "1" * 10_000, "\u0661", "5,\u00b2"):
+        f = Filters.from_query({"severities": value, "sparsity": "1" * 10_000}, MODELS, CONDITIONS)
+        assert f.severities in (None, (5,)) and f.sparsity == (0.0, 1.0)

@@ -318,3 +318,19 @@ def test_model_tables_show_each_models_training_budget(monkeypatch, demo):
             if method in expected:
                 assert budgets[model_id] == expected[method], (path, model_id)
         assert budgets["snip-0.9-s0"] == budgets["dense-s0"]  # equal budgets from initialisation
+
+
+def test_overview_takes_its_dense_references_from_the_parents_whatever_the_methods(monkeypatch, demo):
+    # the README's own example link: dense is not among the selected methods
+    query = {"methods": "imp,snip", "sparsity": "0.8-0.95", "families": "noise,blur", "severities": "3,5"}
+    at = page(monkeypatch, "views/overview.py", query=query)
+    dense = demo["models"].filter(pl.col("model_id") == "dense-s0")["clean_accuracy"][0]
+    shown = next(m for m in at.metric if m.label == "Dense clean accuracy").value
+    assert shown == f"{dense:.1%}"
+    table = next(t.value for t in at.dataframe if "model_id" in t.value.columns)
+    assert set(table["method"]) == {"imp", "snip"}
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_unusable_address_values_never_break_a_page(monkeypatch, path):
+    page(monkeypatch, path, query={"severities": "\u00b2", "sparsity": "9" * 10_000, "methods": "\u00b2"})

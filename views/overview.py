@@ -8,8 +8,10 @@ from dashboard import figures, queries, ui
 snapshot = ui.current_snapshot()
 filters = ui.current_filters()
 selected = set(filters.select_models(snapshot.models)["model_id"])
-table = queries.models_table(snapshot).filter(pl.col("model_id").is_in(selected))
-dense = table.filter(pl.col("method") == "dense")
+every_model = queries.models_table(snapshot)
+table = every_model.filter(pl.col("model_id").is_in(selected))
+# the references are the dense parents of the models shown, whichever methods the filter selects
+dense = every_model.filter(pl.col("model_id").is_in(table["parent_id"].implode()) & (pl.col("method") == "dense"))
 
 st.title("Overview")
 st.caption(
@@ -32,7 +34,8 @@ if not best.is_empty() and best["relative_robustness"][0] is not None:
     d.caption(best["model_id"][0])
 
 chart, facts = st.columns([3, 1.2])
-chart.plotly_chart(figures.robustness_scatter(table), width="stretch")
+with_parents = pl.concat([table, dense.filter(~pl.col("model_id").is_in(table["model_id"].implode()))])
+chart.plotly_chart(figures.robustness_scatter(with_parents), width="stretch")
 facts.markdown("**Snapshot**\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in queries.snapshot_facts(snapshot).items()))
 
 measure = st.radio(
