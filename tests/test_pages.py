@@ -7,7 +7,7 @@ import pytest
 
 from compute import schema
 from compute.snapshot import scan_metrics
-from tests.apphelpers import figure_titled, run_app, texts, values
+from tests.apphelpers import figure_titled, figures, run_app, texts, values
 from tests.conftest import DEMO
 
 PAGES = {
@@ -334,3 +334,11 @@ def test_overview_takes_its_dense_references_from_the_parents_whatever_the_metho
 @pytest.mark.parametrize("path", list(PAGES))
 def test_unusable_address_values_never_break_a_page(monkeypatch, path):
     page(monkeypatch, path, query={"severities": "\u00b2", "sparsity": "9" * 10_000, "methods": "\u00b2"})
+
+
+@pytest.mark.parametrize("methods", ["dense", "dense,magnitude"])
+def test_no_corruption_correlation_of_accuracy_profiles_below_three_models(monkeypatch, methods):
+    at = page(monkeypatch, "views/corruptions.py", query={"methods": methods, "sparsity": "0.9-0.9"})
+    assert any("needs at least 3 models" in t for t in texts(at, "info"))
+    titles = [f["layout"].get("title", {}).get("text", "") for f in figures(at)]
+    assert not any("Corruption correlation" in t for t in titles)

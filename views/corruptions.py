@@ -67,21 +67,29 @@ basis = st.radio(
     horizontal=True,
     key="corruptions_basis",
 )
-names, corr, order = store.cached(
-    queries.corruption_similarity,
-    snapshot,
-    tuple(model_order),
-    tuple(corrupted["condition_id"].to_list()),
-    basis == "per-sample correctness",
-)
-ordered = [names[i] for i in order]
-st.plotly_chart(
-    figures.heatmap(
-        np.asarray(corr)[np.ix_(order, order)], ordered, ordered, f"Corruption correlation ({basis})", "correlation",
-        diverging=True, zrange=(-1.0, 1.0), percent=False, x_title="corruption", y_title="corruption", hover="%{z:.2f}",
-    ),
-    width="stretch",
-)  # fmt: skip
+if basis == "accuracy profiles over the models" and len(model_order) < 3:
+    # a correlation over one or two values is undefined or always +-1: show nothing rather than a false 0
+    st.info(
+        f"Correlating accuracy profiles needs at least 3 models; {len(model_order)} selected. Select more "
+        "models in the sidebar, or correlate per-sample correctness."
+    )
+else:
+    names, corr, order = store.cached(
+        queries.corruption_similarity,
+        snapshot,
+        tuple(model_order),
+        tuple(corrupted["condition_id"].to_list()),
+        basis == "per-sample correctness",
+    )
+    ordered = [names[i] for i in order]
+    st.plotly_chart(
+        figures.heatmap(
+            np.asarray(corr)[np.ix_(order, order)], ordered, ordered, f"Corruption correlation ({basis})",
+            "correlation", diverging=True, zrange=(-1.0, 1.0), percent=False, x_title="corruption",
+            y_title="corruption", hover="%{z:.2f}",
+        ),
+        width="stretch",
+    )  # fmt: skip
 
 # --- pruning-method similarity -------------------------------------------------------------------
 st.subheader("Which models predict alike?")
