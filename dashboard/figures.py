@@ -414,12 +414,13 @@ def embedding_scatter(points: pl.DataFrame, colour: str, title: str) -> go.Figur
                 x=points["x"], y=points["y"], mode="markers", name="samples",
                 marker={
                     "color": points["fragile"], "colorscale": "Viridis", "size": 7, "showscale": True,
-                    "colorbar": {"title": {"text": "pruned models<br>it breaks"}},
+                    # it counts (pruned model, condition) pairs, not models
+                    "colorbar": {"title": {"text": "pruned model x<br>condition pairs<br>it breaks"}},
                 },
                 customdata=points.select("sample_id", "class_name", "fragile").to_numpy(),
                 hovertemplate=(
-                    "sample %{customdata[0]} (class %{customdata[1]})<br>broken by %{customdata[2]} pruned models"
-                    "<extra></extra>"
+                    "sample %{customdata[0]} (class %{customdata[1]})<br>wrong in %{customdata[2]} (pruned model, "
+                    "condition) pairs whose dense parent is right<extra></extra>"
                 ),
             )
         )  # fmt: skip

@@ -235,6 +235,17 @@ def test_embedding_points_and_colours(monkeypatch, demo):
     sizes = {t["name"]: len(values(t["x"])) for t in fig["data"]}
     assert sizes.get("right") == int(clean["correct"].sum())
     assert sizes.get("wrong", 0) == len(clean) - int(clean["correct"].sum())
+    # fragility counts (pruned model, condition) pairs where the dense parent is right and the model wrong
+    at.radio(key="embedding_colour").set_value("fragile").run()
+    marker = figure_titled(at, "Clean features of dense-s0")["data"][0]["marker"]
+    assert "condition pairs" in marker["colorbar"]["title"]["text"]
+    pruned = demo["models"].filter(pl.col("method") != "dense")["model_id"]
+    joined = demo["metrics"].filter(pl.col("model_id").is_in(pruned.implode())).join(
+        demo["metrics"].filter(pl.col("model_id") == "dense-s0").select("condition_id", "sample_id", "correct"),
+        on=["condition_id", "sample_id"], suffix="_dense",
+    )  # fmt: skip
+    counts = joined.group_by("sample_id").agg((pl.col("correct_dense") & ~pl.col("correct")).sum().alias("n"))
+    assert values(marker["color"]).max() == counts["n"].max()
 
 
 def test_filters_come_from_the_url_and_go_back_into_it(monkeypatch, demo):
