@@ -44,9 +44,10 @@ def sidebar() -> store.Snapshot | None:
     by_name = {entry.name: entry for entry in entries}
     if SNAPSHOT_KEY not in st.session_state:
         wanted = st.query_params.get("snapshot")
-        st.session_state[SNAPSHOT_KEY] = (
-            wanted if wanted in by_name else ("demo" if "demo" in by_name else entries[0].name)
-        )
+        fallback = "demo" if "demo" in by_name else entries[0].name
+        st.session_state[SNAPSHOT_KEY] = wanted if wanted in by_name else fallback
+        if wanted and wanted not in by_name:  # keep the fallback, but say so
+            st.session_state["snapshot_notice"] = f"No snapshot named `{wanted[:60]}` here; showing `{fallback}`."
     elif st.session_state[SNAPSHOT_KEY] not in by_name:
         st.session_state[SNAPSHOT_KEY] = entries[0].name
     with st.sidebar:
@@ -57,6 +58,8 @@ def sidebar() -> store.Snapshot | None:
             format_func=lambda n: n if by_name[n].error is None else f"{n} (damaged)",
             help=f"Snapshot folders under {root} (set PRUNESCOPE_DATA to look elsewhere)",
         )
+    if "snapshot_notice" in st.session_state:
+        st.info(st.session_state.pop("snapshot_notice"), icon=":material/info:")
     entry = by_name[name]
     if entry.error:
         show_fix(f"Snapshot `{name}` cannot be opened: {entry.error}", store.build_command(root))
@@ -237,7 +240,7 @@ def open_sample(sample_id: int, queue: list[int] | None = None, clear: str | Non
 def requested_sample(ids: list[int]) -> int:
     """The sample the address asks for, else the last one shown, else the first."""
     value = str(st.query_params.get("sample", ""))
-    if value.isdigit() and int(value) in set(ids):
+    if value.isascii() and value.isdigit() and len(value) <= 12 and int(value) in set(ids):
         return int(value)
     last = st.session_state.get("last_sample")
     return last if last in set(ids) else ids[0]

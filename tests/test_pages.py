@@ -344,7 +344,14 @@ def test_overview_takes_its_dense_references_from_the_parents_whatever_the_metho
 
 @pytest.mark.parametrize("path", list(PAGES))
 def test_unusable_address_values_never_break_a_page(monkeypatch, path):
-    page(monkeypatch, path, query={"severities": "\u00b2", "sparsity": "9" * 10_000, "methods": "\u00b2"})
+    query = {"severities": "\u00b2", "sparsity": "9" * 10_000, "methods": "\u00b2", "sample": "\u00b2"}
+    page(monkeypatch, path, query=query)
+    page(monkeypatch, path, query={"sample": "7" * 10_000})
+
+
+def test_an_unknown_snapshot_name_falls_back_to_demo_and_says_so(monkeypatch):
+    at = page(monkeypatch, "views/overview.py", query={"snapshot": "nonexistent"})
+    assert any("No snapshot named `nonexistent`" in t and "showing `demo`" in t for t in texts(at, "info"))
 
 
 @pytest.mark.parametrize("methods", ["dense", "dense,magnitude"])
