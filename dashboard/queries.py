@@ -290,29 +290,44 @@ def breaking_severity(metrics: pl.LazyFrame | pl.DataFrame, conditions: pl.DataF
 
 
 def _fragility_parts(breaks: pl.DataFrame) -> pl.DataFrame:
-    """Per sample, sums and minima of `breaking_severity` rows that add up across models:
-    the lowest breaking severity and the first corruption (in benchmark order) to break there."""
+    """Per sample, sums and minima of `breaking_severity` rows that add up across models."""
     return breaks.group_by("sample_id").agg(
         pl.col("breaking_severity").is_not_null().sum().alias("broken"),
         pl.len().alias("pairs"),
         pl.col("breaking_severity").sum().alias("severity_sum"),
         pl.col("breaking_severity").min().alias("lowest_severity"),
-        pl.col("corruption")
-        .sort_by("breaking_severity", "corruption", nulls_last=True)
-        .first()
-        .alias("first_to_break"),
     )
 
 
-def _combine_fragility(parts: pl.DataFrame) -> pl.DataFrame:
+def _breaking_counts(breaks: pl.DataFrame) -> pl.DataFrame:
+    """Per sample, corruption and breaking severity: how many models break there (adds up
+    across batches of models)."""
     return (
-        parts.sort("lowest_severity", "first_to_break", nulls_last=True)
+        breaks.filter(pl.col("breaking_severity").is_not_null())
+        .group_by("sample_id", "corruption", "breaking_severity")
+        .agg(pl.len().alias("models"))
+    )
+
+
+def _first_to_break(counts: pl.DataFrame) -> pl.DataFrame:
+    """Per sample, the corruption that breaks it first: at its lowest breaking severity, the
+    one that breaks it for the most models; among equals, the first in benchmark order."""
+    counts = counts.group_by("sample_id", "corruption", "breaking_severity").agg(pl.col("models").sum())
+    lowest = counts.group_by("sample_id").agg(pl.col("breaking_severity").min().alias("lowest"))
+    return (
+        counts.join(lowest, on="sample_id")
+        .filter(pl.col("breaking_severity") == pl.col("lowest"))
+        .sort("sample_id", "models", "corruption", descending=[False, True, False])
         .group_by("sample_id", maintain_order=True)
-        .agg(
-            pl.col("broken", "pairs", "severity_sum").sum(),
-            pl.col("lowest_severity").first(),
-            pl.col("first_to_break").filter(pl.col("lowest_severity").is_not_null()).first(),
-        )
+        .agg(pl.col("corruption").first().alias("first_to_break"))
+    )
+
+
+def _combine_fragility(parts: pl.DataFrame, counts: pl.DataFrame) -> pl.DataFrame:
+    return (
+        parts.group_by("sample_id")
+        .agg(pl.col("broken", "pairs", "severity_sum").sum(), pl.col("lowest_severity").min())
+        .join(_first_to_break(counts), on="sample_id", how="left")
         .with_columns(
             (pl.col("severity_sum") / pl.col("broken")).fill_nan(None).alias("mean_severity"),
             (pl.col("broken") / pl.col("pairs")).alias("broken_rate"),
@@ -325,7 +340,7 @@ def _combine_fragility(parts: pl.DataFrame) -> pl.DataFrame:
 def corruption_fragility(breaks: pl.DataFrame) -> pl.DataFrame:
     """Per sample, from `breaking_severity`: how many model x corruption pairs break, the
     lowest and mean breaking severity, and the corruption that breaks first."""
-    return _combine_fragility(_fragility_parts(breaks))
+    return _combine_fragility(_fragility_parts(breaks), _breaking_counts(breaks))
 
 
 # --- method comparison and corruption breakdown (summary.parquet only) ---------------------
@@ -598,11 +613,12 @@ def corruption_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], c
     memory stays bounded however many models the snapshot holds."""
     clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
     wanted = sorted(set(condition_ids) | set(clean))
-    parts = [
-        _fragility_parts(breaking_severity(scan_metrics(snapshot, batch, wanted), snapshot.conditions))
-        for batch in model_batches(list(model_ids), snapshot.samples.height * len(wanted))
-    ]
-    return with_samples(snapshot, _combine_fragility(pl.concat(parts)))
+    parts, counts = [], []
+    for batch in model_batches(list(model_ids), snapshot.samples.height * len(wanted)):
+        breaks = breaking_severity(scan_metrics(snapshot, batch, wanted), snapshot.conditions)
+        parts.append(_fragility_parts(breaks))
+        counts.append(_breaking_counts(breaks))
+    return with_samples(snapshot, _combine_fragility(pl.concat(parts), pl.concat(counts)))
 
 
 def exemplars(snapshot: Snapshot, pruned_ids: tuple[str, ...]):

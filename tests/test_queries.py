@@ -266,3 +266,37 @@ def test_positions_of_strings_and_sorted_integers():
     assert got.tolist() == [2, 0, 1] and got.dtype == np.int64
     many = [f"m{i}" for i in range(300)]  # past 256 names the codes must not wrap around
     assert queries.positions(pl.Series(["m299", "m0"]), many).tolist() == [299, 0]
+
+
+def test_first_to_break_is_the_corruption_breaking_most_models_at_the_lowest_severity():
+    conditions = pl.DataFrame(
+        {"condition_id": [0, 1, 2, 3], "corruption": ["clean", "fog", "contrast", "fog"], "severity": [0, 1, 1, 2]}
+    )
+    outcome = {  # (model, sample) -> correctness on conditions 0..3
+        ("m1", 0): [True, False, False, False],  # sample 0 at severity 1: fog breaks m1, contrast breaks m1 and m2
+        ("m2", 0): [True, True, False, False],
+        ("m1", 1): [True, False, True, True],  # sample 1: a tie at severity 1, one model each
+        ("m2", 1): [True, True, False, True],
+        ("m1", 2): [True, True, True, False],  # sample 2: only fog at severity 2
+        ("m2", 2): [True, True, True, True],
+    }
+    rows = [
+        {"model_id": model, "condition_id": c, "sample_id": sample, "correct": flag}
+        for (model, sample), flags in outcome.items()
+        for c, flag in enumerate(flags)
+    ]
+    frame = pl.DataFrame(rows)
+    breaks = queries.breaking_severity(frame, conditions)
+    first = dict(queries.corruption_fragility(breaks).select("sample_id", "first_to_break").iter_rows())
+    # contrast breaks two models at severity 1, fog one: contrast, though fog comes first in the benchmark
+    assert first[0] == "contrast"
+    assert first[1] == "fog"  # a tie: the benchmark's order decides
+    assert first[2] == "fog"
+    # model by model, as the app scans a large snapshot in batches, gives the same
+    parts, counts = [], []
+    for model in ("m1", "m2"):
+        batch = queries.breaking_severity(frame.filter(pl.col("model_id") == model), conditions)
+        parts.append(queries._fragility_parts(batch))
+        counts.append(queries._breaking_counts(batch))
+    batched = queries._combine_fragility(pl.concat(parts), pl.concat(counts))
+    assert batched.equals(queries.corruption_fragility(breaks))

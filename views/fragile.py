@@ -68,7 +68,11 @@ def corruption_fragile() -> None:
         "broken_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
         "lowest_severity": st.column_config.NumberColumn("lowest breaking severity"),
         "mean_severity": st.column_config.NumberColumn("mean breaking severity", format="%.1f"),
-        "first_to_break": st.column_config.TextColumn("breaks first under"),
+        "first_to_break": st.column_config.TextColumn(
+            "breaks first under",
+            help="at the lowest severity that breaks the sample, the corruption that breaks it for the most "
+            "models; among equals, the first in the benchmark's order",
+        ),
     }, "corruption_fragile")  # fmt: skip
 
 
