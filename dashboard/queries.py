@@ -66,9 +66,10 @@ def family_accuracy(
     )
 
 
-def models_table(snapshot: Snapshot) -> pl.DataFrame:
-    """One row per model: size, clean and mean corruption accuracy, both relative to its dense parent."""
-    mca = mean_corruption_accuracy(snapshot.summary, snapshot.conditions)
+def models_table(snapshot: Snapshot, conditions: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per model: size, clean and mean corruption accuracy (over `conditions`, by
+    default all), both relative to its dense parent."""
+    mca = mean_corruption_accuracy(snapshot.summary, snapshot.conditions if conditions is None else conditions)
     table = snapshot.models.join(mca, on="model_id", how="left").with_columns(pl.col("clean_accuracy").cast(pl.Float64))
     parents = table.select(
         pl.col("model_id").alias("parent_id"),

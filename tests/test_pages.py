@@ -360,3 +360,22 @@ def test_no_corruption_correlation_of_accuracy_profiles_below_three_models(monke
     assert any("needs at least 3 models" in t for t in texts(at, "info"))
     titles = [f["layout"].get("title", {}).get("text", "") for f in figures(at)]
     assert not any("Corruption correlation" in t for t in titles)
+
+
+def test_overview_follows_the_family_and_severity_filters(monkeypatch, demo):
+    at = page(monkeypatch, "views/overview.py", query={"families": "weather", "severities": "3,5"})
+    chosen = demo["conditions"].filter(
+        pl.col("corruption").is_in(list(schema.BENCHMARK_CORRUPTIONS))
+        & (pl.col("family") == "weather")
+        & pl.col("severity").is_in([3, 5])
+    )["condition_id"]
+    rows = demo["summary"].filter((pl.col("model_id") == "dense-s0") & pl.col("condition_id").is_in(chosen.implode()))
+    expected = rows["accuracy"].cast(pl.Float64).mean()
+    shown = next(m for m in at.metric if m.label == "Dense mean corruption accuracy").value
+    assert shown == f"{expected:.1%}" and len(chosen) == 6  # snow, frost, fog at severities 3 and 5
+    table = next(t.value for t in at.dataframe if "mean_corruption_accuracy" in t.value.columns)
+    assert table.set_index("model_id")["mean_corruption_accuracy"]["dense-s0"] == pytest.approx(expected)
+    assert any("the 6 conditions" in c for c in texts(at, "caption"))
+    # only extras selected: no benchmark condition to average, and no crash
+    at = page(monkeypatch, "views/overview.py", query={"families": "extra"})
+    assert next(m for m in at.metric if m.label == "Dense mean corruption accuracy").value == "—"

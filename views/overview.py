@@ -8,23 +8,27 @@ from dashboard import figures, queries, ui
 snapshot = ui.current_snapshot()
 filters = ui.current_filters()
 selected = set(filters.select_models(snapshot.models)["model_id"])
-every_model = queries.models_table(snapshot)
+conditions = filters.select_conditions(snapshot.conditions)
+every_model = queries.models_table(snapshot, conditions)
 table = every_model.filter(pl.col("model_id").is_in(selected))
 # the references are the dense parents of the models shown, whichever methods the filter selects
 dense = every_model.filter(pl.col("model_id").is_in(table["parent_id"].implode()) & (pl.col("method") == "dense"))
 
 st.title("Overview")
+averaged = len(queries.benchmark_condition_ids(conditions))
 st.caption(
     "Every model of the snapshot on clean test images and under corruptions. Mean corruption accuracy "
-    "is the plain mean over the CIFAR-10-C corruptions x severities present; relative robustness is a "
-    "model's mean corruption accuracy minus that of the dense model it was pruned from."
+    f"is the plain mean over the {averaged} conditions of the 15 CIFAR-10-C corruptions that the filters "
+    f"select ({filters.describe()}); relative robustness is a model's mean corruption accuracy minus that "
+    "of the dense model it was pruned from."
 )
 
 best = table.filter(pl.col("method") != "dense").sort("relative_robustness", descending=True, nulls_last=True)
 a, b, c, d = st.columns(4)
 a.metric("Models", f"{len(table)}", help="dense and pruned models, over all seeds")
 b.metric("Dense clean accuracy", f"{dense['clean_accuracy'].mean():.1%}")
-c.metric("Dense mean corruption accuracy", f"{dense['mean_corruption_accuracy'].mean():.1%}")
+dense_mca = dense["mean_corruption_accuracy"].mean()
+c.metric("Dense mean corruption accuracy", "—" if dense_mca is None else f"{dense_mca:.1%}")
 if not best.is_empty() and best["relative_robustness"][0] is not None:
     d.metric(
         "Best relative robustness",
@@ -56,7 +60,6 @@ st.subheader("By corruption family")
 relative = st.toggle(
     "Relative to the dense model", key="overview_family_relative", help="accuracy minus the dense parent's, per family"
 )
-conditions = filters.select_conditions(snapshot.conditions)
 families = queries.family_accuracy(snapshot.summary, conditions, relative=relative, models=snapshot.models)
 st.plotly_chart(figures.family_heatmap(families, table["model_id"].to_list(), relative), width="stretch")
 
