@@ -379,3 +379,18 @@ def test_overview_follows_the_family_and_severity_filters(monkeypatch, demo):
     # only extras selected: no benchmark condition to average, and no crash
     at = page(monkeypatch, "views/overview.py", query={"families": "extra"})
     assert next(m for m in at.metric if m.label == "Dense mean corruption accuracy").value == "—"
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"methods": "imp,snip"},  # dense unselected
+        {"methods": "magnitude", "sparsity": "0.9-0.9"},  # one model
+        {"methods": "x\u00b2", "sparsity": "a-b", "families": "\u00b2", "severities": "-1", "snapshot": "\u00b2",
+         "sample": "-3", "fragile_view": "\u00b2"},  # fmt: skip
+    ],
+    ids=["dense-unselected", "one-model", "nonsense-everywhere"],
+)
+def test_every_page_opens_without_dense_with_one_model_and_with_nonsense(monkeypatch, path, query):
+    page(monkeypatch, path, query=query)
