@@ -1,6 +1,6 @@
 """The snapshot contract shared by the compute writer and the dashboard reader.
 
-Torch-free on purpose: the Streamlit app imports this module. DESIGN.md is the prose
+Torch-free on purpose: the Streamlit app imports this module. docs/DESIGN.md is the prose
 version of what is here; keep the two in agreement.
 """
 
@@ -59,7 +59,7 @@ EXTRA_CORRUPTIONS: tuple[str, ...] = tuple(name for name, family in CORRUPTION_F
 CONDITION_FAMILIES: tuple[str, ...] = ("clean", "noise", "blur", "weather", "digital", "extra")
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
-#: method family per short method id (DESIGN.md "Names used everywhere").
+#: method family per short method id (docs/DESIGN.md "Names used everywhere").
 METHOD_FAMILIES: dict[str, str] = {
     "dense": "dense",
     "random": "unstructured",
@@ -265,6 +265,5 @@ class SchemaVersionError(ValueError):
 def check_schema_version(found) -> None:
     if found != SCHEMA_VERSION:
         raise SchemaVersionError(
-            f"snapshot schema_version is {found!r} but this prunescope reads version "
-            f"{SCHEMA_VERSION}; rebuild it with this version's `prunescope compute`"
+            f"schema_version is {found!r:.20} but this prunescope reads version {SCHEMA_VERSION}"
         )

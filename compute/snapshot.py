@@ -25,7 +25,15 @@ from compute.output import OutputSlot, check_target, write_atomic, write_bytes_a
 
 
 class SnapshotError(Exception):
-    """A path is not a readable snapshot; the message names the problem and the fix."""
+    """A path is not a readable snapshot; the message names the problem and the fix.
+
+    `problem` names the file at fault by its place in the snapshot (never a server path),
+    so the app can show it beside commands of its own; str() adds the fix for the CLI.
+    """
+
+    def __init__(self, problem: str, fix: str | None = None):
+        super().__init__(problem if fix is None else f"{problem}; {fix}")
+        self.problem = problem
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
@@ -149,32 +157,33 @@ def rebuild_hint(path: str | Path) -> str:
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of a complete snapshot of a known schema version, else SnapshotError."""
     path = Path(path)
-    hint = rebuild_hint(path)
+    fix = f"rebuild it: {rebuild_hint(path)}"
     if not path.is_dir():
-        raise SnapshotError(f"{path} is not a folder; build a snapshot there ({hint})")
+        raise SnapshotError(f"{path} is not a folder", f"build a snapshot there ({rebuild_hint(path)})")
+    where = f"{path.name}/{schema.MANIFEST}"
     manifest_path = path / schema.MANIFEST
     if not manifest_path.is_file():
-        raise SnapshotError(f"{path} has no {schema.MANIFEST}, so it is not a complete snapshot; rebuild it: {hint}")
+        raise SnapshotError(f"{path.name} has no {schema.MANIFEST}, so it is not a complete snapshot", fix)
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SnapshotError(f"{manifest_path} is not readable JSON ({err}); rebuild it: {hint}") from err
+        raise SnapshotError(f"{where} is not readable JSON ({type(err).__name__})", fix) from err
     if not isinstance(manifest, dict) or manifest.get("complete") is not True:
-        raise SnapshotError(f"{manifest_path} does not mark the snapshot complete; rebuild it: {hint}")
+        raise SnapshotError(f"{where} does not mark the snapshot complete", fix)
     try:
         schema.check_schema_version(manifest.get("schema_version"))
     except schema.SchemaVersionError as err:
-        raise SnapshotError(f"{path}: {err}") from err
+        raise SnapshotError(f"{where}: {err}", fix) from err
     for name, kind in MANIFEST_FIELDS.items():
         if name in manifest and not isinstance(manifest[name], kind):
             found = type(manifest[name]).__name__
-            raise SnapshotError(f"{manifest_path}: field {name!r} must be a JSON object, not {found}; {hint}")
+            raise SnapshotError(f"{where}: field {name!r} must be a JSON object, not {found}", fix)
     bits = manifest.get("storage", {}).get("metric_bits", 23)
     if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 23:
-        raise SnapshotError(f"{manifest_path}: storage.metric_bits must be a whole number 1-23, not {bits!r}; {hint}")
+        raise SnapshotError(f"{where}: storage.metric_bits must be a whole number 1-23, not {bits!r:.40}", fix)
     shard = manifest.get("shard")
     if shard is not None and not all(isinstance(shard.get(k), int) for k in ("index", "count")):
-        raise SnapshotError(f"{manifest_path}: shard must hold whole numbers index and count; rebuild it: {hint}")
+        raise SnapshotError(f"{where}: shard must hold whole numbers index and count", fix)
     return manifest
 
 

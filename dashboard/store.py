@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from compute import schema
 from compute.snapshot import SnapshotError, read_manifest, rebuild_hint
@@ -30,21 +31,85 @@ def data_root() -> Path:
     return Path(value).expanduser() if value else APP_ROOT / "data"
 
 
-def build_command(root: Path | None = None) -> str:
-    """The command that builds the demo snapshot where the app looks for it."""
-    target = (root or data_root()) / "demo"
+def shown_path(path: Path | None = None) -> str:
+    """`path` as the page may show it: under the data root, never the server's absolute path.
+
+    `data/<name>` is relative to the project folder (where the page's commands run);
+    `$PRUNESCOPE_DATA/<name>` when the data root was set by the environment.
+    """
+    root = data_root()
+    base = f"${ENV_DATA}" if os.environ.get(ENV_DATA) else "data"
+    if path is None:
+        return base
     try:
-        target = target.relative_to(Path.cwd())
-    except ValueError:  # outside the working folder: give the absolute path
-        pass
-    return f"prunescope compute --preset demo --out {target} --overwrite"
+        inside = Path(path).resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return Path(path).name
+    return base if inside == Path(".") else f"{base}/{inside.as_posix()}"
+
+
+def build_command() -> str:
+    """The command that builds the demo snapshot where the app looks for it."""
+    return f"prunescope compute --preset demo --out {shown_path(data_root() / 'demo')} --overwrite"
+
+
+def fix_commands(path: Path) -> list[str]:
+    """What to run about a damaged snapshot: validate lists every problem; the demo has its own
+    rebuild command (any other snapshot is rebuilt by the command that wrote it)."""
+    where = shown_path(path)
+    commands = [f"prunescope validate {where}"]
+    if Path(path).name == "demo":
+        commands.append(f"prunescope compute --preset demo --out {where} --overwrite")
+    return commands
+
+
+#: tables every snapshot has; thumbnails and checkpoints are optional
+REQUIRED_TABLES = (schema.MODELS, schema.CONDITIONS, schema.SAMPLES, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING)
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    present = [path / name for name in (*REQUIRED_TABLES, schema.THUMBNAILS) if (path / name).exists()]
+    metrics = path / schema.METRICS_DIR
+    partitions = sorted(p for p in metrics.iterdir() if _inside(p, path)) if metrics.is_dir() else []
+    return present + [f for partition in partitions for f in sorted(partition.glob("*.parquet"))]
+
+
+def find_damage(path: Path) -> str | None:
+    """The first problem with the snapshot's files (a table missing, a Parquet file that does not
+    open), naming the file by its place in the snapshot; None when every file opens.
+
+    Reads only the Parquet footers, and remembers the answer until a file changes."""
+    path = Path(path)
+    try:
+        stats = [(f, f.stat()) for f in _parquet_files(path)]
+        signature = tuple((str(f.relative_to(path)), stat.st_size, stat.st_mtime_ns) for f, stat in stats)
+    except OSError as err:
+        return f"{path.name}: a file cannot be read ({type(err).__name__})"
+    return _damage(str(path), signature)
+
+
+@functools.lru_cache(maxsize=64)
+def _damage(path_text: str, signature: tuple) -> str | None:
+    path = Path(path_text)
+    present = {name for name, _, _ in signature}
+    for name in REQUIRED_TABLES:
+        if name not in present:
+            return f"{path.name}/{name} is missing"
+    if not (path / schema.METRICS_DIR).is_dir() or not any(name.startswith(schema.METRICS_DIR) for name in present):
+        return f"{path.name}/{schema.METRICS_DIR}/ is missing"
+    for name, _, _ in signature:
+        try:
+            pq.read_metadata(path / name)
+        except Exception:  # noqa: BLE001 - whatever the reader says, this file does not open
+            return f"{path.name}/{name} is not a readable Parquet file (cut short or overwritten)"
+    return None
 
 
 @dataclass(frozen=True)
 class SnapshotEntry:
     name: str
     path: Path
-    error: str | None  # None when the snapshot opens
+    error: str | None  # what is wrong with it, naming the file; None when the snapshot opens
 
 
 def _looks_like_snapshot(path: Path) -> bool:
@@ -57,7 +122,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def list_snapshots(root: Path | None = None) -> list[SnapshotEntry]:
-    """Snapshot folders directly under `root` (or `root` itself), damaged ones included."""
+    """Snapshot folders directly under `root` (or `root` itself), damaged ones marked with what is wrong."""
     root = Path(root or data_root())
     if not root.is_dir():
         return []
@@ -71,9 +136,9 @@ def list_snapshots(root: Path | None = None) -> list[SnapshotEntry]:
     for path in candidates:
         try:
             read_manifest(path)
-            entries.append(SnapshotEntry(path.name, path, None))
+            entries.append(SnapshotEntry(path.name, path, find_damage(path)))
         except SnapshotError as err:
-            entries.append(SnapshotEntry(path.name, path, str(err)))
+            entries.append(SnapshotEntry(path.name, path, err.problem))
     return entries
 
 
@@ -102,13 +167,10 @@ def _read(path: Path, name: str, columns: Sequence[str] | None = None) -> pl.Dat
     try:
         return pl.read_parquet(path / name, columns=list(columns) if columns else None)
     except FileNotFoundError as err:
-        raise SnapshotError(
-            f"{path.name}/{name} is missing, so the snapshot is damaged; rebuild it: {rebuild_hint(path)}"
-        ) from err
+        raise SnapshotError(f"{path.name}/{name} is missing", f"rebuild it: {rebuild_hint(path)}") from err
     except Exception as err:  # noqa: BLE001 - any unreadable file means a damaged snapshot
         raise SnapshotError(
-            f"{path.name}/{name} cannot be read ({type(err).__name__}), so the snapshot is damaged; "
-            f"rebuild it: {rebuild_hint(path)}"
+            f"{path.name}/{name} cannot be read ({type(err).__name__})", f"rebuild it: {rebuild_hint(path)}"
         ) from err
 
 
@@ -121,7 +183,8 @@ def _open_cached(path_text: str, _version: int) -> Snapshot:
         if partition.is_symlink() and not _inside(partition, path):
             raise SnapshotError(
                 f"{path.name}/{schema.METRICS_DIR}/{partition.name} links outside the snapshot, which the app does "
-                f"not follow; `prunescope validate {path.name}` lists what to fix"
+                "not follow",
+                f"`prunescope validate {path.name}` lists what to fix",
             )
     return Snapshot(
         path=path,
@@ -146,7 +209,7 @@ def open_snapshot(path: str | Path) -> Snapshot:
         version = 0
     snapshot = _open_cached(str(path), version)
     if snapshot.models.is_empty():
-        raise SnapshotError(f"{path.name} holds no models; rebuild it: {rebuild_hint(path)}")
+        raise SnapshotError(f"{path.name} holds no models", f"rebuild it: {rebuild_hint(path)}")
     return snapshot
 
 

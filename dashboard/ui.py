@@ -10,6 +10,7 @@ import base64
 import io
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import streamlit as st
@@ -28,6 +29,22 @@ def show_fix(message: str, command: str) -> None:
     st.code(command, language="bash")
 
 
+def show_damaged(path: Path, problem: str) -> None:
+    """A snapshot that does not open: the file at fault and the commands for this snapshot."""
+    st.error(f"Snapshot `{path.name}` is damaged: {problem}.", icon=":material/error:")
+    validate, *rebuild = store.fix_commands(path)
+    st.markdown("`prunescope validate` lists every problem; run it in the project folder:")
+    st.code(validate, language="bash")
+    if rebuild:
+        st.markdown("Rebuild it, then reload the page:")
+        st.code(rebuild[0], language="bash")
+    else:
+        st.markdown(
+            f"To rebuild it, run the command that wrote it (`prunescope compute`, `evaluate` or `merge`) "
+            f"again with `--out {store.shown_path(path)} --overwrite`, then reload the page."
+        )
+
+
 def sidebar() -> store.Snapshot | None:
     """The snapshot picker; returns the open snapshot, or None after showing why there is none."""
     root = store.data_root()
@@ -36,9 +53,9 @@ def sidebar() -> store.Snapshot | None:
         st.markdown("## :material/content_cut: prunescope")
         st.caption("What did pruning do to my network?")
         if not entries:
-            st.caption(f"Data root: `{root}`")
+            st.caption(f"Data root: `{store.shown_path()}`")
     if not entries:
-        show_fix(f"No snapshot found under `{root}`.", store.build_command(root))
+        show_fix(f"No snapshot found under `{store.shown_path()}`.", store.build_command())
         return None
 
     by_name = {entry.name: entry for entry in entries}
@@ -56,18 +73,20 @@ def sidebar() -> store.Snapshot | None:
             list(by_name),
             key=SNAPSHOT_KEY,
             format_func=lambda n: n if by_name[n].error is None else f"{n} (damaged)",
-            help=f"Snapshot folders under {root} (set PRUNESCOPE_DATA to look elsewhere)",
+            help=f"Snapshot folders under {store.shown_path()} (set PRUNESCOPE_DATA to look elsewhere)",
         )
     if "snapshot_notice" in st.session_state:
         st.info(st.session_state.pop("snapshot_notice"), icon=":material/info:")
     entry = by_name[name]
-    if entry.error:
-        show_fix(f"Snapshot `{name}` cannot be opened: {entry.error}", store.build_command(root))
-        return None
-    try:
-        snapshot = store.open_snapshot(entry.path)
-    except SnapshotError as err:
-        show_fix(f"Snapshot `{name}` cannot be opened: {err}", store.build_command(root))
+    if entry.error is None:
+        try:
+            snapshot = store.open_snapshot(entry.path)
+        except SnapshotError as err:
+            entry = store.SnapshotEntry(name, entry.path, err.problem)
+    if entry.error is not None:
+        show_damaged(entry.path, entry.error)
+        if st.query_params.get("snapshot") != name:  # a reload shows the same snapshot
+            st.query_params["snapshot"] = name
         return None
     with st.sidebar:
         dataset = snapshot.manifest.get("dataset", {})
@@ -212,12 +231,17 @@ def run_page(page) -> None:
     try:
         page.run()
     except SnapshotError as err:
-        show_fix(f"The snapshot cannot be read: {err}", store.build_command())
+        show_damaged(current_snapshot().path, err.problem)
     except Exception as err:  # noqa: BLE001 - the app never shows a traceback
         log.exception("page %s failed", getattr(page, "title", page))
+        path = current_snapshot().path
+        problem = store.find_damage(path)
+        if problem is not None:  # a file went bad after the snapshot was opened
+            show_damaged(path, problem)
+            return
         st.error(
-            f"This view failed: {type(err).__name__}: {err}. The snapshot may be damaged; "
-            f"`prunescope validate <snapshot>` tells what is wrong.",
+            f"This view failed ({type(err).__name__}). The snapshot's files all open, so this is a bug in "
+            "prunescope, not a problem with the snapshot; the server log has the details.",
             icon=":material/error:",
         )
 

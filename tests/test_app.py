@@ -1,5 +1,6 @@
 """The Streamlit app under AppTest: pages render on real snapshots and show what they must."""
 
+import json
 import shutil
 
 import numpy as np
@@ -92,19 +93,57 @@ def test_no_snapshot_shows_the_command_that_builds_one(monkeypatch, tmp_path):
     assert any("prunescope compute --preset demo" in c for c in texts(at, "code"))
 
 
-@pytest.mark.parametrize("damage", ["manifest", "models", "summary"])
-def test_damaged_snapshot_shows_a_message_not_a_traceback(monkeypatch, tmp_path, tiny_snapshot, damage):
+def _damage(target, damage: str) -> str:
+    """Damage a snapshot copy the way a crash or a careless copy does; returns the file at fault."""
+    if damage == "no manifest":
+        (target / schema.MANIFEST).unlink()
+        return "broken"
+    if damage == "schema version":
+        manifest = json.loads((target / schema.MANIFEST).read_text())
+        manifest["schema_version"] = 99
+        (target / schema.MANIFEST).write_text(json.dumps(manifest))
+        return f"broken/{schema.MANIFEST}"
+    if damage == "truncated metrics":
+        part = sorted((target / schema.METRICS_DIR).rglob("*.parquet"))[-1]
+        part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+        return f"broken/{part.relative_to(target).as_posix()}"
+    (target / schema.MODELS).write_bytes(b"not parquet at all")
+    return f"broken/{schema.MODELS}"
+
+
+@pytest.mark.parametrize("damage", ["no manifest", "schema version", "truncated metrics", "models"])
+def test_damaged_snapshot_names_the_file_and_the_commands_for_that_snapshot(
+    monkeypatch, tmp_path, tiny_snapshot, damage
+):
+    shutil.copytree(tiny_snapshot, tmp_path / "demo")
     target = tmp_path / "broken"
     shutil.copytree(tiny_snapshot, target)
-    if damage == "manifest":
-        (target / schema.MANIFEST).unlink()
-    else:
-        (target / f"{damage}.parquet").write_bytes(b"not parquet at all")
-    at = run_app(monkeypatch, tmp_path)
+    at_fault = _damage(target, damage)
+    at = run_app(monkeypatch, tmp_path)  # opens demo; the user then picks the damaged one
+    at = at.selectbox(key="snapshot_name").select("broken").run()
     assert not at.exception
     errors = " ".join(texts(at, "error"))
-    assert "broken" in errors and ("damaged" in errors or "complete" in errors)
-    assert any("prunescope compute" in c for c in texts(at, "code"))
+    assert "`broken` is damaged" in errors and at_fault in errors
+    commands = texts(at, "code")
+    assert commands[0] == "prunescope validate $PRUNESCOPE_DATA/broken"
+    assert not any("demo" in c for c in commands), "a command for another snapshot would leave this one broken"
+    shown = " ".join(texts(at, "error") + texts(at, "markdown") + commands + texts(at, "caption"))
+    assert str(tmp_path) not in shown, "no server path on the page"
+    assert "\ufffd" not in shown and shown.isprintable()
+    picker = at.selectbox(key="snapshot_name")
+    assert picker.value == "broken" and picker.format_func("broken") == "broken (damaged)"
+    assert at.query_params["snapshot"] == "broken", "a reload shows the same snapshot and the same message"
+
+
+def test_the_demo_snapshot_damaged_gets_its_own_rebuild_command(monkeypatch, tmp_path, tiny_snapshot):
+    shutil.copytree(tiny_snapshot, tmp_path / "demo")
+    (tmp_path / "demo" / schema.SUMMARY).unlink()
+    at = run_app(monkeypatch, tmp_path)
+    assert "demo/summary.parquet is missing" in " ".join(texts(at, "error"))
+    assert texts(at, "code") == [
+        "prunescope validate $PRUNESCOPE_DATA/demo",
+        "prunescope compute --preset demo --out $PRUNESCOPE_DATA/demo --overwrite",
+    ]
 
 
 def test_snapshot_is_chosen_from_the_url(monkeypatch, tmp_path, tiny_snapshot):
@@ -126,3 +165,17 @@ def test_no_legacy_pages_folder_beside_app_py():
     from tests.conftest import REPO
 
     assert not (REPO / "pages").exists()
+
+
+def test_a_failing_view_does_not_blame_a_sound_snapshot(monkeypatch, tmp_path, tiny_snapshot):
+    from dashboard import queries
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not the data")
+
+    shutil.copytree(tiny_snapshot, tmp_path / "tiny")
+    monkeypatch.setattr(queries, "models_table", broken)
+    at = run_app(monkeypatch, tmp_path)
+    assert not at.exception
+    errors = " ".join(texts(at, "error"))
+    assert "bug in prunescope" in errors and "damaged" not in errors

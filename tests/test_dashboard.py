@@ -110,7 +110,7 @@ def test_store_lists_valid_and_damaged_snapshots(tiny_snapshot, tmp_path):
     entries = {e.name: e for e in store.list_snapshots(tmp_path)}
     assert set(entries) == {"good", "bad"}
     assert entries["good"].error is None
-    assert "prunescope compute" in entries["bad"].error
+    assert entries["bad"].error == f"bad has no {schema.MANIFEST}, so it is not a complete snapshot"
 
 
 def test_store_rereads_a_rebuilt_snapshot(snapshot_copy):
