@@ -27,8 +27,8 @@ from compute.train import TrainHooks, accuracy, steps_per_epoch, train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="demo")
-    add_config_flags(parser)
+    parser.add_argument("--preset", default="demo", help="named configuration the flags change (default: demo)")
+    add_config_flags(parser, defaults=get_preset("demo"), label="demo preset")
     args = vars(parser.parse_args())
     cfg = resolve_config(apply_overrides(get_preset(args.pop("preset")), args))
     device = resolve_device(cfg.device)

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 from compute.config import EVALUATE_DEFAULTS, EVALUATE_FIELDS, InputError, add_config_flags, apply_overrides
+from compute.presets import PRESETS, get_preset
 
 #: arguments of how a command runs, not of what it computes
 RUN_ARGS = ("out", "overwrite", "quiet", "add_to", "replace")
+DEFAULT_PRESET = "demo"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -29,7 +31,19 @@ def add_growth_flags(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--replace", action="store_true", help="with --add-to: recompute models it already holds")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def preset_given(argv: list[str]) -> str:
+    """The --preset of a `compute` command line, read before the parser is built so that its
+    --help shows that preset's defaults (wherever --help stands)."""
+    if argv[:1] != ["compute"]:
+        return DEFAULT_PRESET
+    pre = OneLineParser(prog="prunescope compute", add_help=False)
+    pre.add_argument("--preset", default=DEFAULT_PRESET)
+    return pre.parse_known_args(argv[1:])[0].preset
+
+
+def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
+    """The command line; `compute --help` shows the defaults of `preset` (ConfigError if there is none)."""
+    defaults = get_preset(preset)
     parser = OneLineParser(prog="prunescope", description="What did pruning do to my network?")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
@@ -37,14 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
         "compute",
         help="train, prune, corrupt and evaluate; write a snapshot",
         description="Train a dense model, prune it with each method at each sparsity, evaluate every "
-        "model on clean and corrupted test images and write a snapshot folder.",
+        f"model on clean and corrupted test images and write a snapshot folder. The defaults shown are the {preset} "
+        "preset's; --preset NAME --help shows another's.",
     )
-    compute.add_argument("--preset", default="demo", help="named configuration (demo, tiny, cifar10); default demo")
+    compute.add_argument(
+        "--preset", default=DEFAULT_PRESET,
+        help=f"named configuration ({', '.join(PRESETS)}) that the flags below change (default: {DEFAULT_PRESET})",
+    )  # fmt: skip
     compute.add_argument("--out", required=True, help="snapshot folder to write")
     compute.add_argument("--overwrite", action="store_true", help="replace an existing snapshot at --out")
     compute.add_argument("--quiet", action="store_true", help="no progress bars, only the summary line")
     add_growth_flags(compute, "new methods or sparsities of the sweep that wrote it")
-    add_config_flags(compute)
+    add_config_flags(compute, defaults=defaults, label=f"{preset} preset")
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -58,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="replace the snapshot at --out")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars, only the summary line")
     add_growth_flags(evaluate, "the given models")
-    add_config_flags(evaluate, only=EVALUATE_FIELDS)
+    add_config_flags(evaluate, only=EVALUATE_FIELDS, defaults=EVALUATE_DEFAULTS)
 
     validate = sub.add_parser("validate", help="check a snapshot's schema and invariants (exit 0, 1 or 2)")
     validate.add_argument("path", help="snapshot folder")
@@ -92,8 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_compute(args: argparse.Namespace) -> int:
-    from compute.presets import get_preset
-
     given = {k: v for k, v in vars(args).items() if k not in ("command", "preset", *RUN_ARGS)}
 
     def work() -> str:
@@ -168,7 +184,13 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser(preset_given(argv))
+    except InputError as err:  # an unknown --preset, even with --help
+        print(f"prunescope compute: error: {err}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     if args.command == "compute":
         return cmd_compute(args)
     if args.command == "merge":

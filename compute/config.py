@@ -98,11 +98,11 @@ class ComputeConfig:
     )
     sparse_epochs: int | None = _flag(
         None,
-        "epochs of sparse training from initialisation (snip, grasp, synflow, rigl, set); default: --epochs",
+        "epochs of sparse training from initialisation (snip, grasp, synflow, rigl, set); none = --epochs",
         "methods",
     )
     supermask_epochs: int | None = _flag(
-        None, "epochs of score training (edge_popup, biprop); default: --epochs", "methods"
+        None, "epochs of score training (edge_popup, biprop); none = --epochs", "methods"
     )
     supermask_lr: float = _flag(0.1, "peak learning rate of score training", "methods")
     supermask_init: str = _flag(
@@ -172,12 +172,30 @@ def _parse_list(text: str, item_type: type, flag: str) -> tuple:
         raise ConfigError(f"{flag}: {text!r} is not a list of {item_type.__name__} ({err})") from err
 
 
+def flag_value(value) -> str:
+    """A field's value as a user types it after its flag (parse_value reads it back): 0.5,0.9 for a list,
+    none for unset, on / off for a switch (--flag / --no-flag)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 def parse_value(name: str, text: str):
     """Turn one flag's text into the field's type, or raise ConfigError."""
     hint = typing.get_type_hints(ComputeConfig)[name]
     flag = flag_name(name)
     if typing.get_origin(hint) is tuple:
         return _parse_list(text, typing.get_args(hint)[0], flag)
+    if text == "none" and type(None) in typing.get_args(hint):
+        return None
+    if hint is bool:
+        if text not in ("on", "off"):
+            raise ConfigError(f"{flag}: {text!r} is not allowed; choose on or off")
+        return text == "on"
     base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
     try:
         return base(text)
@@ -195,9 +213,15 @@ EVALUATE_FIELDS = (
 EVALUATE_DEFAULTS = ComputeConfig(methods=("dense",), corruptions=("all",), n_test=0)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
-    """One flag per field (or per field in `only`); defaults are SUPPRESSed so we know
-    which flags were given."""
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    only: tuple[str, ...] | None = None,
+    defaults: ComputeConfig | None = None,
+    label: str = "default",
+) -> None:
+    """One flag per field (or per field in `only`). Each help ends with "(LABEL: value)", the field's value in
+    `defaults` as a user types it; argparse's defaults are SUPPRESSed so we know which flags were given."""
+    defaults = ComputeConfig() if defaults is None else defaults
     groups: dict[str, argparse._ArgumentGroup] = {}
     hints = typing.get_type_hints(ComputeConfig)
     for name, f in FIELDS.items():
@@ -207,7 +231,8 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | No
         if group_name not in groups:
             groups[group_name] = parser.add_argument_group(group_name)
         group = groups[group_name]
-        help_text = f"{f.metadata['help']} (preset default: {f.default})"
+        shown = flag_value(getattr(defaults, name)).replace("%", "%%")  # argparse %-formats help
+        help_text = f"{f.metadata['help']} ({label}: {shown})"
         if hints[name] is bool:
             group.add_argument(
                 flag_name(name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text

@@ -1,6 +1,8 @@
 """The command line end to end, as a user runs it."""
 
+import dataclasses
 import json
+import re
 
 import polars as pl
 import pytest
@@ -191,3 +193,138 @@ def test_an_unwritable_location_never_ends_in_a_traceback():
         assert result.returncode == 2, result.stderr
         message = result.stderr.strip()
         assert len(message.splitlines()) == 1 and "Traceback" not in message and "/proc" in message
+
+
+def help_of(monkeypatch, capsys, *argv: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """`prunescope ARGV` (with --help somewhere) in-process: its text and, per option, the label and
+    default its help ends with, as in "(demo preset: 0.5,0.9)", and whether it is an on/off switch."""
+    from compute.cli import main
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no help line wrapped
+    with pytest.raises(SystemExit) as stop:
+        main(list(argv))
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    entries: list[list[str]] = []  # one per option: "  --flag ..." and its indented help lines
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            entries.append([line])
+        elif line.startswith("    ") and entries:
+            entries[-1].append(line)
+        else:
+            entries.append([])
+    shown = {}
+    for entry in filter(None, entries):
+        words = " ".join(entry).split()
+        match = re.search(r"\(([\w ]+): (\S+)\)$", " ".join(words))
+        if match:
+            flag = words[0].rstrip(",")
+            switch = words[1] == "--no-" + flag.removeprefix("--")  # "--augment, --no-augment"
+            shown[flag] = (match[1], match[2], switch)
+    return text, shown
+
+
+def read_back(command: str, preset: str, shown: dict) -> dict:
+    """Type every shown default into the CLI's own parser: the config fields it sets."""
+    from compute.cli import build_parser
+    from compute.config import FIELDS
+
+    argv = []
+    for flag, (_, value, switch) in shown.items():
+        if flag.removeprefix("--").replace("-", "_") not in FIELDS:
+            continue
+        if switch:
+            assert value in ("on", "off"), (flag, value)
+            argv.append(flag if value == "on" else "--no-" + flag.removeprefix("--"))
+        else:
+            argv += [flag, value]
+    required = ["--out", "x"] if command == "compute" else ["--models", "m.py", "--out", "x"]
+    args = vars(build_parser(preset).parse_args([command, *required, *argv]))
+    return {name: value for name, value in args.items() if name in FIELDS}
+
+
+@pytest.mark.parametrize(
+    ("argv", "preset"),
+    [
+        (["compute", "--help"], "demo"),
+        (["compute", "--preset", "cifar10", "--help"], "cifar10"),
+        (["compute", "--help", "--preset", "cifar10"], "cifar10"),
+        (["compute", "--preset=tiny", "--help"], "tiny"),
+        (["compute", "--preset", "cifar100", "--help"], "cifar100"),
+    ],
+)
+def test_compute_help_shows_the_defaults_of_the_preset_in_effect_as_typed(monkeypatch, capsys, argv, preset):
+    from compute.config import FIELDS, ComputeConfig, apply_overrides, flag_name
+    from compute.presets import PRESETS
+
+    text, shown = help_of(monkeypatch, capsys, *argv)
+    assert f"The defaults shown are the {preset} preset's" in " ".join(text.split())
+    config_flags = {flag: label for flag, (label, _, _) in shown.items() if flag != "--preset"}
+    assert config_flags == {flag_name(name): f"{preset} preset" for name in FIELDS}
+    given = read_back("compute", preset, shown)
+    assert set(given) == set(FIELDS)  # every flag took its shown default
+    assert apply_overrides(ComputeConfig(), given) == PRESETS[preset]
+
+
+def test_evaluate_help_shows_evaluates_own_defaults_as_typed(monkeypatch, capsys):
+    from compute.config import EVALUATE_DEFAULTS, EVALUATE_FIELDS, ComputeConfig, apply_overrides, flag_name
+
+    _, shown = help_of(monkeypatch, capsys, "evaluate", "--help")
+    assert {flag: label for flag, (label, _, _) in shown.items()} == {
+        flag_name(name): "default" for name in EVALUATE_FIELDS
+    }
+    given = read_back("evaluate", "demo", shown)
+    assert set(given) == set(EVALUATE_FIELDS)
+    cfg = apply_overrides(ComputeConfig(), given)
+    assert {n: getattr(cfg, n) for n in EVALUATE_FIELDS} == {n: getattr(EVALUATE_DEFAULTS, n) for n in EVALUATE_FIELDS}
+
+
+def test_demo_help_writes_defaults_as_a_user_types_them(monkeypatch, capsys):
+    _, shown = help_of(monkeypatch, capsys, "compute", "--help")
+    values = {flag: value for flag, (_, value, _) in shown.items()}
+    assert values["--sparsities"] == "0.5,0.8,0.9,0.95" and values["--severities"] == "1,2,3,4,5"
+    assert values["--methods"] == "all" and values["--corruptions"] == "all"
+    assert values["--augment"] == "on" and values["--checkpoints"] == "off"
+    assert values["--sparse-epochs"] == "none" and values["--data-root"] == "none"
+    assert values["--weight-decay"] == "0.0005" and values["--shard"] == "1/1" and values["--device"] == "auto"
+
+
+@pytest.mark.parametrize(
+    "argv", [["compute", "--help"], ["compute", "--preset", "cifar10", "--help"], ["evaluate", "--help"]]
+)
+def test_help_prints_no_python_values(monkeypatch, capsys, argv):
+    text, shown = help_of(monkeypatch, capsys, *argv)
+    assert "None" not in text and "preset default" not in text
+    assert not re.search(r"\((?:'|\d+(?:\.\d+)?, )", text), "a Python tuple in the help"
+    for _, value, _ in shown.values():
+        assert not re.search(r"[()\[\]'\"]|, ", value), value
+
+
+def test_demo_and_cifar10_help_differ_where_the_presets_do(monkeypatch, capsys):
+    from compute.config import flag_name
+    from compute.presets import PRESETS
+
+    _, demo = help_of(monkeypatch, capsys, "compute", "--help")
+    _, cifar10 = help_of(monkeypatch, capsys, "compute", "--preset", "cifar10", "--help")
+    differ = {flag for flag in demo if flag != "--preset" and demo[flag][1] != cifar10[flag][1]}
+    a, b = PRESETS["demo"], PRESETS["cifar10"]
+    expected = {flag_name(f.name) for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)}
+    assert differ == expected and {"--epochs", "--dataset", "--architecture"} <= differ
+
+
+def test_an_unknown_preset_with_help_is_one_error_line():
+    result = run_cli("compute", "--preset", "huge", "--help")
+    assert result.returncode == 2 and result.stdout == ""
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert message.startswith("prunescope compute: error:") and all(s in message for s in ("--preset", "huge", "demo"))
+
+
+def test_switches_and_unset_fields_read_back_from_text():
+    from compute.config import ConfigError, apply_overrides
+    from compute.presets import get_preset
+
+    cfg = apply_overrides(get_preset("tiny"), {"augment": "off", "checkpoints": "on", "sparse_epochs": "none"})
+    assert cfg.augment is False and cfg.checkpoints is True and cfg.sparse_epochs is None
+    with pytest.raises(ConfigError, match="--augment"):
+        apply_overrides(get_preset("tiny"), {"augment": "yes"})
