@@ -29,11 +29,6 @@ def _items(value) -> list[str]:
     return [part for part in _first(value).split(",") if part]
 
 
-def _small_number(text: str) -> bool:
-    """ASCII digits, a few of them: isdigit() also accepts '²', and int() refuses 10,000 digits."""
-    return text.isascii() and text.isdigit() and len(text) <= 3
-
-
 @dataclass(frozen=True)
 class Filters:
     methods: tuple[str, ...] | None = None  # None: every method
@@ -44,22 +39,7 @@ class Filters:
     @classmethod
     def from_query(cls, params: Mapping, models: pl.DataFrame, conditions: pl.DataFrame) -> Filters:
         """Filters from URL parameters, keeping only values this snapshot has."""
-        known_methods = set(models["method"])
-        known_families = set(conditions["family"]) - {"clean"}
-        known_severities = set(conditions.filter(pl.col("severity") > 0)["severity"].to_list())
-        methods = tuple(m for m in _items(params.get("methods", "")) if m in known_methods) or None
-        families = tuple(f for f in _items(params.get("families", "")) if f in known_families) or None
-        given = [int(s) for s in _items(params.get("severities", "")) if _small_number(s)]
-        severities = tuple(sorted({s for s in given if s in known_severities}))
-        sparsity = (0.0, 1.0)
-        low, _, high = _first(params.get("sparsity", "")).partition("-")
-        try:
-            lo, hi = float(low), float(high)
-            if 0.0 <= lo <= hi <= 1.0:
-                sparsity = (lo, hi)
-        except ValueError:  # a hand-edited address: fall back to the whole range
-            pass
-        return cls(methods, sparsity, families, severities or None)
+        return read_query(params, models, conditions)[0]
 
     def to_query(self) -> dict[str, str]:
         """Only what differs from "all", so the default view has a clean address."""
@@ -107,3 +87,39 @@ class Filters:
         if self.severities:
             parts.append(f"severities {', '.join(map(str, self.severities))}")
         return "; ".join(parts) if parts else "all models and conditions"
+
+
+def _shown(value: str) -> str:
+    """An address value as a notice may quote it: short, printable."""
+    text = "".join(c if c.isprintable() else "?" for c in value)
+    return text if len(text) <= 24 else text[:20] + "…"
+
+
+def read_query(params: Mapping, models: pl.DataFrame, conditions: pl.DataFrame) -> tuple[Filters, list[str]]:
+    """Filters from URL parameters, and each value left out (`severities=²`) for a notice."""
+    known = {
+        "methods": set(models["method"]),
+        "families": set(conditions["family"]) - {"clean"},
+        "severities": {str(s) for s in conditions.filter(pl.col("severity") > 0)["severity"].to_list()},
+    }
+    kept: dict[str, tuple] = {}
+    ignored: list[str] = []
+    for key, allowed in known.items():
+        # compared as text, so '²' or 10,000 digits never reach int()
+        items = _items(params.get(key, ""))
+        kept[key] = tuple(i for i in items if i in allowed)
+        ignored += [f"{key}={_shown(i)}" for i in items if i not in allowed]
+    sparsity = (0.0, 1.0)
+    text = _first(params.get("sparsity", ""))
+    low, _, high = text.partition("-")
+    try:
+        lo, hi = float(low), float(high)
+        if 0.0 <= lo <= hi <= 1.0:
+            sparsity = (lo, hi)
+    except ValueError:  # a hand-edited address: fall back to the whole range
+        pass
+    if text and sparsity == (0.0, 1.0) and text != "0-1":
+        ignored.append(f"sparsity={_shown(text)}")
+    severities = tuple(sorted({int(s) for s in kept["severities"]}))
+    filters = Filters(kept["methods"] or None, sparsity, kept["families"] or None, severities or None)
+    return filters, ignored

@@ -17,7 +17,7 @@ import streamlit as st
 
 from compute.snapshot import SnapshotError
 from dashboard import queries, store
-from dashboard.filters import CORRUPTION_FAMILIES, KEYS, Filters
+from dashboard.filters import CORRUPTION_FAMILIES, KEYS, Filters, read_query
 
 log = logging.getLogger("prunescope")
 SNAPSHOT_KEY = "snapshot_name"
@@ -95,6 +95,8 @@ def sidebar() -> store.Snapshot | None:
             f"{len(snapshot.conditions)} conditions · {len(snapshot.samples):,} samples"
         )
         filters = filter_widgets(snapshot)
+    if "address_notice" in st.session_state:
+        st.caption(f":material/info: {st.session_state.pop('address_notice')}")
     st.session_state["snapshot"] = snapshot
     st.session_state["filters"] = filters
     write_url(name, filters)
@@ -106,7 +108,7 @@ def filter_widgets(snapshot: store.Snapshot) -> Filters:
     methods = sorted(set(snapshot.models["method"]), key=queries.method_rank)
     families = [f for f in CORRUPTION_FAMILIES if f in set(snapshot.conditions["family"])]
     severities = sorted(set(snapshot.conditions.filter(pl.col("severity") > 0)["severity"].to_list()))
-    start = Filters.from_query(st.query_params.to_dict(), snapshot.models, snapshot.conditions)
+    start, ignored = read_query(st.query_params.to_dict(), snapshot.models, snapshot.conditions)
     initial = {
         "f_methods": list(start.methods or methods),
         "f_sparsity": start.sparsity,
@@ -114,6 +116,8 @@ def filter_widgets(snapshot: store.Snapshot) -> Filters:
         "f_severities": list(start.severities or severities),
     }
     new_snapshot = st.session_state.get("filters_for") != str(snapshot.path)
+    if new_snapshot and ignored:
+        st.session_state["address_notice"] = f"Not in this snapshot, so left out of the filters: {', '.join(ignored)}"
     for key, value in initial.items():
         # a new snapshot starts from its address; otherwise only a key Streamlit dropped
         # (widget state can go across a page switch) is restored, from the address
@@ -264,8 +268,10 @@ def open_sample(sample_id: int, queue: list[int] | None = None, clear: str | Non
 def requested_sample(ids: list[int]) -> int:
     """The sample the address asks for, else the last one shown, else the first."""
     value = str(st.query_params.get("sample", ""))
-    if value.isascii() and value.isdigit() and len(value) <= 12 and int(value) in set(ids):
+    if value in {str(i) for i in ids}:  # compared as text: '²' or 10,000 digits never reach int()
         return int(value)
+    if value:
+        st.caption(f":material/info: No sample `{value[:20]}` in this snapshot; showing another.")
     last = st.session_state.get("last_sample")
     return last if last in set(ids) else ids[0]
 

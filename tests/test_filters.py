@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from dashboard.filters import Filters
+from dashboard.filters import Filters, read_query
 
 MODELS = pl.DataFrame(
     {
@@ -52,3 +52,14 @@ def test_numbers_that_only_look_like_numbers_are_dropped():
     for value in ("\u00b2", "1" * 10_000, "\u0661", "5,\u00b2"):
         f = Filters.from_query({"severities": value, "sparsity": "1" * 10_000}, MODELS, CONDITIONS)
         assert f.severities in (None, (5,)) and f.sparsity == (0.0, 1.0)
+
+
+def test_every_value_left_out_is_reported_once_as_given():
+    query = {"methods": "magnitude,nope", "sparsity": "banana", "families": "weather,\u00b2"}
+    query["severities"] = "1,9,\u00b2"
+    f, ignored = read_query(query, MODELS, CONDITIONS)
+    assert f == Filters(methods=("magnitude",), families=("weather",), severities=(1,))
+    assert ignored == ["methods=nope", "families=\u00b2", "severities=9", "severities=\u00b2", "sparsity=banana"]
+    assert read_query(f.to_query(), MODELS, CONDITIONS) == (f, [])
+    long = read_query({"severities": "1" * 10_000}, MODELS, CONDITIONS)[1]
+    assert long == ["severities=" + "1" * 20 + "…"]

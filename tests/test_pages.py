@@ -394,3 +394,11 @@ def test_overview_follows_the_family_and_severity_filters(monkeypatch, demo):
 )
 def test_every_page_opens_without_dense_with_one_model_and_with_nonsense(monkeypatch, path, query):
     page(monkeypatch, path, query=query)
+
+
+def test_values_the_address_cannot_use_are_named_in_a_notice(monkeypatch):
+    at = page(monkeypatch, "views/overview.py", query={"methods": "imp,nope", "severities": "3,\u00b2"})
+    assert any("methods=nope, severities=\u00b2" in c for c in texts(at, "caption"))
+    assert at.multiselect(key="f_methods").value == ["imp"] and at.multiselect(key="f_severities").value == [3]
+    at = page(monkeypatch, "views/sample.py", query={"sample": "\u00b2"})
+    assert any("No sample `\u00b2`" in c for c in texts(at, "caption"))
