@@ -1,6 +1,6 @@
 """Time and peak memory of every app page on a large synthetic snapshot against the demo.
 
-DESIGN.md: the app opens any page of a snapshot with tens of millions of per-sample rows
+docs/DESIGN.md: the app opens any page of a snapshot with tens of millions of per-sample rows
 without loading them whole. This renders each page (AppTest, first visit, no cache) on
 the demo snapshot (the baseline) and on a synthetic one built by `prunescope synth`, each
 in a fresh interpreter, and prints seconds per page, the peak resident memory, and what

@@ -1,4 +1,4 @@
-"""Time `prunescope compute --preset demo` against the DESIGN.md budgets.
+"""Time `prunescope compute --preset demo` against the docs/DESIGN.md budgets.
 
 Budgets: rebuilt on 2 CPU cores in at most 180 s (aim for 120 s); committed copy under 20 MB.
 Prints the wall time of the whole command, the phases the manifest records, and the

@@ -77,7 +77,7 @@ def corruption_source(cfg: ComputeConfig, dataset: data.Dataset) -> dict:
     side = dataset.image_shape[-1]
     return {
         "source": "generated",
-        "parameters": "CIFAR-10-C (CORRUPTIONS.md)",
+        "parameters": "CIFAR-10-C (docs/CORRUPTIONS.md)",
         "seed": cfg.corruption_seed,
         "spatial_scale": side / 32.0,
         "note": f"kernel radii, crop sizes and blur sigmas scaled by {side}/32" if side != 32 else "32x32: no scaling",

@@ -1,4 +1,4 @@
-"""Geometry of the last layer: the one definition of every per-sample metric (DESIGN.md).
+"""Geometry of the last layer: the one definition of every per-sample metric (docs/DESIGN.md).
 
 For feature vector f, class weights w_c, biases b_c and true label y:
     z_c = w_c . f + b_c = |w_c| |f| cos(theta_c) + b_c
@@ -45,7 +45,7 @@ def boundary_distances(weight: torch.Tensor) -> torch.Tensor:
 def sample_metrics(
     features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Every per-sample metric of DESIGN.md for features (N, D), weight (C, D), labels (N,).
+    """Every per-sample metric of docs/DESIGN.md for features (N, D), weight (C, D), labels (N,).
 
     Returns float64 tensors (and int64 `pred`, bool `correct`), one value per sample.
     """

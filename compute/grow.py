@@ -63,6 +63,18 @@ def _same(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
+#: earlier wordings of the manifest's `corruptions.parameters` for the same generated parameters
+#: (snapshots written before the design notes moved into docs/, the committed demo among them)
+EARLIER_PARAMETERS = {"CIFAR-10-C (CORRUPTIONS.md)": "CIFAR-10-C (docs/CORRUPTIONS.md)"}
+
+
+def corruption_record(record):
+    """The manifest's `corruptions` record in today's wording, to compare with a run's."""
+    if isinstance(record, dict) and record.get("parameters") in EARLIER_PARAMETERS:
+        return {**record, "parameters": EARLIER_PARAMETERS[record["parameters"]]}
+    return record
+
+
 def check_new_ids(existing: Existing, requested: list[str], replace: bool) -> list[str]:
     """The existing models to keep: all but those the run recomputes. A requested id the
     snapshot already holds stops the run unless `replace`."""
@@ -91,7 +103,7 @@ def check_same_data(
     stored = pl.read_parquet(path / schema.CONDITIONS).select("corruption", "severity").rows()
     if stored != [(c.corruption, c.severity) for c in conditions]:
         raise InputError(f"--add-to: {path} has other conditions; use its --corruptions and --severities")
-    if existing.manifest.get("corruptions") != corruptions:
+    if corruption_record(existing.manifest.get("corruptions")) != corruptions:
         raise InputError(
             f"--add-to: {path} made its corrupted images otherwise ({existing.manifest.get('corruptions')}); "
             "use its --corruption-seed and --cifar10c"

@@ -3,7 +3,7 @@
 Every model
 - takes images in [0, 1] and normalises them itself, so corruptions act on raw pixels;
 - exposes `features(x)` (the penultimate vector f) and `classifier` (the last nn.Linear),
-  the geometry contract of DESIGN.md: logits = classifier(features(x));
+  the geometry contract of docs/DESIGN.md: logits = classifier(features(x));
 - carries a `weight_mask` buffer beside the weight of every Conv2d and Linear layer
   (all ones when dense), so a pruned checkpoint loads into an unpruned model of the
   same architecture with a plain `load_state_dict`.

@@ -15,7 +15,7 @@ GEOMETRY_POINTS = 300_000  # per-sample values behind one distribution or polar 
 
 
 def method_rank(method: str) -> int:
-    """Known methods in DESIGN.md order, unknown ones after them."""
+    """Known methods in docs/DESIGN.md order, unknown ones after them."""
     return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
@@ -25,7 +25,7 @@ def benchmark_condition_ids(conditions: pl.DataFrame) -> list[int]:
 
 
 def mean_corruption_accuracy(summary: pl.DataFrame, conditions: pl.DataFrame) -> pl.DataFrame:
-    """model_id -> plain mean of accuracy over the benchmark conditions present (DESIGN.md)."""
+    """model_id -> plain mean of accuracy over the benchmark conditions present (docs/DESIGN.md)."""
     ids = benchmark_condition_ids(conditions)
     return (
         summary.filter(pl.col("condition_id").is_in(ids))
@@ -373,7 +373,7 @@ def comparison_table(models: pl.DataFrame, summary: pl.DataFrame, condition_ids:
 
 
 def in_method_order(table: pl.DataFrame) -> pl.DataFrame:
-    """Rows by method (DESIGN.md order), then target sparsity and seed where present."""
+    """Rows by method (docs/DESIGN.md order), then target sparsity and seed where present."""
     keys = [c for c in ("target_sparsity", "seed", "model_id") if c in table.columns]
     return (
         table.with_columns(pl.col("method").map_elements(method_rank, return_dtype=pl.Int64).alias("_rank"))

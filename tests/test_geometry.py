@@ -1,4 +1,4 @@
-"""The per-sample metrics against their definitions in DESIGN.md."""
+"""The per-sample metrics against their definitions in docs/DESIGN.md."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Common corruptions at CIFAR scale (CORRUPTIONS.md), batched tensor code for CPU and CUDA.
+"""Common corruptions at CIFAR scale (docs/CORRUPTIONS.md), batched tensor code for CPU and CUDA.
 
 Every corruption maps a batch x (N, 3, H, W) float in [0, 1] to the same shape, quantised
 like the original benchmark: clip to [0, 1], scale to [0, 255], truncate to an integer.
@@ -93,5 +93,5 @@ def corrupt_uint8(images: torch.Tensor, name: str, severity: int, seeds: torch.T
 # the family modules register their corruptions on import (after `register` exists)
 from compute.corrupt import blur, digital, noise, weather  # noqa: E402, F401
 
-#: registry order = CORRUPTIONS.md order, whatever the import order
+#: registry order = docs/CORRUPTIONS.md order, whatever the import order
 CORRUPTIONS = {name: CORRUPTIONS[name] for name in CORRUPTION_FAMILIES if name in CORRUPTIONS}

@@ -52,7 +52,7 @@ def local_shuffle(x: torch.Tensor, seeds: torch.Tensor, max_delta: int, iteratio
     """The original's local pixel shuffle as one gather per pass: out[h, w] = in[h + dy, w + dx]
     with dy, dx uniform in [-max_delta, max_delta) for max_delta < h, w <= side - max_delta
     (31 down to 2 at 32x32), other pixels unchanged. The original swaps pixel pairs one at a
-    time; CORRUPTIONS.md defines the gather, which moves every pixel independently."""
+    time; docs/CORRUPTIONS.md defines the gather, which moves every pixel independently."""
     n, c, h, w = x.shape
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)

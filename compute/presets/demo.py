@@ -1,4 +1,4 @@
-"""The committed demo: the built-in digits data set on a laptop CPU (DESIGN.md budgets).
+"""The committed demo: the built-in digits data set on a laptop CPU (docs/DESIGN.md budgets).
 
 Every method at four sparsities on all 96 conditions (clean + 19 corruptions x 5
 severities). The test set and float precision are sized for the 20 MB budget: 180 test

@@ -1,4 +1,4 @@
-"""Pruning methods, selected by short id (DESIGN.md) from a registry."""
+"""Pruning methods, selected by short id (docs/DESIGN.md) from a registry."""
 
 from compute.prune import at_init, dynamic, iterative, structured, supermask, unstructured  # noqa: F401 (register)
 from compute.prune.allocation import ALLOCATIONS, check_sparsity
