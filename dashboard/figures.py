@@ -167,6 +167,63 @@ def heatmap(
     return fig
 
 
+def condition_label(corruption: str, severity: int) -> str:
+    return "clean" if corruption == schema.CLEAN else f"{corruption} · {severity}"
+
+
+def outcome_grid(rows: pl.DataFrame, model_order: list[str], class_names: list[str], title: str) -> go.Figure:
+    """One sample: p(true class) for every condition (rows) and model (columns), the predicted class
+    on hover, and every wrong prediction marked with a cross, whatever the size of the grid.
+
+    Conditions run down the side so that each keeps a horizontal, legible label."""
+    if rows.is_empty():
+        return empty_figure("Nothing to show for this selection")
+    conditions = rows.select("condition_id", "corruption", "severity").unique().sort("condition_id")
+    labels = [condition_label(c, s) for _, c, s in conditions.iter_rows()]
+    at = {cid: i for i, cid in enumerate(conditions["condition_id"])}
+    models = [m for m in model_order if m in set(rows["model_id"])]
+    column = {m: j for j, m in enumerate(models)}
+    z = np.full((len(labels), len(models)), np.nan)
+    verdict = [[["", ""] for _ in models] for _ in labels]
+    wrong = []  # (model, condition label, predicted class)
+    cells = rows.filter(pl.col("model_id").is_in(models))
+    cells = cells.select("model_id", "condition_id", "p_true", "correct", "pred")
+    for model, cid, p_true, correct, pred in cells.iter_rows():
+        i, j = at[cid], column[model]
+        name = class_names[pred] if 0 <= pred < len(class_names) else str(pred)
+        z[i, j] = p_true
+        verdict[i][j] = [name, "right" if correct else "wrong"]
+        if not correct:
+            wrong.append((model, labels[i], name))
+    wrong_x, wrong_y, wrong_pred = (list(part) for part in zip(*wrong, strict=True)) if wrong else ([], [], [])
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=models, y=labels, customdata=verdict, colorscale="Viridis", zmin=0.0, zmax=1.0,
+            colorbar={"title": {"text": "p(true class)"}},
+            hovertemplate="<b>%{x}</b><br>%{y}: p(true class) %{z:.3f}<br>predicted %{customdata[0]} "
+            "(%{customdata[1]})<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=wrong_x, y=wrong_y, mode="markers", name="wrong prediction", customdata=wrong_pred,
+            marker={"symbol": "x-thin", "size": 9 if len(labels) * len(models) <= 900 else 6,
+                    "line": {"width": 2, "color": "#FF3B30"}},
+            hovertemplate="<b>%{x}</b><br>%{y}: wrong, predicted %{customdata}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        **{**LAYOUT, "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "xanchor": "left"}},
+        title={"text": title},
+        xaxis={"title": {"text": "model"}, "side": "bottom", "tickangle": -60, "tickfont": {"size": 10},
+               "tickmode": "array", "tickvals": models, "automargin": True},
+        yaxis={"title": {"text": "condition"}, "autorange": "reversed", "tickfont": {"size": 10},
+               "tickmode": "array", "tickvals": labels, "automargin": True},
+        height=220 + 14 * len(labels),
+    )  # fmt: skip
+    return fig
+
+
 def family_heatmap(table: pl.DataFrame, model_order: list[str], relative: bool) -> go.Figure:
     """Models (rows, in `model_order`) against condition families: accuracy, or its change vs dense."""
     if table.is_empty():

@@ -25,7 +25,7 @@ PAGES = {
         ["per model", "Length against angle", "each sample's move", "Class directions", "Angle between class"],
     ),
     "views/fragile.py": ("Fragile samples", []),
-    "views/sample.py": ("Sample detail", ["per model and condition"]),
+    "views/sample.py": ("Sample detail", ["every model's verdict"]),
     "views/embedding.py": ("Embedding", ["Clean features of"]),
 }
 
@@ -209,14 +209,25 @@ def test_sample_detail_shows_the_stored_images_and_the_verdicts(monkeypatch, dem
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Right on clean images"] == f"{int(clean['correct'].sum())} of {len(clean)} models"
     assert len(at.get("image")) == 1 + 19 * 5  # the clean image and every corrupted one
-    grid = figure_titled(at, f"Sample {stored}: p(true class)")["data"][0]
-    z = values(grid["z"])
-    i, j = grid["y"].index("snip-0.8-s0"), grid["x"].index("fog s3")
-    row = demo["metrics"].filter(
-        (pl.col("model_id") == "snip-0.8-s0") & (pl.col("sample_id") == stored)
-        & (pl.col("condition_id") == condition_id(demo, "fog", 3))
-    )  # fmt: skip
-    assert z[i, j] == pytest.approx(float(row["p_true"][0]))
+    heat, crosses = figure_titled(at, f"Sample {stored}: every model's verdict")["data"]
+    samples = pl.read_parquet(DEMO / schema.SAMPLES, columns=["sample_id", "label"])
+    true = int(samples.filter(pl.col("sample_id") == stored)["label"][0])
+    rows = demo["metrics"].filter(pl.col("sample_id") == stored)
+    named = demo["conditions"].select("condition_id", "corruption", "severity").iter_rows()
+    label = {cid: "clean" if c == "clean" else f"{c} · {s}" for cid, c, s in named}
+    assert len(heat["y"]) == demo["conditions"].height and len(heat["x"]) == demo["models"].height
+    z = values(heat["z"])
+    for model, cid, p_true, pred in rows.select("model_id", "condition_id", "p_true", "pred").iter_rows():
+        i, j = heat["y"].index(label[cid]), heat["x"].index(model)
+        assert z[i, j] == pytest.approx(p_true)
+        assert heat["customdata"][i][j] == [str(pred), "right" if pred == true else "wrong"]  # digits: name == index
+    wrong = rows.filter(pl.col("pred") != true)
+    assert 0 < wrong.height < rows.height and len(heat["x"]) * len(heat["y"]) > 900  # marks beyond 900 cells
+    marked = set(zip(crosses["x"], crosses["y"], strict=True))
+    assert marked == {(m, label[c]) for m, c in wrong.select("model_id", "condition_id").iter_rows()}
+    assert "predicted %{customdata[0]}" in heat["hovertemplate"]
+    layout = figure_titled(at, f"Sample {stored}: every model's verdict")["layout"]
+    assert layout["yaxis"]["tickvals"] == heat["y"], "every condition keeps its label"
 
     missing = sorted(set(demo["metrics"]["sample_id"].unique()) - set(thumbs["sample_id"]))[0]
     at = page(monkeypatch, "views/sample.py", query={"sample": str(missing)})
@@ -402,3 +413,13 @@ def test_values_the_address_cannot_use_are_named_in_a_notice(monkeypatch):
     assert at.multiselect(key="f_methods").value == ["imp"] and at.multiselect(key="f_severities").value == [3]
     at = page(monkeypatch, "views/sample.py", query={"sample": "\u00b2"})
     assert any("No sample `\u00b2`" in c for c in texts(at, "caption"))
+
+
+def test_each_corrupted_image_stays_under_its_severity_column(monkeypatch, demo):
+    stored = int(pl.read_parquet(DEMO / schema.THUMBNAILS, columns=["sample_id"])["sample_id"].min())
+    at = page(monkeypatch, "views/sample.py", query={"sample": str(stored), "severities": "5"})
+    rows = [at.columns[i : i + 6] for i, c in enumerate(at.columns) if c.weight == pytest.approx(2 / 7)]
+    assert len(rows) == 19  # one row per corruption, a label column and one column per severity
+    for row in rows:
+        kinds = [[type(e).__name__ for e in c.children.values()] for c in row]
+        assert kinds == [["Markdown"], [], [], [], [], ["Image"]], "severity 5 sits in the fifth image column"

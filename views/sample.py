@@ -50,45 +50,26 @@ if pictures.is_empty():
 else:
     shown = pictures.join(snapshot.conditions, on="condition_id").sort("condition_id")
     shown = shown.filter(pl.col("condition_id").is_in(conditions["condition_id"].implode()))
-    severities = sorted(set(shown["severity"].to_list()))
+    # one column per severity of the snapshot, so an image stays under its severity whatever is selected
+    severities = sorted(set(snapshot.conditions.filter(pl.col("severity") > 0)["severity"].to_list()))
     for corruption in [c for c in schema.CORRUPTION_FAMILIES if c in set(shown["corruption"])]:
         row = shown.filter(pl.col("corruption") == corruption)
         cells = st.columns([2] + [1] * len(severities))
         cells[0].markdown(f"**{corruption}**  \n{schema.CORRUPTION_FAMILIES[corruption]}")
-        for cell, (severity, png) in zip(cells[1:], row.select("severity", "thumbnail").iter_rows(), strict=False):
-            cell.image(png, caption=f"severity {severity}", width=64)
+        for severity, png in row.select("severity", "thumbnail").iter_rows():
+            cells[1 + severities.index(severity)].image(png, caption=f"severity {severity}", width=64)
 
 # --- model x condition ----------------------------------------------------------------------------
 st.subheader("Every model on every condition")
-st.caption("Colour: probability of the true class. A cell marked with a digit is wrong and shows the prediction.")
-grid = outcomes.filter(pl.col("condition_id").is_in(conditions["condition_id"].implode()))
-labels = (
-    grid.select(
-        "condition_id",
-        pl.when(pl.col("corruption") == schema.CLEAN)
-        .then(pl.lit("clean"))
-        .otherwise(pl.col("corruption") + " s" + pl.col("severity").cast(pl.String))
-        .alias("label"),
-    )
-    .unique()
-    .sort("condition_id")
+st.caption(
+    "Colour: probability of the true class. A cross marks a wrong prediction; hover over a cell for the "
+    "predicted class."
 )
-columns = labels["label"].to_list()
-index = {c: i for i, c in enumerate(labels["condition_id"].to_list())}
-rows = {m: i for i, m in enumerate(model_order)}
-z = [[None] * len(columns) for _ in model_order]
-text = [[""] * len(columns) for _ in model_order]
-for model, condition, p_true, correct, pred in grid.select(
-    "model_id", "condition_id", "p_true", "correct", "pred"
-).iter_rows():
-    z[rows[model]][index[condition]] = p_true
-    text[rows[model]][index[condition]] = "" if correct else str(snapshot.class_names[pred])
-figure = figures.heatmap(
-    z, columns, model_order, f"Sample {sample_id}: p(true class) per model and condition", "p(true class)",
-    percent=False, x_title="condition", y_title="model", hover="%{z:.3f}",
-)  # fmt: skip
-figure.data[0].text = text
-st.plotly_chart(figure, width="stretch")
+grid = outcomes.filter(pl.col("condition_id").is_in(conditions["condition_id"].implode()))
+st.plotly_chart(
+    figures.outcome_grid(grid, model_order, snapshot.class_names, f"Sample {sample_id}: every model's verdict"),
+    width="stretch",
+)
 
 # --- metrics across severities -----------------------------------------------------------------------
 st.subheader("Across severities")
