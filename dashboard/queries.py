@@ -597,6 +597,16 @@ def corruption_similarity(
     return names, 1.0 - distance, cluster_order(distance)
 
 
+#: how the fragile-sample tables can be ordered
+RANKINGS = {"rate": "share of the chances that break", "count": "number of pairs that break"}
+
+
+def ranked(table: pl.DataFrame, count: str, rate: str, by: str = "rate") -> pl.DataFrame:
+    """Most fragile first, by `rate` or by `count`; the other breaks ties, then the sample id."""
+    first, second = (rate, count) if by == "rate" else (count, rate)
+    return table.sort(first, second, "sample_id", descending=[True, True, False], nulls_last=True)
+
+
 def with_samples(snapshot: Snapshot, table: pl.DataFrame) -> pl.DataFrame:
     """Label and class name beside each sample_id."""
     return table.join(snapshot.samples, on="sample_id", how="left")

@@ -171,18 +171,24 @@ def hand_pruning_fragility(demo) -> pl.DataFrame:
     )
     pruned_ids = models.filter(pl.col("method") != "dense")["model_id"].implode()
     pairs = metrics.filter(pl.col("model_id").is_in(pruned_ids)).join(dense, on=["condition_id", "sample_id"])
-    return pairs.group_by("sample_id").agg((pl.col("dense") & ~pl.col("correct")).sum().alias("fragile"))
+    return pairs.group_by("sample_id").agg(
+        (pl.col("dense") & ~pl.col("correct")).sum().alias("fragile"), pl.col("dense").sum().alias("chances")
+    )
 
 
 def test_fragile_lists_match_a_hand_count_and_filter_by_class(monkeypatch, demo):
     at = page(monkeypatch, "views/fragile.py")
+    hand = {s: (f, c) for s, f, c in hand_pruning_fragility(demo).iter_rows()}
+    by_rate = sorted(hand, key=lambda s: (-(hand[s][0] / hand[s][1] if hand[s][1] else 0.0), -hand[s][0], s))
+    by_count = sorted(hand, key=lambda s: (-hand[s][0], -(hand[s][0] / hand[s][1] if hand[s][1] else 0.0), s))
+    assert by_rate[:30] != by_count[:30]  # the demo tells the two rankings apart
     shown = at.dataframe[0].value
-    expected = dict(hand_pruning_fragility(demo).iter_rows())
-    assert shown["fragile"].tolist() == sorted(shown["fragile"].tolist(), reverse=True)
-    assert max(expected.values()) == shown["fragile"].iloc[0]
-    for sample, count in zip(shown["sample_id"], shown["fragile"], strict=True):
-        assert expected[sample] == count
+    assert shown["sample_id"].tolist() == by_rate[:30], "ranked by rate unless asked otherwise"
+    for sample, count, chances in zip(shown["sample_id"], shown["fragile"], shown["chances"], strict=True):
+        assert hand[sample] == (count, chances)
     assert shown["image"].str.startswith("data:image/png;base64,").all()
+    at.radio(key="fragile_rank").set_value("count").run()
+    assert at.dataframe[0].value["sample_id"].tolist() == by_count[:30]
 
     at.multiselect(key="fragile_classes").set_value(["3"]).run()
     assert set(at.dataframe[0].value["class_name"]) == {"3"}

@@ -16,8 +16,13 @@ corrupted_ids = tuple(conditions.filter(pl.col("corruption") != "clean")["condit
 
 st.title("Fragile samples")
 st.caption(f"Counted over {filters.describe()}. Select a row to open the sample.")
-left, right = st.columns([3, 1])
+left, middle, right = st.columns([3, 2, 1])
 classes = left.multiselect("Classes", snapshot.class_names, key="fragile_classes", placeholder="all classes")
+rank_by = middle.radio(
+    "Rank by", list(queries.RANKINGS), format_func=queries.RANKINGS.get, key="fragile_rank", horizontal=True,
+    help="A rate puts a sample that breaks in 1 of its 2 chances above one that breaks in 40 of 100; "
+    "the other figure breaks ties.",
+)  # fmt: skip
 top = right.number_input("Rows", min_value=5, max_value=500, value=30, step=5, key="fragile_rows")
 
 
@@ -50,7 +55,7 @@ def pruning_fragile() -> None:
         st.info("Select at least one pruned model in the sidebar.")
         return
     table = store.cached(queries.pruning_fragile_samples, snapshot, tuple(pruned), condition_ids)
-    show(table, {
+    show(queries.ranked(table, "fragile", "fragile_rate", rank_by), {
         "fragile": st.column_config.NumberColumn("pruned right→wrong", help="pruned model x condition pairs"),
         "chances": st.column_config.NumberColumn("dense right", help="pairs where the dense parent is right"),
         "fragile_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
@@ -63,7 +68,7 @@ def corruption_fragile() -> None:
         st.info("No corrupted condition matches the filters.")
         return
     table = store.cached(queries.corruption_fragile_samples, snapshot, tuple(selected), corrupted_ids)
-    show(table, {
+    show(queries.ranked(table, "broken", "broken_rate", rank_by), {
         "broken": st.column_config.NumberColumn("broken pairs", help="model x corruption pairs that break"),
         "broken_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
         "lowest_severity": st.column_config.NumberColumn("lowest breaking severity"),
