@@ -58,6 +58,15 @@ def _percent_axis(title: str) -> dict:
     return {"title": {"text": title}, "tickformat": ".0%", "rangemode": "normal"}
 
 
+def fitted_range(shares: pl.Series, pad: float = 0.08, least: float = 0.04) -> list[float]:
+    """An axis range around accuracies (0-1): the data with a margin, at least `least` wide, never
+    beyond 0 or 100 % by more than the margin, so a single model does not stretch the axis."""
+    lo, hi = float(shares.min()), float(shares.max())
+    span = max(hi - lo, least)
+    margin = (span - (hi - lo)) / 2 + pad * span
+    return [max(lo - margin, -0.01), min(hi + margin, 1.01)]
+
+
 def empty_figure(message: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, font={"size": 14}, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -73,8 +82,10 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
     table = table.drop_nulls("mean_corruption_accuracy")
     if table.is_empty():
         return empty_figure("This snapshot has no CIFAR-10-C corruption conditions")
+    y = table["mean_corruption_accuracy"]
     fig = go.Figure()
-    for method in table["method"].unique(maintain_order=True):
+    methods = table["method"].unique(maintain_order=True).to_list()
+    for method in sorted(methods, key=lambda m: m == "dense"):  # dense last, drawn on top of the rest
         rows = table.filter(pl.col("method") == method)
         is_dense = method == "dense"
         fig.add_trace(
@@ -86,14 +97,14 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
                 marker={
                     "color": method_color(method),
                     "symbol": family_symbol(method),
-                    "size": 18 if is_dense else (8 + 16 * rows["target_sparsity"]).to_list(),
-                    "line": {"color": "white", "width": 1},
-                    "opacity": 0.9,
+                    "size": 22 if is_dense else (8 + 16 * rows["target_sparsity"]).to_list(),
+                    "line": {"color": "white", "width": 2 if is_dense else 1},
+                    "opacity": 1.0 if is_dense else 0.85,
                 },
-                customdata=rows.select("model_id", "sparsity", "relative_robustness").to_numpy(),
+                customdata=rows.select("model_id", "sparsity", 100 * pl.col("relative_robustness")).to_numpy(),
                 hovertemplate=(
                     "<b>%{customdata[0]}</b><br>sparsity %{customdata[1]:.1%}<br>clean accuracy %{x:.2%}"
-                    "<br>mean corruption accuracy %{y:.2%}<br>vs dense %{customdata[2]:+.2%}<extra></extra>"
+                    "<br>mean corruption accuracy %{y:.2%}<br>vs dense %{customdata[2]:+.2f} pts<extra></extra>"
                 ),
             )
         )
@@ -114,8 +125,8 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
     fig.update_layout(
         **LAYOUT,
         title={"text": "Clean accuracy against mean corruption accuracy (marker size: sparsity)"},
-        xaxis=_percent_axis("clean accuracy (%)"),
-        yaxis=_percent_axis("mean corruption accuracy (%)"),
+        xaxis={**_percent_axis("clean accuracy (%)"), "range": fitted_range(table["clean_accuracy"])},
+        yaxis={**_percent_axis("mean corruption accuracy (%)"), "range": fitted_range(y)},
         height=480,
     )
     return fig
@@ -133,38 +144,53 @@ def heatmap(
     percent: bool = True,
     x_title: str = "",
     y_title: str = "",
-    hover: str = "%{z:.2%}",
+    hover: str | None = None,
 ) -> go.Figure:
-    """A labelled matrix: accuracy (sequential) or a change or correlation (diverging, centred at 0)."""
+    """A labelled matrix: accuracy (sequential, %) or a change (diverging, centred at 0, in points when
+    `percent`) or any other value (`percent=False`). Every row and column keeps its label."""
     z = np.asarray([[np.nan if v is None else v for v in row] for row in z], dtype=float)
     if z.size == 0:
         return empty_figure("Nothing to show for this selection")
+    scale = 100.0 if percent else 1.0  # shares are drawn in % (levels) or points (changes)
+    z = z * scale
     if diverging:
         bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
-        lo, hi = zrange or (-(bound or 1.0), bound or 1.0)
+        lo, hi = (scale * zrange[0], scale * zrange[1]) if zrange else (-(bound or 1.0), bound or 1.0)
         colour = {"colorscale": "RdBu", "zmid": 0.0, "zmin": lo, "zmax": hi}
     else:
-        lo, hi = zrange or (0.0, 1.0)
+        lo, hi = (scale * zrange[0], scale * zrange[1]) if zrange else (0.0, scale)
         colour = {"colorscale": "Viridis", "zmin": lo, "zmax": hi}
-    scale = 100.0 if percent else 1.0
+    unit = (" pts" if diverging else "%") if percent else ""
     fmt = ("{:+.1f}" if diverging else "{:.0f}") if percent else "{:.2f}"
-    text = [["" if not np.isfinite(v) else fmt.format(scale * v) for v in row] for row in z]
+    text = [["" if not np.isfinite(v) else fmt.format(v) for v in row] for row in z]
+    if hover is None:
+        hover = ("%{z:+.1f} pts" if diverging else "%{z:.1f}%") if percent else "%{z:.3f}"
     fig = go.Figure(
         go.Heatmap(
             z=z, x=x, y=y, text=text, texttemplate="%{text}" if len(x) * len(y) <= 900 else None,
             textfont={"size": 10},
-            colorbar={"title": {"text": colorbar}, "tickformat": ("+.0%" if diverging else ".0%") if percent else ""},
+            colorbar={
+                "title": {"text": colorbar}, "ticksuffix": unit, "tickformat": "+.0f" if diverging and percent else "",
+            },
             hovertemplate="<b>%{y}</b><br>%{x}: " + hover + "<extra></extra>", **colour,
         )
     )  # fmt: skip
     fig.update_layout(
         **{**LAYOUT, "legend": {}},
         title={"text": title},
-        xaxis={"title": {"text": x_title}, "side": "top", "tickangle": -40},
-        yaxis={"title": {"text": y_title}, "autorange": "reversed", "tickfont": {"size": 10}},
-        height=max(340, 140 + 18 * len(y)),
+        xaxis={**_every_label(x), "title": {"text": x_title}, "tickangle": -90 if len(x) > 20 else -40},
+        yaxis={**_every_label(y), "title": {"text": y_title}, "autorange": "reversed"},
+        height=max(340, 180 + 16 * len(y) + 7 * max(map(len, x), default=0)),
     )
     return fig
+
+
+def _every_label(names: list[str]) -> dict:
+    """A categorical axis that labels every category, in a font small enough to fit many."""
+    return {
+        "tickmode": "array", "tickvals": list(names), "automargin": True,
+        "tickfont": {"size": 11 if len(names) <= 20 else 10 if len(names) <= 40 else 9},
+    }  # fmt: skip
 
 
 def condition_label(corruption: str, severity: int) -> str:
@@ -215,10 +241,8 @@ def outcome_grid(rows: pl.DataFrame, model_order: list[str], class_names: list[s
     fig.update_layout(
         **{**LAYOUT, "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "xanchor": "left"}},
         title={"text": title},
-        xaxis={"title": {"text": "model"}, "side": "bottom", "tickangle": -60, "tickfont": {"size": 10},
-               "tickmode": "array", "tickvals": models, "automargin": True},
-        yaxis={"title": {"text": "condition"}, "autorange": "reversed", "tickfont": {"size": 10},
-               "tickmode": "array", "tickvals": labels, "automargin": True},
+        xaxis={**_every_label(models), "title": {"text": "model"}, "side": "bottom", "tickangle": -60},
+        yaxis={**_every_label(labels), "title": {"text": "condition"}, "autorange": "reversed"},
         height=220 + 14 * len(labels),
     )  # fmt: skip
     return fig
@@ -233,52 +257,56 @@ def family_heatmap(table: pl.DataFrame, model_order: list[str], relative: bool) 
     lookup = {(m, f): a for m, f, a in table.select("model_id", "family", "accuracy").iter_rows()}
     z = [[lookup.get((m, f)) for f in families] for m in models]
     title = "Accuracy by corruption family" + (" relative to the dense model" if relative else "")
-    colorbar = "change vs dense (points)" if relative else "accuracy (%)"
+    colorbar = "change vs dense" if relative else "accuracy"
     return heatmap(
         z, families, models, title, colorbar, diverging=relative, x_title="condition family", y_title="model"
     )
 
 
 def method_lines(
-    curves: pl.DataFrame, reference: float | None, y_title: str, x_title: str, x_percent: bool
+    curves: pl.DataFrame, reference: float | None, y_title: str, x_title: str, x_percent: bool, relative: bool = False
 ) -> go.Figure:
-    """One line per method (mean over seeds, whiskers min-max) against `x`, the dense model as a dashed line."""
+    """One line per method (mean over seeds, whiskers min-max) against `x`, the dense model as a dashed line.
+    Accuracy is drawn in %, a change relative to dense (`relative`) in percentage points."""
     pruned = curves.filter(pl.col("method") != "dense")
     if pruned.is_empty():
         return empty_figure("No pruned models in this selection")
     fig = go.Figure()
     x_hover = "%{x:.1%}" if x_percent else "%{x:,.0f}"
+    y_hover = "%{y:+.1f} pts" if relative else "%{y:.1f}%"
     for method in pruned["method"].unique(maintain_order=True):
         rows = pruned.filter(pl.col("method") == method).sort("x", descending=not x_percent)
+        mean, low, high = (100 * rows[c] for c in ("mean", "min", "max"))
         fig.add_trace(
             go.Scatter(
-                x=rows["x"], y=rows["mean"], mode="lines+markers", name=method,
+                x=rows["x"], y=mean, mode="lines+markers", name=method,
                 line={"color": method_color(method), "width": 2},
                 marker={"symbol": family_symbol(method), "size": 9},
                 error_y={
-                    "type": "data", "symmetric": False, "array": (rows["max"] - rows["mean"]).to_list(),
-                    "arrayminus": (rows["mean"] - rows["min"]).to_list(),
-                    "visible": bool((rows["seeds"] > 1).any()), "thickness": 1,
+                    "type": "data", "symmetric": False, "array": (high - mean).to_list(),
+                    "arrayminus": (mean - low).to_list(), "visible": bool((rows["seeds"] > 1).any()), "thickness": 1,
                 },
                 customdata=rows.select("target_sparsity", "seeds", "models").to_numpy(),
                 hovertemplate=(
                     f"<b>{method}</b><br>target sparsity %{{customdata[0]:.1%}}<br>{x_title}: {x_hover}"
-                    f"<br>{y_title}: %{{y:.2%}}<br>%{{customdata[2]}}<extra></extra>"
+                    f"<br>{y_title}: {y_hover}<br>%{{customdata[2]}}<extra></extra>"
                 ),
             )
         )  # fmt: skip
     if reference is not None:
         fig.add_hline(
-            y=reference, line={"color": method_color("dense"), "dash": "dash", "width": 1.5},
-            annotation_text=f"dense {reference:+.1%}" if "change" in y_title else f"dense {reference:.1%}",
+            y=100 * reference, line={"color": method_color("dense"), "dash": "dash", "width": 1.5},
+            annotation_text=f"dense {100 * reference:+.1f} pts" if relative else f"dense {reference:.1%}",
             annotation_position="top right",
         )  # fmt: skip
     xaxis = _percent_axis(x_title) if x_percent else {"title": {"text": x_title}, "type": "log"}
+    unit = "pts" if relative else "%"
+    yaxis = {"title": {"text": f"{y_title} ({unit})"}, "ticksuffix": "" if relative else "%"}
+    if relative:
+        yaxis["tickformat"] = "+.0f"
     fig.update_layout(
-        **LAYOUT, title={"text": f"{y_title} against {x_title.split(' (')[0]}"}, xaxis=xaxis,
-        yaxis={**_percent_axis(f"{y_title} (%)"), "tickformat": "+.0%" if "change" in y_title else ".0%"},
-        height=440,
-    )  # fmt: skip
+        **LAYOUT, title={"text": f"{y_title} against {x_title.split(' (')[0]}"}, xaxis=xaxis, yaxis=yaxis, height=440
+    )
     return fig
 
 

@@ -597,6 +597,17 @@ def corruption_similarity(
     return names, 1.0 - distance, cluster_order(distance)
 
 
+#: changes relative to the dense parent: shares of 1 in the data, percentage points on the page
+POINT_COLUMNS = ("relative_robustness", "vs_dense", "clean_vs_dense")
+
+
+def in_points(table: pl.DataFrame) -> pl.DataFrame:
+    """The table as a page shows it: each change relative to dense in percentage points, its name
+    ending in _pts so that a download says which unit it holds."""
+    present = [c for c in POINT_COLUMNS if c in table.columns]
+    return table.with_columns((100 * pl.col(c)).alias(c) for c in present).rename({c: f"{c}_pts" for c in present})
+
+
 #: how the fragile-sample tables can be ordered
 RANKINGS = {"rate": "share of the chances that break", "count": "number of pairs that break"}
 

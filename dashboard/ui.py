@@ -193,21 +193,26 @@ MODEL_COLUMNS = {
     ),
     "clean_accuracy": st.column_config.NumberColumn("clean accuracy", format="percent"),
     "mean_corruption_accuracy": st.column_config.NumberColumn("mean corruption accuracy", format="percent"),
-    "relative_robustness": st.column_config.NumberColumn("relative robustness", format="percent"),
-    "vs_dense": st.column_config.NumberColumn("vs dense", format="percent"),
+    "relative_robustness_pts": st.column_config.NumberColumn(
+        "relative robustness", format="%+.1f pts",
+        help="mean corruption accuracy minus the dense parent's, in percentage points",
+    ),
+    "vs_dense_pts": st.column_config.NumberColumn(
+        "vs dense", format="%+.1f pts", help="accuracy minus the dense parent's, in percentage points"
+    ),
 }
 
 
 def download_buttons(table: pl.DataFrame, name: str, key: str) -> None:
-    """The table as CSV and as Parquet, side by side."""
-    csv_col, parquet_col, _ = st.columns([1, 1, 4])
+    """The table as CSV and as Parquet, side by side, each button as wide as its label."""
+    row = st.container(horizontal=True)
     flat = table.select([c for c in table.columns if table.schema[c] != pl.Binary])
-    csv_col.download_button(
+    row.download_button(
         "Download CSV", flat.write_csv(), f"{name}.csv", "text/csv", key=f"{key}_csv", icon=":material/download:"
     )
     buffer = io.BytesIO()
     table.write_parquet(buffer)
-    parquet_col.download_button(
+    row.download_button(
         "Download Parquet", buffer.getvalue(), f"{name}.parquet", "application/octet-stream",
         key=f"{key}_parquet", icon=":material/download:",
     )  # fmt: skip

@@ -46,7 +46,8 @@ def test_switching_the_measure_changes_the_plotted_curves(monkeypatch):
     clean_fig = figure_titled(at, "clean accuracy against sparsity")
     magnitude = models.filter(pl.col("method") == "magnitude").sort("target_sparsity")
     trace = next(t for t in clean_fig["data"] if t["name"] == "magnitude")
-    np.testing.assert_allclose(values(trace["y"]), magnitude["clean_accuracy"].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(values(trace["y"]), 100 * magnitude["clean_accuracy"].to_numpy(), atol=1e-4)
+    assert clean_fig["layout"]["yaxis"]["title"]["text"].endswith("(%)")
 
     at.radio(key="overview_measure").set_value("corrupted images (mean)").run()
     assert not at.exception
@@ -54,7 +55,7 @@ def test_switching_the_measure_changes_the_plotted_curves(monkeypatch):
     assert "mean corruption accuracy" in corrupted_fig["layout"]["title"]["text"]
     mca = hand_mean_corruption_accuracy(DEMO)
     trace = next(t for t in corrupted_fig["data"] if t["name"] == "magnitude")
-    np.testing.assert_allclose(values(trace["y"]), [mca[m] for m in magnitude["model_id"]], atol=1e-6)
+    np.testing.assert_allclose(values(trace["y"]), [100 * mca[m] for m in magnitude["model_id"]], atol=1e-4)
 
 
 def hand_family_accuracy(path) -> dict[tuple[str, str], float]:
@@ -72,7 +73,7 @@ def test_family_heatmap_shows_accuracy_per_family_and_relative_to_dense(monkeypa
     assert families[0] == "clean" and set(families) <= {"clean", "noise", "blur", "weather", "digital", "extra"}
     for i, model in enumerate(models):
         for j, family in enumerate(families):
-            assert z[i, j] == pytest.approx(expected[(model, family)], abs=1e-6)
+            assert z[i, j] == pytest.approx(100 * expected[(model, family)], abs=1e-4)  # in %
 
     at.toggle(key="overview_family_relative").set_value(True).run()
     assert not at.exception
@@ -83,7 +84,8 @@ def test_family_heatmap_shows_accuracy_per_family_and_relative_to_dense(monkeypa
     for i, model in enumerate(heat["y"]):
         for j, family in enumerate(heat["x"]):
             want = expected[(model, family)] - expected[(parents[model], family)]
-            assert z[i, j] == pytest.approx(want, abs=1e-6)
+            assert z[i, j] == pytest.approx(100 * want, abs=1e-4)  # in percentage points
+    assert heat["colorbar"]["ticksuffix"] == " pts" and "pts" in heat["hovertemplate"]
 
 
 def test_no_snapshot_shows_the_command_that_builds_one(monkeypatch, tmp_path):

@@ -9,6 +9,7 @@ from compute import schema
 from compute.snapshot import scan_metrics
 from tests.apphelpers import figure_titled, figures, run_app, texts, values
 from tests.conftest import DEMO
+from tests.test_app import hand_mean_corruption_accuracy
 
 PAGES = {
     "views/overview.py": (
@@ -80,7 +81,8 @@ def test_method_comparison_follows_the_measure_the_axis_and_the_reference(monkey
     at = page(monkeypatch, "views/methods.py")
     magnitude = demo["models"].filter(pl.col("method") == "magnitude").sort("target_sparsity")
     fig = figure_titled(at, "clean accuracy against")
-    np.testing.assert_allclose(values(trace(fig, "magnitude")["y"]), magnitude["clean_accuracy"].to_numpy(), atol=1e-6)
+    plotted = values(trace(fig, "magnitude")["y"])
+    np.testing.assert_allclose(plotted, 100 * magnitude["clean_accuracy"].to_numpy(), atol=1e-4)
 
     at.selectbox(key="methods_measure").set_value("one corruption and severity").run()
     at.selectbox(key="methods_corruption").set_value("contrast").run()
@@ -88,12 +90,13 @@ def test_method_comparison_follows_the_measure_the_axis_and_the_reference(monkey
     cid = condition_id(demo, "contrast", 3)
     fig = figure_titled(at, "accuracy under contrast (severity 3)")
     want = [accuracy(demo, m, cid) for m in magnitude["model_id"]]
-    np.testing.assert_allclose(values(trace(fig, "magnitude")["y"]), want, atol=1e-6)
+    np.testing.assert_allclose(values(trace(fig, "magnitude")["y"]), [100 * w for w in want], atol=1e-4)
 
     at.toggle(key="methods_relative").set_value(True).run()
     fig = figure_titled(at, "change in accuracy under contrast")
     dense = accuracy(demo, "dense-s0", cid)
-    np.testing.assert_allclose(values(trace(fig, "magnitude")["y"]), [w - dense for w in want], atol=1e-6)
+    np.testing.assert_allclose(values(trace(fig, "magnitude")["y"]), [100 * (w - dense) for w in want], atol=1e-4)
+    assert fig["layout"]["yaxis"]["title"]["text"].endswith("(pts)")
 
     at.selectbox(key="methods_x").set_value("params_nonzero").run()
     fig = figure_titled(at, "nonzero parameters")
@@ -109,7 +112,7 @@ def test_corruption_heatmap_severity_curves_and_similarity(monkeypatch, demo):
     z = values(heat["z"])
     for i, model in enumerate(heat["y"][:5]):
         for j, corruption in enumerate(heat["x"]):
-            assert z[i, j] == pytest.approx(accuracy(demo, model, condition_id(demo, corruption, 5)), abs=1e-6)
+            assert z[i, j] == pytest.approx(100 * accuracy(demo, model, condition_id(demo, corruption, 5)), abs=1e-4)
 
     at.toggle(key="corruptions_relative").set_value(True).run()
     heat = figure_titled(at, "relative to the dense model")["data"][0]
@@ -117,7 +120,8 @@ def test_corruption_heatmap_severity_curves_and_similarity(monkeypatch, demo):
     j = heat["x"].index("fog")
     i = heat["y"].index("imp-0.9-s0")
     cid = condition_id(demo, "fog", 5)
-    assert z[i, j] == pytest.approx(accuracy(demo, "imp-0.9-s0", cid) - accuracy(demo, "dense-s0", cid), abs=1e-6)
+    want = accuracy(demo, "imp-0.9-s0", cid) - accuracy(demo, "dense-s0", cid)
+    assert z[i, j] == pytest.approx(100 * want, abs=1e-4)  # percentage points
 
     curves = figure_titled(at, "Accuracy against severity: dense-s0")
     fog = trace(curves, "fog")
@@ -429,3 +433,33 @@ def test_each_corrupted_image_stays_under_its_severity_column(monkeypatch, demo)
     for row in rows:
         kinds = [[type(e).__name__ for e in c.children.values()] for c in row]
         assert kinds == [["Markdown"], [], [], [], [], ["Image"]], "severity 5 sits in the fifth image column"
+
+
+def test_overview_puts_the_dense_star_on_top_fits_its_axes_and_ranks_the_table(monkeypatch, demo):
+    at = page(monkeypatch, "views/overview.py")
+    scatter = figure_titled(at, "Clean accuracy against mean corruption accuracy")
+    assert scatter["data"][-1]["name"] == "dense", "drawn last, so no marker hides it"
+    models = demo["models"]
+    mca = hand_mean_corruption_accuracy(DEMO)
+    x_range, y_range = scatter["layout"]["xaxis"]["range"], scatter["layout"]["yaxis"]["range"]
+    assert x_range[0] <= models["clean_accuracy"].min() and models["clean_accuracy"].max() <= x_range[1] <= 1.01
+    assert y_range[0] <= min(mca.values()) and max(mca.values()) <= y_range[1]
+    assert y_range[0] > min(mca.values()) - 0.1, "the axis starts near the data, not at a round number far below"
+    table = next(t for t in (element.value for element in at.dataframe) if "model_id" in t.columns)
+    assert list(table.columns[:6]) == [
+        "model_id", "method", "target_sparsity", "clean_accuracy", "mean_corruption_accuracy",
+        "relative_robustness_pts",
+    ]  # fmt: skip
+    parents = dict(models.select("model_id", "parent_id").iter_rows())
+    want = {m: 100 * (mca[m] - mca[parents[m]]) for m in mca}
+    assert table["relative_robustness_pts"].tolist() == sorted(table["relative_robustness_pts"], reverse=True)
+    for model, shown in zip(table["model_id"], table["relative_robustness_pts"], strict=True):
+        assert shown == pytest.approx(want[model], abs=1e-4)
+
+
+def test_a_dense_only_view_keeps_its_axes_near_the_data(monkeypatch, demo):
+    at = page(monkeypatch, "views/overview.py", query={"methods": "dense"})
+    scatter = figure_titled(at, "Clean accuracy against mean corruption accuracy")
+    for axis in ("xaxis", "yaxis"):
+        low, high = scatter["layout"][axis]["range"]
+        assert high <= 1.01 and high - low < 0.1, (axis, low, high)

@@ -46,15 +46,19 @@ y_title = f"change in {label}" if relative else label
 curves = queries.comparison_curves(table, value, x_axis)
 dense = table.filter(pl.col("method") == "dense")
 reference = 0.0 if relative else (float(dense["accuracy"].mean()) if not dense.is_empty() else None)
-figure = figures.method_lines(curves, reference, y_title, queries.X_AXES[x_axis], x_percent=x_axis == "sparsity")
+figure = figures.method_lines(
+    curves, reference, y_title, queries.X_AXES[x_axis], x_percent=x_axis == "sparsity", relative=relative
+)
 st.plotly_chart(figure, width="stretch")
 
 st.subheader("Per model")
-shown = queries.in_method_order(
-    table.select(
-        "model_id", "method", "seed", "target_sparsity", "sparsity", "params_nonzero", "flops", "train_epochs",
-        "accuracy", "vs_dense",
-    )  # fmt: skip
+shown = queries.in_points(
+    queries.in_method_order(
+        table.select(
+            "model_id", "method", "target_sparsity", "accuracy", "vs_dense", "seed", "sparsity", "params_nonzero",
+            "flops", "train_epochs",
+        )  # fmt: skip
+    )
 )
 st.dataframe(
     shown,

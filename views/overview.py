@@ -64,9 +64,12 @@ families = queries.family_accuracy(snapshot.summary, conditions, relative=relati
 st.plotly_chart(figures.family_heatmap(families, table["model_id"].to_list(), relative), width="stretch")
 
 st.subheader("Models")
-models_shown = table.select(
-    "model_id", "method", "family", "seed", "target_sparsity", "sparsity", "params_nonzero",
-    "flops", "train_epochs", "clean_accuracy", "mean_corruption_accuracy", "relative_robustness",
+st.caption("Most robust relative to its dense parent first; click a column's name to sort by it.")
+models_shown = queries.in_points(
+    table.select(
+        "model_id", "method", "target_sparsity", "clean_accuracy", "mean_corruption_accuracy", "relative_robustness",
+        "family", "seed", "sparsity", "params_nonzero", "flops", "train_epochs",
+    ).sort("relative_robustness", "clean_accuracy", descending=True, nulls_last=True)
 )  # fmt: skip
 st.dataframe(
     models_shown,
