@@ -5,11 +5,15 @@ script as a legacy multipage app on a fresh server's first run, which skips this
 (and its sidebar) when that first request is a link to a page.
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard import ui
 
-st.set_page_config(page_title="prunescope", page_icon=":material/content_cut:", layout="wide")
+# a local file: a material icon as the page icon is fetched from Google's servers on every page load
+ICON = Path(__file__).parent / "assets" / "icon.png"
+st.set_page_config(page_title="prunescope", page_icon=str(ICON), layout="wide")
 
 PAGES = {
     "Models": [

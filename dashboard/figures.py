@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 import polars as pl
 
@@ -34,6 +35,22 @@ FAMILY_SYMBOLS: dict[str, str] = {
     "dynamic": "triangle-up",
     "supermask": "hexagon",
 }
+
+#: class colours (d3's category10: no two of its ten closer than ΔE 27) and, as a second cue that
+#: survives colour blindness and more than ten classes, a marker shape per class
+CLASS_COLORS = tuple(plotly.colors.qualitative.D3)
+CLASS_SYMBOLS = (
+    "circle", "square", "diamond", "cross", "x", "triangle-up", "triangle-down", "star", "hexagon", "pentagon",
+)  # fmt: skip
+
+
+def class_marker(index: int) -> dict:
+    """Colour and shape of class `index`: unique up to 100 classes."""
+    return {
+        "color": CLASS_COLORS[index % len(CLASS_COLORS)],
+        "symbol": CLASS_SYMBOLS[(index + index // len(CLASS_COLORS)) % len(CLASS_SYMBOLS)],
+    }
+
 
 LAYOUT = {
     "template": "plotly_white",
@@ -390,6 +407,18 @@ def distributions(
     return fig
 
 
+def angle_sector(angles: pl.Series, step: float = 10.0, least: float = 30.0) -> list[float]:
+    """The part of the 0-180° half disk the angles occupy, out to whole `step`s and at least `least` wide."""
+    angles = angles.drop_nulls().drop_nans()
+    if angles.is_empty():
+        return [0.0, 180.0]
+    lo, hi = step * np.floor(float(angles.min()) / step), step * np.ceil(float(angles.max()) / step)
+    if hi - lo < least:
+        hi = min(lo + least, 180.0)
+        lo = hi - least
+    return [max(float(lo), 0.0), min(float(hi), 180.0)]
+
+
 def polar_pair(rows: pl.DataFrame, model_ids: list[str], title: str) -> go.Figure:
     """Angle-length plots of two models side by side: radius the feature length, angle the
     angle to the true class direction; right and wrong predictions in two colours."""
@@ -399,6 +428,7 @@ def polar_pair(rows: pl.DataFrame, model_ids: list[str], title: str) -> go.Figur
         rows=1, cols=len(model_ids), specs=[[{"type": "polar"}] * len(model_ids)], subplot_titles=model_ids
     )
     top = float(rows["feat_norm"].max() or 1.0) if not rows.is_empty() else 1.0
+    sector = angle_sector(rows["angle_true"])
     for col, model in enumerate(model_ids, start=1):
         part = rows.filter(pl.col("model_id") == model).drop_nans("angle_true")
         for correct, colour, name in ((True, "#0F766E", "right"), (False, "#D55E00", "wrong")):
@@ -418,7 +448,7 @@ def polar_pair(rows: pl.DataFrame, model_ids: list[str], title: str) -> go.Figur
         fig.update_layout(
             {
                 f"polar{col if col > 1 else ''}": {
-                    "sector": [0, 180], "angularaxis": {"direction": "counterclockwise", "rotation": 0},
+                    "sector": sector, "angularaxis": {"direction": "counterclockwise", "rotation": 0},
                     "radialaxis": {"range": [0, top * 1.05], "title": {"text": "‖f‖"}},
                 }
             }
@@ -510,11 +540,18 @@ def embedding_scatter(points: pl.DataFrame, colour: str, title: str) -> go.Figur
             )
         )  # fmt: skip
     else:
-        for value in points[colour].unique().sort():
+        by_class = colour == "class_name"
+        order = points.sort("label")[colour].unique(maintain_order=True) if by_class else points[colour].unique().sort()
+        for value in order:
             part = points.filter(pl.col(colour) == value)
+            marker = {"size": 7, "opacity": 0.85}
+            if by_class:
+                marker |= class_marker(int(part["label"][0]))
+            else:
+                marker["color"] = {"right": "#0F766E", "wrong": "#D55E00"}.get(value)
             fig.add_trace(
                 go.Scattergl(
-                    x=part["x"], y=part["y"], mode="markers", name=str(value), marker={"size": 7, "opacity": 0.85},
+                    x=part["x"], y=part["y"], mode="markers", name=str(value), marker=marker,
                     customdata=part.select("sample_id", "class_name").to_numpy(),
                     hovertemplate=(
                         f"sample %{{customdata[0]}} (class %{{customdata[1]}})<br>{colour}: {value}<extra></extra>"

@@ -168,6 +168,16 @@ def cluster_order(distance: np.ndarray) -> list[int]:
     return members[active[0]]
 
 
+def colour_floor(matrix: np.ndarray, step: float = 0.1) -> float:
+    """Where a correlation matrix's colour scale starts: its smallest off-diagonal value, down to a
+    whole `step`, so that the colours spend their range on the correlations present."""
+    off = matrix[~np.eye(len(matrix), dtype=bool)]
+    off = off[np.isfinite(off)]
+    if off.size == 0:
+        return -1.0
+    return max(-1.0, float(np.floor(off.min() / step + 1e-9) * step))
+
+
 def correlation_distance(matrix: np.ndarray) -> np.ndarray:
     """1 - Pearson correlation between rows; rows without variance (or vectors of a single
     value) are at distance 1 from everything else."""
@@ -360,6 +370,30 @@ def accuracy_on(summary: pl.DataFrame, condition_ids: list[int]) -> pl.DataFrame
         .group_by("model_id")
         .agg(pl.col("accuracy").cast(pl.Float64).mean().alias("accuracy"))
     )
+
+
+def telling_condition(summary: pl.DataFrame, model_ids: list[str], conditions: pl.DataFrame) -> int | None:
+    """The corrupted condition a view should open on: where the models' accuracies differ most
+    (population standard deviation), or for a single model where it loses most against clean
+    images; ties go to the lower condition id. None without a corrupted condition."""
+    corrupted = conditions.filter(pl.col("corruption") != schema.CLEAN)["condition_id"]
+    rows = summary.filter(pl.col("model_id").is_in(list(model_ids)))
+    if corrupted.is_empty() or rows.is_empty():
+        return None
+    clean_ids = conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"]
+    clean = rows.filter(pl.col("condition_id").is_in(clean_ids.implode()))
+    clean_accuracy = float(clean["accuracy"].mean()) if not clean.is_empty() else 1.0
+    score = (
+        rows.filter(pl.col("condition_id").is_in(corrupted.implode()))
+        .group_by("condition_id")
+        .agg(
+            pl.col("accuracy").std(ddof=0).alias("spread"),
+            (clean_accuracy - pl.col("accuracy").mean()).alias("loss"),
+        )
+        .sort("condition_id")
+    )
+    column = "spread" if rows["model_id"].n_unique() > 1 and score["spread"].max() > 0 else "loss"
+    return int(score.sort(column, "condition_id", descending=[True, False])["condition_id"][0])
 
 
 def comparison_table(models: pl.DataFrame, summary: pl.DataFrame, condition_ids: list[int]) -> pl.DataFrame:

@@ -118,8 +118,15 @@ def server():
 def test_every_page_opens_without_an_error_and_is_photographed(browser, server, tmp_path):
     folder = Path(os.environ.get("PRUNESCOPE_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
+    outside = []  # the app works offline: nothing it loads comes from another host
     for path, title in PAGES.items():
-        page = open_page(browser, f"{server}/{path}", height=2000 if path in README_VIEWS else 1400)
+        outside.clear()
+        page = browser.new_page(viewport={"width": 1440, "height": 2000 if path in README_VIEWS else 1400})
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:", "blob:")) else 0)
+        page.goto(f"{server}/{path}")
+        page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+        settle(page)
+        assert not outside, (path, outside)
         assert page.locator("h1").first.inner_text() == title, path
         assert page.locator("[data-testid='stException']").count() == 0, path
         alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
@@ -132,6 +139,10 @@ def test_every_page_opens_without_an_error_and_is_photographed(browser, server, 
                 page.mouse.wheel(0, 1500)
             page.wait_for_selector(".js-plotly-plot", timeout=30_000)
         assert shot.stat().st_size > 20_000  # a real rendering, not a blank page
+        cut = page.locator("[data-testid='stDownloadButton'] button").evaluate_all(
+            "buttons => buttons.filter(b => b.scrollWidth > b.clientWidth + 1).map(b => b.innerText)"
+        )
+        assert not cut, (path, "labels cut short", cut)
         page.close()
 
 

@@ -1,6 +1,8 @@
 """Every page of the app on the demo snapshot: what it must show, checked against the
 snapshot's files directly, and how widgets change it."""
 
+import itertools
+
 import numpy as np
 import polars as pl
 import pytest
@@ -131,6 +133,10 @@ def test_corruption_heatmap_severity_curves_and_similarity(monkeypatch, demo):
     corr = figure_titled(at, "Corruption correlation")["data"][0]
     matrix = values(corr["z"])
     assert matrix.shape == (19, 19) and np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
+    # the colours span the correlations present, from the lowest (down to a tenth) to 1
+    lowest = matrix[~np.eye(19, dtype=bool)].min()
+    assert corr["zmax"] == 1.0 and lowest - 0.1 < corr["zmin"] <= lowest and corr["zmin"] > -1.0
+    assert ("zmid" in corr) == (corr["zmin"] < 0), "a diverging scale only when a correlation is negative"
     at.radio(key="corruptions_basis").set_value("per-sample correctness").run()
     assert not np.allclose(values(figure_titled(at, "per-sample correctness")["data"][0]["z"]), matrix)
 
@@ -244,12 +250,34 @@ def test_sample_detail_shows_the_stored_images_and_the_verdicts(monkeypatch, dem
     assert any("--thumbnail-samples" in t for t in texts(at, "info"))
 
 
+def cie_lab_distance(first: str, second: str) -> float:
+    """CIE76 ΔE between two sRGB hex colours, from the sRGB and CIELAB definitions (D65)."""
+
+    def lab(colour: str) -> np.ndarray:
+        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+        linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+        xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+        t = xyz / np.array([0.95047, 1.0, 1.08883])
+        f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+        return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+    return float(np.linalg.norm(lab(first) - lab(second)))
+
+
 def test_embedding_points_and_colours(monkeypatch, demo):
     at = page(monkeypatch, "views/embedding.py")
     fig = figure_titled(at, "Clean features of dense-s0")
     embedding = pl.read_parquet(DEMO / schema.EMBEDDING).filter(pl.col("model_id") == "dense-s0")
     xs = np.concatenate([values(t["x"]) for t in fig["data"]])
     np.testing.assert_allclose(np.sort(xs), np.sort(embedding["x"].to_numpy()), rtol=1e-6)
+    # every class its own colour and shape; the closest two colours still far apart (CIE76 ΔE)
+    markers = {t["name"]: (t["marker"]["color"], t["marker"]["symbol"]) for t in fig["data"]}
+    assert sorted(markers) == [str(d) for d in range(10)] and len(set(markers.values())) == 10
+    assert len({colour for colour, _ in markers.values()}) == 10 and len({s for _, s in markers.values()}) == 10
+    closest = min(cie_lab_distance(a[0], b[0]) for a, b in itertools.combinations(markers.values(), 2))
+    assert closest > 25, closest
+    for a, b in (("4", "9"), ("6", "8")):  # the pairs that looked alike
+        assert cie_lab_distance(markers[a][0], markers[b][0]) > 50
     at.radio(key="embedding_colour").set_value("outcome").run()
     fig = figure_titled(at, "Clean features of dense-s0")
     clean = demo["metrics"].filter((pl.col("model_id") == "dense-s0") & (pl.col("condition_id") == 0))
@@ -463,3 +491,33 @@ def test_a_dense_only_view_keeps_its_axes_near_the_data(monkeypatch, demo):
     for axis in ("xaxis", "yaxis"):
         low, high = scatter["layout"][axis]["range"]
         assert high <= 1.01 and high - low < 0.1, (axis, low, high)
+
+
+def hand_telling_condition(demo, model_ids) -> int:
+    rows = demo["summary"].filter(pl.col("model_id").is_in(list(model_ids)) & (pl.col("condition_id") != 0))
+    spread = {c: float(np.std(g["accuracy"].to_numpy())) for (c,), g in rows.group_by("condition_id")}
+    return min(spread, key=lambda c: (-spread[c], c))
+
+
+def test_single_condition_views_open_where_the_models_differ_most(monkeypatch, demo):
+    at = page(monkeypatch, "views/methods.py")
+    at.selectbox(key="methods_measure").set_value("one corruption and severity").run()
+    want = demo["conditions"].filter(pl.col("condition_id") == hand_telling_condition(demo, demo["models"]["model_id"]))
+    assert (at.selectbox(key="methods_corruption").value, at.selectbox(key="methods_severity").value) == (
+        want["corruption"][0], want["severity"][0]
+    )
+    assert want["severity"][0] > 1 or want["corruption"][0] != "gaussian_noise"  # not the mildest condition
+    at = page(monkeypatch, "views/geometry.py")
+    chosen = at.multiselect(key="geometry_models").value
+    assert at.selectbox(key="geometry_condition").value == hand_telling_condition(demo, chosen)
+
+
+def test_angle_length_plots_span_the_angles_the_data_has(monkeypatch, demo):
+    at = page(monkeypatch, "views/geometry.py")
+    fig = figure_titled(at, "Length against angle to the true class")
+    angles = np.concatenate([values(t["theta"]) for t in fig["data"] if len(t.get("theta", []))])
+    for polar in ("polar", "polar2"):
+        low, high = fig["layout"][polar]["sector"]
+        assert low <= angles.min() and angles.max() <= high and high - low >= 30
+        assert low > angles.min() - 10 and high < angles.max() + 10  # out to whole tens, no further
+    assert (low, high) != (0, 180)

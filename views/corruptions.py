@@ -82,11 +82,13 @@ else:
         basis == "per-sample correctness",
     )
     ordered = [names[i] for i in order]
+    matrix = np.asarray(corr)[np.ix_(order, order)]
+    low = queries.colour_floor(matrix)
+    st.caption(f"Colours span the correlations present, {low:+.1f} to +1; a diverging scale only below 0.")
     st.plotly_chart(
         figures.heatmap(
-            np.asarray(corr)[np.ix_(order, order)], ordered, ordered, f"Corruption correlation ({basis})",
-            "correlation", diverging=True, zrange=(-1.0, 1.0), percent=False, x_title="corruption",
-            y_title="corruption", hover="%{z:.2f}",
+            matrix, ordered, ordered, f"Corruption correlation ({basis})", "correlation", diverging=low < 0,
+            zrange=(low, 1.0), percent=False, x_title="corruption", y_title="corruption", hover="%{z:.2f}",
         ),
         width="stretch",
     )  # fmt: skip

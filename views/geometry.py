@@ -28,10 +28,12 @@ st.subheader("Distributions per model")
 left, middle = st.columns([3, 2])
 default = dense_ids[:1] + [m for m in pruned_ids if "-0.9-" in m][:4]
 chosen = left.multiselect("Models", model_order, default=default or model_order[:4], key="geometry_models")
-corrupted_labels = {k: v for k, v in labels.items() if k != clean_id}
+corrupted_labels = [k for k in labels if k != clean_id] or [clean_id]
+telling = queries.telling_condition(snapshot.summary, chosen, conditions)
 condition = middle.selectbox(
-    "Against", list(corrupted_labels) or [clean_id], key="geometry_condition",
-    format_func=lambda c: labels.get(c, "clean"),
+    "Against", corrupted_labels, key="geometry_condition", format_func=lambda c: labels.get(c, "clean"),
+    index=corrupted_labels.index(telling) if telling in corrupted_labels else 0,
+    help="Opens on the condition where the chosen models differ most",
 )  # fmt: skip
 metric = st.radio(
     "Metric", ["feat_norm", "angle_true", "geom_margin", "p_true"], horizontal=True, key="geometry_metric",

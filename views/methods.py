@@ -27,10 +27,20 @@ elif measure == MEASURES[1]:
     condition_ids, label = corrupted["condition_id"].to_list(), "mean corruption accuracy"
 else:
     names = [c for c in schema.CORRUPTION_FAMILIES if c in set(corrupted["corruption"])]
+    # open on the condition where the selected models differ most, not the mildest one
+    telling = corrupted.filter(
+        pl.col("condition_id") == queries.telling_condition(snapshot.summary, models["model_id"].to_list(), corrupted)
+    )
     pick, level = st.columns(2)
-    corruption = pick.selectbox("Corruption", names, key="methods_corruption")
+    corruption = pick.selectbox(
+        "Corruption", names, key="methods_corruption",
+        index=names.index(telling["corruption"][0]) if names and not telling.is_empty() else 0,
+    )  # fmt: skip
     severities = sorted(corrupted.filter(pl.col("corruption") == corruption)["severity"].to_list())
-    severity = level.selectbox("Severity", severities, key="methods_severity")
+    usual = telling["severity"][0] if not telling.is_empty() and telling["corruption"][0] == corruption else None
+    severity = level.selectbox(
+        "Severity", severities, key="methods_severity", index=severities.index(usual) if usual in severities else 0
+    )
     condition_ids = corrupted.filter((pl.col("corruption") == corruption) & (pl.col("severity") == severity))[
         "condition_id"
     ].to_list()
