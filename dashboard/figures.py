@@ -227,7 +227,7 @@ def outcome_grid(rows: pl.DataFrame, model_order: list[str], class_names: list[s
     models = [m for m in model_order if m in set(rows["model_id"])]
     column = {m: j for j, m in enumerate(models)}
     z = np.full((len(labels), len(models)), np.nan)
-    verdict = [[["", ""] for _ in models] for _ in labels]
+    predicted = np.full((len(labels), len(models)), "", dtype=object)  # the hover's class name, kept small
     wrong = []  # (model, condition label, predicted class)
     cells = rows.filter(pl.col("model_id").is_in(models))
     cells = cells.select("model_id", "condition_id", "p_true", "correct", "pred")
@@ -235,16 +235,15 @@ def outcome_grid(rows: pl.DataFrame, model_order: list[str], class_names: list[s
         i, j = at[cid], column[model]
         name = class_names[pred] if 0 <= pred < len(class_names) else str(pred)
         z[i, j] = p_true
-        verdict[i][j] = [name, "right" if correct else "wrong"]
+        predicted[i, j] = name
         if not correct:
             wrong.append((model, labels[i], name))
     wrong_x, wrong_y, wrong_pred = (list(part) for part in zip(*wrong, strict=True)) if wrong else ([], [], [])
     fig = go.Figure(
         go.Heatmap(
-            z=z, x=models, y=labels, customdata=verdict, colorscale="Viridis", zmin=0.0, zmax=1.0,
+            z=z, x=models, y=labels, customdata=predicted, colorscale="Viridis", zmin=0.0, zmax=1.0,
             colorbar={"title": {"text": "p(true class)"}},
-            hovertemplate="<b>%{x}</b><br>%{y}: p(true class) %{z:.3f}<br>predicted %{customdata[0]} "
-            "(%{customdata[1]})<extra></extra>",
+            hovertemplate="<b>%{x}</b><br>%{y}: p(true class) %{z:.3f}<br>predicted %{customdata}<extra></extra>",
         )
     )  # fmt: skip
     fig.add_trace(

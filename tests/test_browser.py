@@ -45,11 +45,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(data: Path = REPO / "data", script: Path = REPO / "app.py") -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "PRUNESCOPE_DATA": str(REPO / "data")}
+    env = {**os.environ, "PRUNESCOPE_DATA": str(data)}
     command = [
-        sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+        sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true", "--server.port", str(port),
         "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

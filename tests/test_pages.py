@@ -236,12 +236,12 @@ def test_sample_detail_shows_the_stored_images_and_the_verdicts(monkeypatch, dem
     for model, cid, p_true, pred in rows.select("model_id", "condition_id", "p_true", "pred").iter_rows():
         i, j = heat["y"].index(label[cid]), heat["x"].index(model)
         assert z[i, j] == pytest.approx(p_true)
-        assert heat["customdata"][i][j] == [str(pred), "right" if pred == true else "wrong"]  # digits: name == index
+        assert heat["customdata"][i][j] == str(pred)  # digits: a class's name is its index
     wrong = rows.filter(pl.col("pred") != true)
     assert 0 < wrong.height < rows.height and len(heat["x"]) * len(heat["y"]) > 900  # marks beyond 900 cells
     marked = set(zip(crosses["x"], crosses["y"], strict=True))
     assert marked == {(m, label[c]) for m, c in wrong.select("model_id", "condition_id").iter_rows()}
-    assert "predicted %{customdata[0]}" in heat["hovertemplate"]
+    assert "predicted %{customdata}" in heat["hovertemplate"]
     layout = figure_titled(at, f"Sample {stored}: every model's verdict")["layout"]
     assert layout["yaxis"]["tickvals"] == heat["y"], "every condition keeps its label"
 
