@@ -22,6 +22,8 @@ PAGES = {
     ],
     "Robustness": [
         st.Page("views/corruptions.py", title="Corruption breakdown", icon=":material/grid_on:"),
+        st.Page("views/potential.py", title="Prune potential", icon=":material/trending_down:"),
+        st.Page("views/classes.py", title="Per class", icon=":material/category:"),
     ],
     "Inside the network": [
         st.Page("views/geometry.py", title="Geometry", icon=":material/explore:"),

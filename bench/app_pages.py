@@ -36,6 +36,8 @@ PAGES = {
     "overview": "",
     "methods": "methods",
     "corruptions": "corruptions",
+    "potential": "potential",
+    "classes": "classes",
     "geometry": "geometry",
     "embedding": "embedding",
     "fragile": "fragile",

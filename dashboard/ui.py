@@ -197,6 +197,13 @@ MODEL_COLUMNS = {
         "relative robustness", format="%+.1f pts",
         help="mean corruption accuracy minus the dense parent's, in percentage points",
     ),
+    "clean_p": st.column_config.NumberColumn(
+        "clean p", format="%.3f", help="McNemar's exact test against the dense parent, on clean images"
+    ),
+    "p_value": st.column_config.NumberColumn(
+        "p", format="%.3f", help="McNemar's exact test against the dense parent, on the condition shown"
+    ),
+    "significant": st.column_config.TextColumn("✱", help="p below the stated level"),
     "vs_dense_pts": st.column_config.NumberColumn(
         "vs dense", format="%+.1f pts", help="accuracy minus the dense parent's, in percentage points"
     ),

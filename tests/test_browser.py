@@ -31,6 +31,8 @@ PAGES = {
     "": "Overview",
     "methods": "Method comparison",
     "corruptions": "Corruption breakdown",
+    "potential": "Prune potential",
+    "classes": "Per class",
     "geometry": "Geometry of the last layer",
     "embedding": "Embedding",
     "fragile": "Fragile samples",

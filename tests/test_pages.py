@@ -30,6 +30,8 @@ PAGES = {
     "views/fragile.py": ("Fragile samples", []),
     "views/sample.py": ("Sample detail", ["every model's verdict"]),
     "views/embedding.py": ("Embedding", ["Clean features of"]),
+    "views/potential.py": ("Prune potential", ["Prune potential within", "Excess error per model"]),
+    "views/classes.py": ("Per class", ["Accuracy per class"]),
 }
 
 
@@ -521,3 +523,90 @@ def test_angle_length_plots_span_the_angles_the_data_has(monkeypatch, demo):
         assert low <= angles.min() and angles.max() <= high and high - low >= 30
         assert low > angles.min() - 10 and high < angles.max() + 10  # out to whole tens, no further
     assert (low, high) != (0, 180)
+
+
+def mean_accuracy(demo, model_id, corruption) -> float:
+    ids = demo["conditions"].filter(pl.col("corruption") == corruption)["condition_id"]
+    rows = demo["summary"].filter((pl.col("model_id") == model_id) & pl.col("condition_id").is_in(ids.implode()))
+    return float(rows["accuracy"].cast(pl.Float64).mean())
+
+
+def test_prune_potential_and_excess_error_match_their_definitions(monkeypatch, demo):
+    at = page(monkeypatch, "views/potential.py")
+    heat = figure_titled(at, "Prune potential within 1 pts")["data"][0]
+    z = values(heat["z"])
+    models = demo["models"]
+    for method in ("magnitude", "snip", "edge_popup"):
+        for corruption in ("clean", "fog", "contrast"):
+            dense = mean_accuracy(demo, "dense-s0", corruption)
+            grid = models.filter(pl.col("method") == method).select("model_id", "target_sparsity").iter_rows()
+            passing = [s for m, s in grid if mean_accuracy(demo, m, corruption) >= dense - 0.01 - 1e-9]
+            want = max(passing, default=0.0)
+            got = z[heat["y"].index(method), heat["x"].index(corruption)]
+            assert got == pytest.approx(100 * want), (method, corruption)
+    at.slider(key="potential_delta").set_value(10.0).run()
+    assert "within 10 pts" in figure_titled(at, "Prune potential within")["layout"]["title"]["text"]
+    excess = figure_titled(at, "Excess error per model")["data"][0]
+    for model in ("imp-0.9-s0", "biprop-0.5-s0"):
+        for corruption in ("fog", "gaussian_noise"):
+            change = mean_accuracy(demo, model, "clean") - mean_accuracy(demo, model, corruption)
+            dense_change = mean_accuracy(demo, "dense-s0", "clean") - mean_accuracy(demo, "dense-s0", corruption)
+            got = values(excess["z"])[excess["y"].index(model), excess["x"].index(corruption)]
+            assert got == pytest.approx(100 * (change - dense_change), abs=1e-4)
+
+
+def test_per_class_accuracy_relative_to_dense_matches_a_hand_count(monkeypatch, demo):
+    at = page(monkeypatch, "views/classes.py")
+    heat = figure_titled(at, "Accuracy per class on clean images relative to the dense model")["data"][0]
+    labels = pl.read_parquet(DEMO / schema.SAMPLES, columns=["sample_id", "label"])
+    clean = demo["metrics"].filter(pl.col("condition_id") == 0).join(labels, on="sample_id")
+
+    def per_class(model):
+        rows = clean.filter(pl.col("model_id") == model)
+        return {c: float(g["correct"].mean()) for (c,), g in rows.group_by("label")}
+
+    dense = per_class("dense-s0")
+    for model in ("snip-0.95-s0", "l1_filter-0.9-s0"):
+        mine = per_class(model)
+        for c in (3, 8):
+            got = values(heat["z"])[heat["y"].index(model), heat["x"].index(str(c))]
+            assert got == pytest.approx(100 * (mine[c] - dense[c]), abs=1e-4)
+    assert "dense-s0" not in heat["y"]
+    table = next(t for t in (e.value for e in at.dataframe) if "mean_vs_dense_pts" in t.columns)
+    assert table["mean_vs_dense_pts"].tolist() == sorted(table["mean_vs_dense_pts"])  # most hurt first
+
+
+def hand_mcnemar(demo, model, condition) -> float:
+    from scipy import stats
+
+    rows = demo["metrics"].filter(pl.col("condition_id") == condition)
+    mine = dict(rows.filter(pl.col("model_id") == model).select("sample_id", "correct").iter_rows())
+    dense = dict(rows.filter(pl.col("model_id") == "dense-s0").select("sample_id", "correct").iter_rows())
+    b = sum(dense[s] and not mine[s] for s in mine)
+    c = sum(mine[s] and not dense[s] for s in mine)
+    return 1.0 if b + c == 0 else stats.binomtest(min(b, c), b + c, 0.5).pvalue
+
+
+def test_models_tables_mark_differences_mcnemar_finds_significant(monkeypatch, demo):
+    at = page(monkeypatch, "views/overview.py")
+    table = next(t for t in (e.value for e in at.dataframe) if "clean_p" in t.columns).set_index("model_id")
+    for model in ("edge_popup-0.95-s0", "biprop-0.95-s0", "magnitude-0.5-s0"):
+        want = hand_mcnemar(demo, model, 0)
+        assert table.loc[model, "clean_p"] == pytest.approx(want, rel=1e-9)
+        assert (table.loc[model, "significant"] == "✱") == (want < 0.05)
+    assert (table["significant"] == "✱").any() and (table["significant"] == "").any()
+
+    at = page(monkeypatch, "views/methods.py")
+    at.selectbox(key="methods_measure").set_value("one corruption and severity").run()
+    at.selectbox(key="methods_corruption").set_value("fog").run()
+    at.selectbox(key="methods_severity").set_value(3).run()
+    table = next(t for t in (e.value for e in at.dataframe) if "p_value" in t.columns).set_index("model_id")
+    fog3 = condition_id(demo, "fog", 3)
+    for model in ("imp-0.9-s0", "edge_popup-0.5-s0"):
+        assert table.loc[model, "p_value"] == pytest.approx(hand_mcnemar(demo, model, fog3), rel=1e-9)
+    at.selectbox(key="methods_measure").set_value("mean over the selected corruptions").run()
+    table = next(t for t in (e.value for e in at.dataframe) if "significant_conditions" in t.columns)
+    row = table.set_index("model_id").loc["edge_popup-0.95-s0"]
+    corrupted = demo["conditions"].filter(pl.col("severity") > 0)["condition_id"].to_list()
+    assert row["tested_conditions"] == len(corrupted) == 95
+    assert row["significant_conditions"] == sum(hand_mcnemar(demo, "edge_popup-0.95-s0", c) < 0.05 for c in corrupted)

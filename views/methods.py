@@ -4,7 +4,7 @@ import polars as pl
 import streamlit as st
 
 from compute import schema
-from dashboard import figures, queries, ui
+from dashboard import figures, measures, queries, store, ui
 
 view = ui.selection()
 snapshot, filters, models, corrupted = view.snapshot, view.filters, view.models, view.corrupted
@@ -62,11 +62,32 @@ figure = figures.method_lines(
 st.plotly_chart(figure, width="stretch")
 
 st.subheader("Per model")
+alpha = st.select_slider("Significance level α", [0.01, 0.05, 0.1], value=0.05, key="methods_alpha")
+pruned_ids = tuple(table.filter(pl.col("method") != "dense")["model_id"].to_list())
+pairs = store.cached(measures.significance, snapshot, pruned_ids, tuple(condition_ids)) if pruned_ids else None
+tested = (
+    measures.significance_by_model(pairs, alpha)
+    if pairs is not None
+    else pl.DataFrame(schema={"model_id": pl.String, "p_value": pl.Float64, "significant_conditions": pl.Int64,
+                              "tested_conditions": pl.Int64})
+)  # fmt: skip
+single = len(condition_ids) == 1
+st.caption(
+    "McNemar's exact test of each model's per-image correctness against its dense parent's, "
+    + (f"on this condition; ✱ marks p < {alpha:g}" if single else
+       f"on each of the {len(condition_ids)} conditions; the count says in how many p < {alpha:g}")
+    + " (uncorrected for the number of models and conditions). With several seeds the chart's whiskers show "
+    "the spread over seeds."
+)  # fmt: skip
+marked = table.join(tested, on="model_id", how="left").with_columns(
+    pl.when(pl.col("p_value") < alpha).then(pl.lit("✱")).otherwise(pl.lit("")).alias("significant")
+)
+significance_columns = ["p_value", "significant"] if single else ["significant_conditions", "tested_conditions"]
 shown = queries.in_points(
     queries.in_method_order(
-        table.select(
-            "model_id", "method", "target_sparsity", "accuracy", "vs_dense", "seed", "sparsity", "params_nonzero",
-            "flops", "train_epochs",
+        marked.select(
+            "model_id", "method", "target_sparsity", "accuracy", "vs_dense", *significance_columns, "seed", "sparsity",
+            "params_nonzero", "flops", "train_epochs",
         )  # fmt: skip
     )
 )
@@ -74,6 +95,11 @@ st.dataframe(
     shown,
     hide_index=True,
     width="stretch",
-    column_config={**ui.MODEL_COLUMNS, "accuracy": st.column_config.NumberColumn(label, format="percent")},
+    column_config={
+        **ui.MODEL_COLUMNS,
+        "accuracy": st.column_config.NumberColumn(label, format="percent"),
+        "significant_conditions": st.column_config.NumberColumn(f"conditions with p < {alpha:g}"),
+        "tested_conditions": st.column_config.NumberColumn("conditions tested"),
+    },
 )
 ui.download_buttons(shown, "method-comparison", key="methods_download")

@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import figures, queries, ui
+from dashboard import figures, measures, queries, store, ui
 
 snapshot = ui.current_snapshot()
 filters = ui.current_filters()
@@ -64,11 +64,27 @@ families = queries.family_accuracy(snapshot.summary, conditions, relative=relati
 st.plotly_chart(figures.family_heatmap(families, table["model_id"].to_list(), relative), width="stretch")
 
 st.subheader("Models")
-st.caption("Most robust relative to its dense parent first; click a column's name to sort by it.")
+ALPHA = 0.05
+st.caption(
+    "Most robust relative to its dense parent first; click a column's name to sort by it. "
+    f"clean p: McNemar's exact test of the model's per-image correctness on clean images against its dense "
+    f"parent's; ✱ marks p < {ALPHA:g} (uncorrected for the number of models). With 180 test images a 1-point "
+    "difference is 2 images."
+)
+clean_ids = snapshot.conditions.filter(pl.col("corruption") == "clean")["condition_id"].to_list()
+pruned_ids = tuple(table.filter(pl.col("method") != "dense")["model_id"].to_list())
+tested = store.cached(measures.significance, snapshot, pruned_ids, tuple(clean_ids)) if pruned_ids else None
+clean_p = (
+    measures.significance_by_model(tested, ALPHA).select("model_id", pl.col("p_value").alias("clean_p"))
+    if tested is not None
+    else pl.DataFrame(schema={"model_id": pl.String, "clean_p": pl.Float64})
+)
 models_shown = queries.in_points(
-    table.select(
+    table.join(clean_p, on="model_id", how="left")
+    .with_columns(pl.when(pl.col("clean_p") < ALPHA).then(pl.lit("✱")).otherwise(pl.lit("")).alias("significant"))
+    .select(
         "model_id", "method", "target_sparsity", "clean_accuracy", "mean_corruption_accuracy", "relative_robustness",
-        "family", "seed", "sparsity", "params_nonzero", "flops", "train_epochs",
+        "clean_p", "significant", "family", "seed", "sparsity", "params_nonzero", "flops", "train_epochs",
     ).sort("relative_robustness", "clean_accuracy", descending=True, nulls_last=True)
 )  # fmt: skip
 st.dataframe(

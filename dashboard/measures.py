@@ -1,0 +1,144 @@
+"""Measures beyond a model's accuracy: prune potential and excess error (Liebenwein et al.,
+"Lost in Pruning", torchprune), McNemar's exact test against the dense parent, and accuracy
+per class (Hooker et al.: pruning hurts some classes far more than others).
+
+Streamlit-free; definitions in docs/DESIGN.md ("Measures beyond accuracy").
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from scipy import stats
+
+from compute import schema
+from dashboard.store import Snapshot, scan_metrics
+
+
+def with_parent_accuracy(accuracy: pl.DataFrame, models: pl.DataFrame, key: str = "condition_id") -> pl.DataFrame:
+    """Rows (model_id, `key`, accuracy) of pruned models beside their dense parent's accuracy on
+    the same `key` (a condition, or a corruption averaged over severities)."""
+    parents = accuracy.select(pl.col("model_id").alias("parent_id"), key, pl.col("accuracy").alias("parent_accuracy"))
+    return (
+        accuracy.join(models.select("model_id", "method", "seed", "target_sparsity", "parent_id"), on="model_id")
+        .filter(pl.col("method") != "dense")
+        .join(parents, on=["parent_id", key])
+        .with_columns(pl.col("accuracy", "parent_accuracy").cast(pl.Float64))
+    )
+
+
+def corruption_accuracy(summary: pl.DataFrame, conditions: pl.DataFrame) -> pl.DataFrame:
+    """model_id, corruption ("clean" for the clean images), accuracy averaged over the given
+    conditions' severities."""
+    return (
+        summary.join(conditions.select("condition_id", "corruption"), on="condition_id")
+        .group_by("model_id", "corruption")
+        .agg(pl.col("accuracy").cast(pl.Float64).mean())
+    )
+
+
+def prune_potential(rows: pl.DataFrame, delta: float, key: str = "condition_id") -> pl.DataFrame:
+    """Per method, seed and `key`: the largest target sparsity whose accuracy is within `delta`
+    of the dense parent's (torchprune's definition: a sparser model may pass although a less
+    sparse one fails); 0 when none passes. `rows`: with_parent_accuracy's output."""
+    passed = rows.with_columns(
+        pl.when(pl.col("accuracy") >= pl.col("parent_accuracy") - delta - 1e-9)
+        .then(pl.col("target_sparsity"))
+        .otherwise(0.0)
+        .alias("passing")
+    )
+    return passed.group_by("method", "seed", key).agg(pl.col("passing").max().alias("prune_potential"))
+
+
+def excess_error(accuracy: pl.DataFrame, models: pl.DataFrame, key: str = "corruption") -> pl.DataFrame:
+    """Per pruned model and corruption: the change in error from the clean images to the
+    corruption, minus the dense parent's change (positive: pruning made the corruption hurt more).
+    `accuracy`: rows (model_id, `key`, accuracy) where `key` is "clean" for the clean images."""
+    rows = with_parent_accuracy(accuracy, models, key)
+    clean = rows.filter(pl.col(key) == schema.CLEAN).select(
+        "model_id", pl.col("accuracy").alias("clean"), pl.col("parent_accuracy").alias("parent_clean")
+    )
+    change = (pl.col("clean") - pl.col("accuracy")) - (pl.col("parent_clean") - pl.col("parent_accuracy"))
+    return (
+        rows.filter(pl.col(key) != schema.CLEAN)
+        .join(clean, on="model_id")
+        .with_columns(change.alias("excess_error"))
+        .select("model_id", "method", "target_sparsity", key, "excess_error")
+    )
+
+
+def mcnemar_p(only_dense_right: pl.Series, only_pruned_right: pl.Series) -> pl.Series:
+    """McNemar's exact test, two-sided: twice the binomial tail of the smaller discordant count
+    at p = 1/2, capped at 1 (1 when no sample is discordant)."""
+    b, c = only_dense_right.to_numpy(), only_pruned_right.to_numpy()
+    n = b + c
+    p = 2 * stats.binom.cdf(b.clip(max=c), n, 0.5)
+    return pl.Series("p_value", p.clip(max=1.0)).fill_nan(1.0)
+
+
+def discordant_pairs(metrics: pl.LazyFrame | pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
+    """Per pruned model and condition: samples only the dense parent gets right, samples only the
+    pruned model gets right, and McNemar's p for the difference."""
+    correct = metrics.lazy().select("model_id", "condition_id", "sample_id", "correct")
+    parents = models.filter(pl.col("method") != "dense").select("model_id", "parent_id").lazy()
+    dense = correct.rename({"model_id": "parent_id", "correct": "parent_correct"})
+    counts = (
+        correct.join(parents, on="model_id")
+        .join(dense, on=["parent_id", "condition_id", "sample_id"])
+        .group_by("model_id", "condition_id")
+        .agg(
+            (pl.col("parent_correct") & ~pl.col("correct")).sum().cast(pl.Int64).alias("only_dense_right"),
+            (~pl.col("parent_correct") & pl.col("correct")).sum().cast(pl.Int64).alias("only_pruned_right"),
+        )
+        .collect()
+    )
+    return counts.with_columns(mcnemar_p(counts["only_dense_right"], counts["only_pruned_right"])).sort(
+        "model_id", "condition_id"
+    )
+
+
+def significance(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]) -> pl.DataFrame:
+    """discordant_pairs for the chosen pruned models (their parents read alongside)."""
+    models = snapshot.models.filter(pl.col("model_id").is_in(list(model_ids)))
+    wanted = sorted(set(model_ids) | set(models["parent_id"].drop_nulls()))
+    return discordant_pairs(scan_metrics(snapshot, wanted, list(condition_ids)), models)
+
+
+def class_accuracy(metrics: pl.LazyFrame | pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
+    """Per model and class: accuracy over the given rows (all their conditions pooled)."""
+    return (
+        metrics.lazy()
+        .select("model_id", "sample_id", "correct")
+        .join(samples.lazy().select("sample_id", "label"), on="sample_id")
+        .group_by("model_id", "label")
+        .agg(pl.col("correct").mean().alias("accuracy"), pl.len().alias("n"))
+        .collect()
+        .sort("model_id", "label")
+    )
+
+
+def class_breakdown(
+    snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]
+) -> pl.DataFrame:
+    """Accuracy per model and class over the given conditions, and that minus the dense parent's."""
+    models = snapshot.models.filter(pl.col("model_id").is_in(list(model_ids)))
+    wanted = sorted(set(model_ids) | set(models["parent_id"].drop_nulls()))
+    table = class_accuracy(scan_metrics(snapshot, wanted, list(condition_ids)), snapshot.samples)
+    parents = table.select(pl.col("model_id").alias("parent_id"), "label", pl.col("accuracy").alias("parent_accuracy"))
+    return (
+        table.filter(pl.col("model_id").is_in(list(model_ids)))
+        .join(models.select("model_id", "parent_id"), on="model_id")
+        .join(parents, on=["parent_id", "label"], how="left")
+        .with_columns((pl.col("accuracy") - pl.col("parent_accuracy")).alias("vs_dense"))
+        .drop("parent_id", "parent_accuracy")
+    )
+
+
+def significance_by_model(pairs: pl.DataFrame, alpha: float) -> pl.DataFrame:
+    """Per model, from discordant_pairs: McNemar's p when one condition was tested, and in how
+    many of the tested conditions the difference from the dense parent is significant at `alpha`
+    (uncorrected for the number of models and conditions)."""
+    return pairs.group_by("model_id").agg(
+        pl.when(pl.len() == 1).then(pl.col("p_value").first()).otherwise(None).alias("p_value"),
+        (pl.col("p_value") < alpha).sum().cast(pl.Int64).alias("significant_conditions"),
+        pl.len().cast(pl.Int64).alias("tested_conditions"),
+    )

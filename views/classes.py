@@ -1,0 +1,71 @@
+"""Per class: which classes pruning hurts most, on clean images and under the selected corruptions."""
+
+import polars as pl
+import streamlit as st
+
+from compute import schema
+from dashboard import figures, measures, store, ui
+
+view = ui.selection()
+snapshot, filters, models, corrupted = view.snapshot, view.filters, view.models, view.corrupted
+
+st.title("Per class")
+st.caption(
+    "Accuracy on each class's test images, relative to the dense parent: pruning can cost some classes far more "
+    f"than the overall accuracy shows (Hooker et al.). Showing {filters.describe()}."
+)
+left, right = st.columns(2)
+on = left.radio("On", ["clean images", "the selected corrupted conditions"], horizontal=True, key="classes_on")
+relative = right.toggle("Relative to the dense model", value=True, key="classes_relative")
+clean_ids = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+condition_ids = clean_ids if on == "clean images" else corrupted["condition_id"].to_list()
+if not condition_ids:
+    st.info("No corrupted condition matches the filters: widen the corruption families or severities in the sidebar.")
+    st.stop()
+
+table = store.cached(measures.class_breakdown, snapshot, tuple(view.model_ids), tuple(condition_ids))
+names = snapshot.class_names or [str(c) for c in sorted(set(table["label"]))]
+label_names = {i: names[i] if i < len(names) else str(i) for i in sorted(set(table["label"]))}
+value = "vs_dense" if relative else "accuracy"
+dense = set(snapshot.models.filter(pl.col("method") == "dense")["model_id"])
+shown = [m for m in view.model_ids if m in set(table["model_id"]) and not (relative and m in dense)]
+lookup = {(m, c): v for m, c, v in table.select("model_id", "label", value).iter_rows()}
+columns = list(label_names)
+st.plotly_chart(
+    figures.heatmap(
+        [[lookup.get((m, c)) for c in columns] for m in shown], [label_names[c] for c in columns], shown,
+        f"Accuracy per class on {on}" + (" relative to the dense model" if relative else ""),
+        "change vs dense" if relative else "accuracy", diverging=relative, x_title="class", y_title="model",
+    ),
+    width="stretch",
+)  # fmt: skip
+
+st.subheader("The classes pruning hurts most")
+pruned = table.filter(~pl.col("model_id").is_in(list(dense)) & pl.col("vs_dense").is_not_null())
+if pruned.is_empty():
+    st.info("Select at least one pruned model in the sidebar.")
+else:
+    hurt = (
+        pruned.group_by("label")
+        .agg(
+            (100 * pl.col("vs_dense").mean()).alias("mean_vs_dense_pts"),
+            (100 * pl.col("vs_dense").min()).alias("worst_vs_dense_pts"),
+            pl.col("model_id").sort_by("vs_dense").first().alias("worst_model"),
+            pl.col("n").first().alias("images_x_conditions"),
+        )
+        .with_columns(pl.col("label").replace_strict(label_names, return_dtype=pl.String).alias("class"))
+        .sort("mean_vs_dense_pts", "label")
+        .select("class", "mean_vs_dense_pts", "worst_vs_dense_pts", "worst_model", "images_x_conditions")
+    )
+    st.caption(f"Over the {pruned['model_id'].n_unique()} selected pruned models, most hurt first.")
+    st.dataframe(
+        hurt,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "mean_vs_dense_pts": st.column_config.NumberColumn("mean change vs dense", format="%+.1f pts"),
+            "worst_vs_dense_pts": st.column_config.NumberColumn("worst change", format="%+.1f pts"),
+            "images_x_conditions": st.column_config.NumberColumn("images × conditions"),
+        },
+    )
+    ui.download_buttons(hurt, "classes-hurt", key="classes_download")

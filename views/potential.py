@@ -1,0 +1,79 @@
+"""Prune potential and excess error: how far each method prunes before it loses accuracy, on
+clean images and under each corruption (Liebenwein et al., "Lost in Pruning")."""
+
+import polars as pl
+import streamlit as st
+
+from compute import schema
+from dashboard import figures, measures, queries, ui
+
+view = ui.selection()
+snapshot, filters, models, corrupted = view.snapshot, view.filters, view.models, view.corrupted
+
+st.title("Prune potential")
+st.caption(
+    "Prune potential: the largest target sparsity at which a method's model is within δ of its dense parent's "
+    "accuracy (torchprune's definition: a sparser model that passes counts even if a less sparse one fails; 0 when "
+    "none passes), the mean over seeds. A corruption's accuracy is the mean over the selected severities. "
+    f"Showing {filters.describe()}."
+)
+pruned = models.filter(pl.col("method") != "dense")
+if pruned.is_empty():
+    st.info("Select at least one pruned model in the sidebar.")
+    st.stop()
+
+left, right = st.columns(2)
+delta = left.slider("δ, percentage points below the dense model", 0.0, 10.0, 1.0, 0.5, key="potential_delta")
+severities = sorted(set(corrupted["severity"].to_list()))
+level = right.selectbox(
+    "Severity", ["mean over the selected severities", *severities], key="potential_severity",
+    format_func=lambda s: s if isinstance(s, str) else f"severity {s}",
+)  # fmt: skip
+chosen = corrupted if isinstance(level, str) else corrupted.filter(pl.col("severity") == level)
+conditions = pl.concat([snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN), chosen])
+with_parents = models["model_id"].to_list() + models["parent_id"].drop_nulls().to_list()
+selected_and_parents = snapshot.models.filter(pl.col("model_id").is_in(with_parents))
+accuracy = measures.corruption_accuracy(snapshot.summary.filter(pl.col("model_id").is_in(with_parents)), conditions)
+rows = measures.with_parent_accuracy(accuracy, selected_and_parents, "corruption")
+potential = (
+    measures.prune_potential(rows, delta / 100, key="corruption")
+    .group_by("method", "corruption")
+    .agg(pl.col("prune_potential").mean(), pl.col("prune_potential").min().alias("lowest_seed"),
+         pl.col("prune_potential").max().alias("highest_seed"))
+)  # fmt: skip
+methods = sorted(set(pruned["method"]), key=queries.method_rank)
+columns = [schema.CLEAN] + [c for c in schema.CORRUPTION_FAMILIES if c in set(chosen["corruption"])]
+lookup = {(m, c): v for m, c, v in potential.select("method", "corruption", "prune_potential").iter_rows()}
+top = float(pruned["target_sparsity"].max())
+st.plotly_chart(
+    figures.heatmap(
+        [[lookup.get((m, c)) for c in columns] for m in methods], columns, methods,
+        f"Prune potential within {delta:g} pts of dense", "prune potential", zrange=(0.0, top),
+        x_title="condition", y_title="method",
+    ),
+    width="stretch",
+)  # fmt: skip
+st.caption(
+    "Methods are compared on the same grid of target sparsities; their training budgets differ (see the models "
+    "table's training epochs): a higher potential bought with more epochs is not a fair win."
+)
+ui.download_buttons(potential.sort("method", "corruption"), "prune-potential", key="potential_download")
+
+st.subheader("Excess error")
+st.caption(
+    "How much more a corruption hurts the pruned model than its dense parent: the model's change in error from "
+    "clean images to the corruption minus the dense parent's change, in percentage points. Positive: pruning made "
+    "the model more brittle to that corruption."
+)
+excess = measures.excess_error(accuracy, selected_and_parents)
+order = [m for m in view.model_ids if m in set(excess["model_id"])]
+values = {(m, c): v for m, c, v in excess.select("model_id", "corruption", "excess_error").iter_rows()}
+st.plotly_chart(
+    figures.heatmap(
+        [[values.get((m, c)) for c in columns[1:]] for m in order], columns[1:], order,
+        "Excess error per model and corruption", "excess error", diverging=True, x_title="corruption",
+        y_title="model",
+    ),
+    width="stretch",
+)  # fmt: skip
+ui.download_buttons(excess.sort("model_id", "corruption"), "excess-error", key="excess_download")
