@@ -98,7 +98,7 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
     """
     table = table.drop_nulls("mean_corruption_accuracy")
     if table.is_empty():
-        return empty_figure("This snapshot has no CIFAR-10-C corruption conditions")
+        return empty_figure("No condition of the 15 CIFAR-10-C corruptions in this selection (the extras do not count)")
     y = table["mean_corruption_accuracy"]
     fig = go.Figure()
     methods = table["method"].unique(maintain_order=True).to_list()
@@ -249,8 +249,10 @@ def outcome_grid(rows: pl.DataFrame, model_order: list[str], class_names: list[s
     fig.add_trace(
         go.Scatter(
             x=wrong_x, y=wrong_y, mode="markers", name="wrong prediction", customdata=wrong_pred,
-            marker={"symbol": "x-thin", "size": 9 if len(labels) * len(models) <= 900 else 6,
-                    "line": {"width": 2, "color": "#FF3B30"}},
+            # white with a black edge: seen on the dark cells (low p(true class)) and in the legend
+            marker={"symbol": "x", "size": 9 if len(labels) * len(models) <= 900 else 7, "color": "#FFFFFF",
+                    "line": {"width": 1, "color": "#000000"}},
+            showlegend=True,
             hovertemplate="<b>%{x}</b><br>%{y}: wrong, predicted %{customdata}<extra></extra>",
         )
     )  # fmt: skip
@@ -280,13 +282,14 @@ def family_heatmap(table: pl.DataFrame, model_order: list[str], relative: bool) 
 
 
 def method_lines(
-    curves: pl.DataFrame, reference: float | None, y_title: str, x_title: str, x_percent: bool, relative: bool = False
+    curves: pl.DataFrame, reference: float | None, y_title: str, x_title: str, x_percent: bool, relative: bool = False,
+    empty: str = "No pruned models in this selection",
 ) -> go.Figure:
     """One line per method (mean over seeds, whiskers min-max) against `x`, the dense model as a dashed line.
     Accuracy is drawn in %, a change relative to dense (`relative`) in percentage points."""
     pruned = curves.filter(pl.col("method") != "dense")
     if pruned.is_empty():
-        return empty_figure("No pruned models in this selection")
+        return empty_figure(empty)
     fig = go.Figure()
     x_hover = "%{x:.1%}" if x_percent else "%{x:,.0f}"
     y_hover = "%{y:+.1f} pts" if relative else "%{y:.1f}%"

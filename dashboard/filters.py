@@ -89,7 +89,7 @@ class Filters:
         return "; ".join(parts) if parts else "all models and conditions"
 
 
-def _shown(value: str) -> str:
+def shown_value(value: str) -> str:
     """An address value as a notice may quote it: short, printable."""
     text = "".join(c if c.isprintable() else "?" for c in value)
     return text if len(text) <= 24 else text[:20] + "…"
@@ -108,7 +108,7 @@ def read_query(params: Mapping, models: pl.DataFrame, conditions: pl.DataFrame) 
         # compared as text, so '²' or 10,000 digits never reach int()
         items = _items(params.get(key, ""))
         kept[key] = tuple(i for i in items if i in allowed)
-        ignored += [f"{key}={_shown(i)}" for i in items if i not in allowed]
+        ignored += [f"{key}={shown_value(i)}" for i in items if i not in allowed]
     sparsity = (0.0, 1.0)
     text = _first(params.get("sparsity", ""))
     low, _, high = text.partition("-")
@@ -119,7 +119,7 @@ def read_query(params: Mapping, models: pl.DataFrame, conditions: pl.DataFrame) 
     except ValueError:  # a hand-edited address: fall back to the whole range
         pass
     if text and sparsity == (0.0, 1.0) and text != "0-1":
-        ignored.append(f"sparsity={_shown(text)}")
+        ignored.append(f"sparsity={shown_value(text)}")
     severities = tuple(sorted({int(s) for s in kept["severities"]}))
     filters = Filters(kept["methods"] or None, sparsity, kept["families"] or None, severities or None)
     return filters, ignored

@@ -74,22 +74,23 @@ def _parquet_files(path: Path) -> list[Path]:
     return present + [f for partition in partitions for f in sorted(partition.glob("*.parquet"))]
 
 
-def find_damage(path: Path) -> str | None:
+def find_damage(path: Path, deep: bool = False) -> str | None:
     """The first problem with the snapshot's files (a table missing, a Parquet file that does not
     open), naming the file by its place in the snapshot; None when every file opens.
 
-    Reads only the Parquet footers, and remembers the answer until a file changes."""
+    Reads only the Parquet footers, and remembers the answer until a file changes; `deep` also
+    reads every file whole (after a view failed: a damaged page behind a sound footer)."""
     path = Path(path)
     try:
         stats = [(f, f.stat()) for f in _parquet_files(path)]
         signature = tuple((str(f.relative_to(path)), stat.st_size, stat.st_mtime_ns) for f, stat in stats)
     except OSError as err:
         return f"{path.name}: a file cannot be read ({type(err).__name__})"
-    return _damage(str(path), signature)
+    return _damage(str(path), signature, deep)
 
 
 @functools.lru_cache(maxsize=64)
-def _damage(path_text: str, signature: tuple) -> str | None:
+def _damage(path_text: str, signature: tuple, deep: bool) -> str | None:
     path = Path(path_text)
     present = {name for name, _, _ in signature}
     for name in REQUIRED_TABLES:
@@ -99,7 +100,7 @@ def _damage(path_text: str, signature: tuple) -> str | None:
         return f"{path.name}/{schema.METRICS_DIR}/ is missing"
     for name, _, _ in signature:
         try:
-            pq.read_metadata(path / name)
+            pq.read_table(path / name) if deep else pq.read_metadata(path / name)
         except Exception:  # noqa: BLE001 - whatever the reader says, this file does not open
             return f"{path.name}/{name} is not a readable Parquet file (cut short or overwritten)"
     return None

@@ -17,7 +17,7 @@ import streamlit as st
 
 from compute.snapshot import SnapshotError
 from dashboard import queries, store
-from dashboard.filters import CORRUPTION_FAMILIES, KEYS, Filters, read_query
+from dashboard.filters import CORRUPTION_FAMILIES, KEYS, Filters, read_query, shown_value
 
 log = logging.getLogger("prunescope")
 SNAPSHOT_KEY = "snapshot_name"
@@ -64,7 +64,8 @@ def sidebar() -> store.Snapshot | None:
         fallback = "demo" if "demo" in by_name else entries[0].name
         st.session_state[SNAPSHOT_KEY] = wanted if wanted in by_name else fallback
         if wanted and wanted not in by_name:  # keep the fallback, but say so
-            st.session_state["snapshot_notice"] = f"No snapshot named `{wanted[:60]}` here; showing `{fallback}`."
+            notice = f"No snapshot named `{shown_value(wanted)}` here; showing `{fallback}`."
+            st.session_state["snapshot_notice"] = notice
     elif st.session_state[SNAPSHOT_KEY] not in by_name:
         st.session_state[SNAPSHOT_KEY] = entries[0].name
     with st.sidebar:
@@ -100,6 +101,14 @@ def sidebar() -> store.Snapshot | None:
     st.session_state["snapshot"] = snapshot
     st.session_state["filters"] = filters
     write_url(name, filters)
+    if filters.select_models(snapshot.models).is_empty():  # e.g. a sparsity range between the targets
+        targets = ", ".join(f"{t:.0%}" for t in sorted(set(snapshot.models["target_sparsity"])) if t > 0)
+        st.info(
+            f"No model matches the filters ({filters.describe()}). Widen the target sparsity range (this snapshot's "
+            f"targets: {targets}) or choose other methods in the sidebar.",
+            icon=":material/filter_alt_off:",
+        )
+        return None
     return snapshot
 
 
@@ -251,7 +260,7 @@ def run_page(page) -> None:
     except Exception as err:  # noqa: BLE001 - the app never shows a traceback
         log.exception("page %s failed", getattr(page, "title", page))
         path = current_snapshot().path
-        problem = store.find_damage(path)
+        problem = store.find_damage(path, deep=True)
         if problem is not None:  # a file went bad after the snapshot was opened
             show_damaged(path, problem)
             return
@@ -283,7 +292,7 @@ def requested_sample(ids: list[int]) -> int:
     if value in {str(i) for i in ids}:  # compared as text: '²' or 10,000 digits never reach int()
         return int(value)
     if value:
-        st.caption(f":material/info: No sample `{value[:20]}` in this snapshot; showing another.")
+        st.caption(f":material/info: No sample `{shown_value(value)}` in this snapshot; showing another.")
     last = st.session_state.get("last_sample")
     return last if last in set(ids) else ids[0]
 

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from compute import schema
@@ -181,3 +182,19 @@ def test_a_failing_view_does_not_blame_a_sound_snapshot(monkeypatch, tmp_path, t
     assert not at.exception
     errors = " ".join(texts(at, "error"))
     assert "bug in prunescope" in errors and "damaged" not in errors
+
+
+def test_a_damaged_page_behind_a_sound_footer_is_named_when_a_view_fails(monkeypatch, tmp_path):
+    shutil.copytree(DEMO, tmp_path / "demo")
+    part = tmp_path / "demo" / schema.METRICS_DIR / "model_id=biprop-0.5-s0" / "part-0.parquet"
+    chunk = pq.read_metadata(part).row_group(0).column(1)  # sample_id, which every per-sample view reads
+    assert chunk.path_in_schema == "sample_id"
+    data = bytearray(part.read_bytes())
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size  # the footer stays
+    part.write_bytes(bytes(data))
+    at = run_app(monkeypatch, tmp_path)
+    at.switch_page("views/sample.py").run()
+    assert not at.exception
+    errors = " ".join(texts(at, "error"))
+    assert "demo/metrics/model_id=biprop-0.5-s0/part-0.parquet" in errors and "bug" not in errors

@@ -455,14 +455,14 @@ def test_values_the_address_cannot_use_are_named_in_a_notice(monkeypatch):
     assert any("No sample `\u00b2`" in c for c in texts(at, "caption"))
 
 
-def test_each_corrupted_image_stays_under_its_severity_column(monkeypatch, demo):
+def test_a_single_severity_keeps_its_images_beside_their_labels(monkeypatch, demo):
     stored = int(pl.read_parquet(DEMO / schema.THUMBNAILS, columns=["sample_id"])["sample_id"].min())
     at = page(monkeypatch, "views/sample.py", query={"sample": str(stored), "severities": "5"})
     rows = [at.columns[i : i + 6] for i, c in enumerate(at.columns) if c.weight == pytest.approx(2 / 7)]
-    assert len(rows) == 19  # one row per corruption, a label column and one column per severity
+    assert len(rows) == 19  # one row per corruption: a label column and five equal image columns
     for row in rows:
         kinds = [[type(e).__name__ for e in c.children.values()] for c in row]
-        assert kinds == [["Markdown"], [], [], [], [], ["Image"]], "severity 5 sits in the fifth image column"
+        assert kinds == [["Markdown"], ["Image"], [], [], [], []], "the image sits next to its label"
 
 
 def test_overview_puts_the_dense_star_on_top_fits_its_axes_and_ranks_the_table(monkeypatch, demo):
@@ -610,3 +610,22 @@ def test_models_tables_mark_differences_mcnemar_finds_significant(monkeypatch, d
     corrupted = demo["conditions"].filter(pl.col("severity") > 0)["condition_id"].to_list()
     assert row["tested_conditions"] == len(corrupted) == 95
     assert row["significant_conditions"] == sum(hand_mcnemar(demo, "edge_popup-0.95-s0", c) < 0.05 for c in corrupted)
+
+
+@pytest.mark.parametrize("path", ["views/overview.py", "views/corruptions.py", "views/embedding.py", "views/sample.py"])
+def test_filters_that_select_no_model_say_so(monkeypatch, path):
+    at = run_app(monkeypatch, DEMO.parent, {"methods": "imp", "sparsity": "0.6-0.7"})
+    if path != "views/overview.py":
+        at.switch_page(path).run()
+    assert not at.exception and not at.error, texts(at, "error")
+    assert any("No model matches the filters" in i and "80%" in i for i in texts(at, "info"))
+
+
+def test_only_the_extras_selected_says_there_is_no_mean_corruption_accuracy(monkeypatch):
+    at = page(monkeypatch, "views/overview.py", query={"families": "extra"})
+    assert any("No condition of the 15 CIFAR-10-C corruptions is selected" in c for c in texts(at, "caption"))
+    scatter = figures(at)[0]
+    assert "the extras do not count" in scatter["layout"]["annotations"][0]["text"]
+    at.radio(key="overview_measure").set_value("corrupted images (mean)").run()
+    lines = figures(at)[1]
+    assert "No condition of the 15 CIFAR-10-C corruptions" in lines["layout"]["annotations"][0]["text"]

@@ -47,7 +47,11 @@ st.plotly_chart(
     ),
     width="stretch",
 )  # fmt: skip
-ui.download_buttons(matrix, "corruption-matrix", key="corruptions_download")
+ui.download_buttons(
+    matrix.rename({"accuracy": "vs_dense"}).pipe(queries.in_points) if relative else matrix,
+    "corruption-matrix-vs-dense" if relative else "corruption-matrix",
+    key="corruptions_download",
+)
 
 # --- severity curves -------------------------------------------------------------------------
 st.subheader("Severity curves")

@@ -63,7 +63,11 @@ def pruning_fragile() -> None:
 
 
 def corruption_fragile() -> None:
-    st.caption("Right on the clean image, wrong under a corruption; the breaking severity is the lowest that fails.")
+    st.caption(
+        "Right on the clean image, wrong under a corruption; the breaking severity is the lowest that fails. "
+        "It breaks first under the corruption that breaks it for the most models at that severity; among equals, "
+        "the first in the benchmark's order."
+    )
     if not corrupted_ids:
         st.info("No corrupted condition matches the filters.")
         return

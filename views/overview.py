@@ -16,11 +16,16 @@ dense = every_model.filter(pl.col("model_id").is_in(table["parent_id"].implode()
 
 st.title("Overview")
 averaged = len(queries.benchmark_condition_ids(conditions))
+NO_BENCHMARK = "No condition of the 15 CIFAR-10-C corruptions is selected (the extras do not count)"
 st.caption(
-    "Every model of the snapshot on clean test images and under corruptions. Mean corruption accuracy "
-    f"is the plain mean over the {averaged} conditions of the 15 CIFAR-10-C corruptions that the filters "
-    f"select ({filters.describe()}); relative robustness is a model's mean corruption accuracy minus that "
-    "of the dense model it was pruned from."
+    "Every model of the snapshot on clean test images and under corruptions. "
+    + (
+        f"Mean corruption accuracy is the plain mean over the {averaged} conditions of the 15 CIFAR-10-C "
+        f"corruptions that the filters select ({filters.describe()}); relative robustness is a model's mean "
+        "corruption accuracy minus that of the dense model it was pruned from, in percentage points."
+        if averaged
+        else f"{NO_BENCHMARK} ({filters.describe()}), so there is no mean corruption accuracy."
+    )
 )
 
 best = table.filter(pl.col("method") != "dense").sort("relative_robustness", descending=True, nulls_last=True)
@@ -52,8 +57,10 @@ value = "clean_accuracy" if measure == "clean images" else "mean_corruption_accu
 curves = queries.comparison_curves(table.drop_nulls(value), value, "sparsity")
 dense_value = dense[value].mean() if not dense.is_empty() else None
 y_title = "clean accuracy" if value == "clean_accuracy" else "mean corruption accuracy"
+empty = NO_BENCHMARK if value == "mean_corruption_accuracy" and not averaged else "No pruned models in this selection"
 st.plotly_chart(
-    figures.method_lines(curves, dense_value, y_title, queries.X_AXES["sparsity"], x_percent=True), width="stretch"
+    figures.method_lines(curves, dense_value, y_title, queries.X_AXES["sparsity"], x_percent=True, empty=empty),
+    width="stretch",
 )
 
 st.subheader("By corruption family")

@@ -50,14 +50,15 @@ if pictures.is_empty():
 else:
     shown = pictures.join(snapshot.conditions, on="condition_id").sort("condition_id")
     shown = shown.filter(pl.col("condition_id").is_in(conditions["condition_id"].implode()))
-    # one column per severity of the snapshot, so an image stays under its severity whatever is selected
-    severities = sorted(set(snapshot.conditions.filter(pl.col("severity") > 0)["severity"].to_list()))
+    # as many equal columns as the snapshot has severities, filled from the left: a narrow selection
+    # keeps its images beside their label instead of spreading them over the page
+    columns = len(set(snapshot.conditions.filter(pl.col("severity") > 0)["severity"].to_list()))
     for corruption in [c for c in schema.CORRUPTION_FAMILIES if c in set(shown["corruption"])]:
-        row = shown.filter(pl.col("corruption") == corruption)
-        cells = st.columns([2] + [1] * len(severities))
+        row = shown.filter(pl.col("corruption") == corruption).sort("severity")
+        cells = st.columns([2] + [1] * columns)
         cells[0].markdown(f"**{corruption}**  \n{schema.CORRUPTION_FAMILIES[corruption]}")
-        for severity, png in row.select("severity", "thumbnail").iter_rows():
-            cells[1 + severities.index(severity)].image(png, caption=f"severity {severity}", width=64)
+        for cell, (severity, png) in zip(cells[1:], row.select("severity", "thumbnail").iter_rows(), strict=False):
+            cell.image(png, caption=f"severity {severity}", width=64)
 
 # --- model x condition ----------------------------------------------------------------------------
 st.subheader("Every model on every condition")
