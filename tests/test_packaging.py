@@ -31,6 +31,25 @@ def test_requirements_txt_matches_the_base_dependencies_and_has_no_torch():
     assert {"torch", "torchvision", "scikit-learn", "tqdm"} <= names(project["optional-dependencies"]["compute"])
 
 
+#: import name -> distribution name, where they differ
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}
+
+
+def test_every_third_party_module_the_app_imports_is_in_requirements_txt():
+    required = names([line for line in (REPO / "requirements.txt").read_text().splitlines() if line and line[0] != "#"])
+    local = {"compute", "dashboard", "views", "__future__"}
+    for path in APP_FILES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in {m.split(".")[0] for m in modules} - local - set(sys.stdlib_module_names):
+                assert DISTRIBUTIONS.get(module, module).lower() in required, f"{path.name} imports {module}"
+
+
 def test_app_files_import_no_torch_side_module():
     for path in APP_FILES:
         for node in ast.walk(ast.parse(path.read_text())):
