@@ -519,18 +519,14 @@ def class_norms(classes: pl.DataFrame, model_ids: list[str]) -> go.Figure:
     return fig
 
 
-def embedding_scatter(points: pl.DataFrame, colour: str, title: str) -> go.Figure:
-    """The 2-D projection of clean features; `colour` is a column (class_name, outcome or
-    fragile). Points carry their sample_id for selection."""
-    if points.is_empty():
-        return empty_figure("No embedding for this model")
-    fig = go.Figure()
+def _embedding_traces(points: pl.DataFrame, colour: str, legend: bool = True) -> list[go.Scattergl]:
+    """The points of one embedding, one trace per colour value (or one with a colour scale)."""
     if colour == "fragile":
-        fig.add_trace(
+        return [
             go.Scattergl(
-                x=points["x"], y=points["y"], mode="markers", name="samples",
+                x=points["x"], y=points["y"], mode="markers", name="samples", showlegend=False,
                 marker={
-                    "color": points["fragile"], "colorscale": "Viridis", "size": 7, "showscale": True,
+                    "color": points["fragile"], "colorscale": "Viridis", "size": 7, "showscale": legend,
                     # it counts (pruned model, condition) pairs, not models
                     "colorbar": {"title": {"text": "pruned model x<br>condition pairs<br>it breaks"}},
                 },
@@ -540,26 +536,35 @@ def embedding_scatter(points: pl.DataFrame, colour: str, title: str) -> go.Figur
                     "condition) pairs whose dense parent is right<extra></extra>"
                 ),
             )
+        ]  # fmt: skip
+    traces = []
+    by_class = colour == "class_name"
+    order = points.sort("label")[colour].unique(maintain_order=True) if by_class else points[colour].unique().sort()
+    for value in order:
+        part = points.filter(pl.col(colour) == value)
+        marker = {"size": 7, "opacity": 0.85}
+        if by_class:
+            marker |= class_marker(int(part["label"][0]))
+        else:
+            marker["color"] = {"right": "#0F766E", "wrong": "#D55E00"}.get(value)
+        traces.append(
+            go.Scattergl(
+                x=part["x"], y=part["y"], mode="markers", name=str(value), marker=marker, legendgroup=str(value),
+                showlegend=legend, customdata=part.select("sample_id", "class_name").to_numpy(),
+                hovertemplate=(
+                    f"sample %{{customdata[0]}} (class %{{customdata[1]}})<br>{colour}: {value}<extra></extra>"
+                ),
+            )
         )  # fmt: skip
-    else:
-        by_class = colour == "class_name"
-        order = points.sort("label")[colour].unique(maintain_order=True) if by_class else points[colour].unique().sort()
-        for value in order:
-            part = points.filter(pl.col(colour) == value)
-            marker = {"size": 7, "opacity": 0.85}
-            if by_class:
-                marker |= class_marker(int(part["label"][0]))
-            else:
-                marker["color"] = {"right": "#0F766E", "wrong": "#D55E00"}.get(value)
-            fig.add_trace(
-                go.Scattergl(
-                    x=part["x"], y=part["y"], mode="markers", name=str(value), marker=marker,
-                    customdata=part.select("sample_id", "class_name").to_numpy(),
-                    hovertemplate=(
-                        f"sample %{{customdata[0]}} (class %{{customdata[1]}})<br>{colour}: {value}<extra></extra>"
-                    ),
-                )
-            )  # fmt: skip
+    return traces
+
+
+def embedding_scatter(points: pl.DataFrame, colour: str, title: str) -> go.Figure:
+    """The 2-D projection of clean features; `colour` is a column (class_name, outcome or
+    fragile). Points carry their sample_id for selection."""
+    if points.is_empty():
+        return empty_figure("No embedding for this model")
+    fig = go.Figure(_embedding_traces(points, colour))
     fig.update_layout(
         **{**LAYOUT, "legend": {"title": {"text": colour.replace("_", " ")}}},
         title={"text": title},
@@ -568,4 +573,41 @@ def embedding_scatter(points: pl.DataFrame, colour: str, title: str) -> go.Figur
         dragmode="lasso",
         height=520,
     )
+    return fig
+
+
+def aligned_embeddings(
+    parent: pl.DataFrame, aligned: pl.DataFrame, colour: str, titles: tuple[str, str], moves: bool
+) -> go.Figure:
+    """Two embeddings side by side on the same axes: the dense parent's, and the pruned model's
+    rotated onto it; with `moves`, a segment from each sample's place under the parent to its place
+    under the pruned model."""
+    from plotly.subplots import make_subplots
+
+    if parent.is_empty() or aligned.is_empty():
+        return empty_figure("No embedding for this pair of models")
+    fig = make_subplots(rows=1, cols=2, shared_xaxes=True, shared_yaxes=True, subplot_titles=titles)
+    for trace in _embedding_traces(parent, colour):
+        fig.add_trace(trace, row=1, col=1)
+    if moves:
+        pairs = parent.select("sample_id", "x", "y").join(
+            aligned.select("sample_id", pl.col("x").alias("x2"), pl.col("y").alias("y2")), on="sample_id"
+        )
+        gaps = [None] * pairs.height
+        xs = [v for triple in zip(pairs["x"], pairs["x2"], gaps, strict=True) for v in triple]
+        ys = [v for triple in zip(pairs["y"], pairs["y2"], gaps, strict=True) for v in triple]
+        fig.add_trace(
+            go.Scattergl(x=xs, y=ys, mode="lines", name="move from dense", line={"color": "#BBBBBB", "width": 1},
+                         hoverinfo="skip"),
+            row=1, col=2,
+        )  # fmt: skip
+    for trace in _embedding_traces(aligned, colour, legend=False):
+        fig.add_trace(trace, row=1, col=2)
+    fig.update_layout(
+        **{**LAYOUT, "legend": {"title": {"text": colour.replace("_", " ")}}},
+        title={"text": "Aligned with the dense parent (orthogonal Procrustes, the same axes)"},
+        height=520,
+    )
+    fig.update_xaxes(title_text="first principal component (parent's axes)")
+    fig.update_yaxes(title_text="second principal component", row=1, col=1)
     return fig

@@ -729,3 +729,17 @@ def metric_sample(
 def dense_shift(snapshot: Snapshot, model_id: str, condition_id: int):
     parent = snapshot.models.filter(pl.col("model_id") == model_id)["parent_id"][0]
     return with_samples(snapshot, shift_from_dense(scan_metrics(snapshot), model_id, parent, condition_id))
+
+
+def aligned_to(points: pl.DataFrame, reference: pl.DataFrame) -> pl.DataFrame:
+    """`points` (sample_id, x, y) rotated or reflected onto `reference` by orthogonal Procrustes
+    (scipy), after centring both, then moved to the reference's centre: two models' 2-D
+    embeddings on common axes. Only samples both have are kept."""
+    from scipy.linalg import orthogonal_procrustes
+
+    both = points.join(reference.select("sample_id", pl.col("x").alias("rx"), pl.col("y").alias("ry")), on="sample_id")
+    mine = both.select("x", "y").to_numpy().astype(float)
+    theirs = both.select("rx", "ry").to_numpy().astype(float)
+    rotation, _ = orthogonal_procrustes(mine - mine.mean(axis=0), theirs - theirs.mean(axis=0))
+    moved = (mine - mine.mean(axis=0)) @ rotation + theirs.mean(axis=0)
+    return both.select("sample_id").with_columns(pl.Series("x", moved[:, 0]), pl.Series("y", moved[:, 1]))

@@ -629,3 +629,29 @@ def test_only_the_extras_selected_says_there_is_no_mean_corruption_accuracy(monk
     at.radio(key="overview_measure").set_value("corrupted images (mean)").run()
     lines = figures(at)[1]
     assert "No condition of the 15 CIFAR-10-C corruptions" in lines["layout"]["annotations"][0]["text"]
+
+
+def test_a_pruned_embedding_is_rotated_onto_its_dense_parents_axes(monkeypatch, demo):
+    at = page(monkeypatch, "views/embedding.py")
+    assert any("Choose a pruned model" in i for i in texts(at, "info"))  # dense-s0 has no parent to align to
+    at.selectbox(key="embedding_model").set_value("snip-0.9-s0").run()
+    at.toggle(key="embedding_moves").set_value(True).run()
+    fig = figure_titled(at, "Aligned with the dense parent")
+    table = pl.read_parquet(DEMO / schema.EMBEDDING)
+    dense = table.filter(pl.col("model_id") == "dense-s0").sort("sample_id")
+    mine = table.filter(pl.col("model_id") == "snip-0.9-s0").sort("sample_id")
+    a = mine.select("x", "y").to_numpy().astype(float)
+    b = dense.select("x", "y").to_numpy().astype(float)
+    u, _, vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))  # Procrustes by its SVD solution
+    want = (a - a.mean(0)) @ (u @ vt) + b.mean(0)
+    left = [t for t in fig["data"] if t.get("xaxis", "x") == "x" and t["mode"] == "markers"]
+    right = [t for t in fig["data"] if t.get("xaxis") == "x2" and t["mode"] == "markers"]
+    got = {}
+    for trace in right:
+        for (sample, _), x, y in zip(trace["customdata"], values(trace["x"]), values(trace["y"]), strict=True):
+            got[int(sample)] = (x, y)
+    np.testing.assert_allclose([got[s] for s in mine["sample_id"]], want, atol=1e-4)
+    shown_left = np.concatenate([values(t["x"]) for t in left])
+    np.testing.assert_allclose(np.sort(shown_left), np.sort(b[:, 0]), atol=1e-5)
+    assert np.linalg.norm(want - b) < np.linalg.norm(a - b)  # the rotation brings the two closer
+    assert any(t["mode"] == "lines" and t.get("xaxis") == "x2" for t in fig["data"])  # the moves

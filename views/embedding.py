@@ -48,3 +48,32 @@ chosen = [int(p["customdata"][0]) for p in event.selection.get("points", []) if 
 if chosen:
     ui.open_sample(chosen[0], queue=chosen, clear="embedding_chart")
 ui.download_buttons(points.drop("thumbnail", strict=False), f"embedding-{model}", key="embedding_download")
+
+# --- aligned with the dense parent ---------------------------------------------------------------------
+st.subheader("Beside its dense parent, on the same axes")
+parent_id = models.filter(pl.col("model_id") == model)["parent_id"].drop_nulls()
+parent_id = parent_id[0] if len(parent_id) else None
+if parent_id is None or parent_id == model:
+    st.info("Choose a pruned model above to see it beside its dense parent.")
+else:
+    st.caption(
+        "Each model's PCA has its own axes, so two embeddings cannot be compared as they come. Here the pruned "
+        f"model's points are rotated (or reflected) onto those of {parent_id} by orthogonal Procrustes, after "
+        "centring both; distances within each embedding are unchanged."
+    )
+    moves = st.toggle("Draw each sample's move", key="embedding_moves")
+    parent_outcomes = store.cached(queries.clean_outcomes, snapshot, parent_id).select(
+        "sample_id", pl.when(pl.col("correct")).then(pl.lit("right")).otherwise(pl.lit("wrong")).alias("outcome")
+    )
+    per_sample = [c for c in ("sample_id", "label", "class_name", "fragile") if c in points.columns]
+    parent_points = (
+        points.select(per_sample)
+        .join(store.embedding(snapshot, parent_id), on="sample_id")
+        .join(parent_outcomes, on="sample_id", how="left")
+    )
+    rotated = queries.aligned_to(points.select("sample_id", "x", "y"), parent_points)
+    aligned = points.drop("x", "y").join(rotated, on="sample_id")
+    st.plotly_chart(
+        figures.aligned_embeddings(parent_points, aligned, colour, (parent_id, f"{model}, aligned"), moves),
+        width="stretch",
+    )
