@@ -19,6 +19,7 @@ PAGES = {
     "Models": [
         st.Page("views/overview.py", title="Overview", icon=":material/insights:", default=True),
         st.Page("views/methods.py", title="Method comparison", icon=":material/stacked_line_chart:"),
+        st.Page("views/modelmap.py", title="Model map", icon=":material/hub:"),
     ],
     "Robustness": [
         st.Page("views/corruptions.py", title="Corruption breakdown", icon=":material/grid_on:"),

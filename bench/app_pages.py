@@ -35,6 +35,7 @@ from tests.test_browser import ARGS, CHROMIUM, READY, start_server  # noqa: E402
 PAGES = {
     "overview": "",
     "methods": "methods",
+    "modelmap": "modelmap",
     "corruptions": "corruptions",
     "potential": "potential",
     "classes": "classes",

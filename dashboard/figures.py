@@ -598,7 +598,7 @@ def aligned_embeddings(
         ys = [v for triple in zip(pairs["y"], pairs["y2"], gaps, strict=True) for v in triple]
         fig.add_trace(
             go.Scattergl(x=xs, y=ys, mode="lines", name="move from dense", line={"color": "#BBBBBB", "width": 1},
-                         hoverinfo="skip"),
+                         hoverinfo="skip", hovertemplate="move<extra></extra>"),
             row=1, col=2,
         )  # fmt: skip
     for trace in _embedding_traces(aligned, colour, legend=False):
@@ -610,4 +610,44 @@ def aligned_embeddings(
     )
     fig.update_xaxes(title_text="first principal component (parent's axes)")
     fig.update_yaxes(title_text="second principal component", row=1, col=1)
+    return fig
+
+
+def model_map(points: pl.DataFrame, edges: list[tuple[int, int]], title: str) -> go.Figure:
+    """Models placed by the similarity of their per-sample geometry, the minimum spanning tree of
+    their distances drawn between them; colour the method, marker the family, size the sparsity.
+    `points`: model_id, method, target_sparsity, x, y, clean_accuracy, relative_robustness."""
+    if points.is_empty():
+        return empty_figure("No models to place")
+    fig = go.Figure()
+    xs, ys = points["x"].to_list(), points["y"].to_list()
+    fig.add_trace(
+        go.Scatter(
+            x=[v for i, j in edges for v in (xs[i], xs[j], None)],
+            y=[v for i, j in edges for v in (ys[i], ys[j], None)],
+            mode="lines", name="spanning tree", line={"color": "#BBBBBB", "width": 1}, hoverinfo="skip",
+            hovertemplate="spanning tree<extra></extra>",
+        )
+    )  # fmt: skip
+    for method in points["method"].unique(maintain_order=True):
+        rows = points.filter(pl.col("method") == method)
+        fig.add_trace(
+            go.Scatter(
+                x=rows["x"], y=rows["y"], mode="markers", name=method,
+                marker={"color": method_color(method), "symbol": family_symbol(method),
+                        "size": (9 + 16 * rows["target_sparsity"]).to_list(), "line": {"color": "white", "width": 1}},
+                customdata=rows.select(
+                    "model_id", "target_sparsity", "clean_accuracy", 100 * pl.col("relative_robustness")
+                ).to_numpy(),
+                hovertemplate=(
+                    "<b>%{customdata[0]}</b><br>target sparsity %{customdata[1]:.0%}<br>clean accuracy "
+                    "%{customdata[2]:.1%}<br>relative robustness %{customdata[3]:+.1f} pts<extra></extra>"
+                ),
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        **LAYOUT, title={"text": title}, height=560, dragmode="lasso",
+        xaxis={"title": {"text": "map axis 1"}, "zeroline": False},
+        yaxis={"title": {"text": "map axis 2"}, "zeroline": False, "scaleanchor": "x"},
+    )  # fmt: skip
     return fig

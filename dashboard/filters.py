@@ -15,7 +15,7 @@ import polars as pl
 
 from compute import schema
 
-KEYS = ("methods", "sparsity", "families", "severities")
+KEYS = ("methods", "sparsity", "families", "severities", "models")
 CORRUPTION_FAMILIES = tuple(f for f in schema.CONDITION_FAMILIES if f != "clean")
 
 
@@ -35,6 +35,7 @@ class Filters:
     sparsity: tuple[float, float] = (0.0, 1.0)  # target sparsity range; dense (0) is the reference
     families: tuple[str, ...] | None = None  # corruption families; clean is always kept
     severities: tuple[int, ...] | None = None
+    models: tuple[str, ...] | None = None  # model ids picked on the model map; None: no such narrowing
 
     @classmethod
     def from_query(cls, params: Mapping, models: pl.DataFrame, conditions: pl.DataFrame) -> Filters:
@@ -52,6 +53,8 @@ class Filters:
             out["families"] = ",".join(self.families)
         if self.severities:
             out["severities"] = ",".join(map(str, self.severities))
+        if self.models:
+            out["models"] = ",".join(self.models)
         return out
 
     def select_models(self, models: pl.DataFrame) -> pl.DataFrame:
@@ -61,6 +64,8 @@ class Filters:
             keep = keep & pl.col("method").is_in(list(self.methods))
         lo, hi = self.sparsity
         in_range = pl.col("target_sparsity").is_between(lo - 1e-9, hi + 1e-9)
+        if self.models:
+            keep = keep & pl.col("model_id").is_in(list(self.models))
         return models.filter(keep & (in_range | (pl.col("method") == "dense")))
 
     def select_conditions(self, conditions: pl.DataFrame, clean: bool = True) -> pl.DataFrame:
@@ -86,6 +91,8 @@ class Filters:
             parts.append(f"families {', '.join(self.families)}")
         if self.severities:
             parts.append(f"severities {', '.join(map(str, self.severities))}")
+        if self.models:
+            parts.append(f"{len(self.models)} models picked on the model map")
         return "; ".join(parts) if parts else "all models and conditions"
 
 
@@ -98,6 +105,7 @@ def shown_value(value: str) -> str:
 def read_query(params: Mapping, models: pl.DataFrame, conditions: pl.DataFrame) -> tuple[Filters, list[str]]:
     """Filters from URL parameters, and each value left out (`severities=²`) for a notice."""
     known = {
+        "models": set(models["model_id"]),
         "methods": set(models["method"]),
         "families": set(conditions["family"]) - {"clean"},
         "severities": {str(s) for s in conditions.filter(pl.col("severity") > 0)["severity"].to_list()},
@@ -121,5 +129,7 @@ def read_query(params: Mapping, models: pl.DataFrame, conditions: pl.DataFrame) 
     if text and sparsity == (0.0, 1.0) and text != "0-1":
         ignored.append(f"sparsity={shown_value(text)}")
     severities = tuple(sorted({int(s) for s in kept["severities"]}))
-    filters = Filters(kept["methods"] or None, sparsity, kept["families"] or None, severities or None)
+    filters = Filters(
+        kept["methods"] or None, sparsity, kept["families"] or None, severities or None, kept["models"] or None
+    )
     return filters, ignored

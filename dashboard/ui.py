@@ -123,6 +123,7 @@ def filter_widgets(snapshot: store.Snapshot) -> Filters:
         "f_sparsity": start.sparsity,
         "f_families": list(start.families or families),
         "f_severities": list(start.severities or severities),
+        "f_models": list(start.models or []),  # picked on the model map, not a widget of its own
     }
     new_snapshot = st.session_state.get("filters_for") != str(snapshot.path)
     if new_snapshot and ignored:
@@ -140,6 +141,10 @@ def filter_widgets(snapshot: store.Snapshot) -> Filters:
     chosen_severities = st.multiselect("Severities", severities, key="f_severities") if severities else []
     if not chosen_methods:
         st.warning("No method selected: showing all.", icon=":material/filter_alt_off:")
+    picked = tuple(st.session_state["f_models"])
+    if picked:
+        st.caption(f"Only the {len(picked)} models picked on the model map.")
+        st.button("Show all models again", key="f_models_clear", on_click=lambda: st.session_state.update(f_models=[]))
 
     def narrowed(chosen: list, everything: list) -> tuple | None:
         """None (all) unless the widget keeps a proper, non-empty subset."""
@@ -150,6 +155,7 @@ def filter_widgets(snapshot: store.Snapshot) -> Filters:
         sparsity=(float(sparsity[0]), float(sparsity[1])),
         families=narrowed(chosen_families, families),
         severities=narrowed(chosen_severities, severities),
+        models=tuple(st.session_state["f_models"]) or None,
     )
 
 

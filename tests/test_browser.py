@@ -30,6 +30,7 @@ ARGS = [
 PAGES = {
     "": "Overview",
     "methods": "Method comparison",
+    "modelmap": "Model map",
     "corruptions": "Corruption breakdown",
     "potential": "Prune potential",
     "classes": "Per class",

@@ -32,6 +32,7 @@ PAGES = {
     "views/embedding.py": ("Embedding", ["Clean features of"]),
     "views/potential.py": ("Prune potential", ["Prune potential within", "Excess error per model"]),
     "views/classes.py": ("Per class", ["Accuracy per class"]),
+    "views/modelmap.py": ("Model map", ["Model map (PCA"]),
 }
 
 
@@ -655,3 +656,60 @@ def test_a_pruned_embedding_is_rotated_onto_its_dense_parents_axes(monkeypatch, 
     np.testing.assert_allclose(np.sort(shown_left), np.sort(b[:, 0]), atol=1e-5)
     assert np.linalg.norm(want - b) < np.linalg.norm(a - b)  # the rotation brings the two closer
     assert any(t["mode"] == "lines" and t.get("xaxis") == "x2" for t in fig["data"])  # the moves
+
+
+def prim_tree(distances: np.ndarray) -> set[tuple[int, int]]:
+    """Prim's algorithm, written out: the edges of the minimum spanning tree."""
+    inside, edges = {0}, set()
+    while len(inside) < len(distances):
+        outside = [j for j in range(len(distances)) if j not in inside]
+        i, j = min(((i, j) for i in inside for j in outside), key=lambda e: distances[e])
+        edges.add((min(i, j), max(i, j)))
+        inside.add(j)
+    return edges
+
+
+def test_the_model_map_places_models_by_their_standardised_geometry(monkeypatch, demo):
+    at = page(monkeypatch, "views/modelmap.py")
+    fig = figure_titled(at, "Model map (PCA")
+    wide = (
+        demo["metrics"].select("model_id", "condition_id", "sample_id", "angle_true", "feat_norm", "geom_margin")
+        .sort("model_id", "condition_id", "sample_id")
+    )  # fmt: skip
+    ids = sorted(demo["models"]["model_id"])
+    matrix = np.stack([
+        wide.filter(pl.col("model_id") == m).select("angle_true", "feat_norm", "geom_margin").to_numpy().ravel()
+        for m in ids
+    ]).astype(float)  # fmt: skip
+    std = matrix.std(axis=0)
+    z = np.where(std > 0, (matrix - matrix.mean(axis=0)) / np.where(std > 0, std, 1), 0.0)
+    z = np.nan_to_num(z)
+    centred = z - z.mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    want = {m: u[k, :2] * s[:2] for k, m in enumerate(ids)}
+    shown = {}
+    for trace in fig["data"][1:]:
+        for (model, *_), x, y in zip(trace["customdata"], values(trace["x"]), values(trace["y"]), strict=True):
+            shown[model] = np.array([x, y])
+    assert set(shown) == set(ids)
+    signs = np.sign([shown[ids[0]][k] * want[ids[0]][k] for k in range(2)])  # PCA fixes axes up to their sign
+    for m in ids:
+        np.testing.assert_allclose(shown[m], signs * want[m], rtol=1e-4, atol=1e-3)
+    distances = np.linalg.norm(z[:, None, :] - z[None, :, :], axis=-1)
+    tree = fig["data"][0]["x"]
+    assert len(tree) == 3 * (len(ids) - 1)  # one segment (two ends and a gap) per edge of the tree
+    where = {round(float(shown[m][0]), 6): ids.index(m) for m in ids}
+    ends = [where[round(float(x), 6)] for x in tree if x is not None]
+    edges = {(min(a, b), max(a, b)) for a, b in zip(ends[::2], ends[1::2], strict=True)}
+    assert edges == prim_tree(distances)
+
+
+def test_models_picked_on_the_map_narrow_every_page(monkeypatch, demo):
+    picked = "imp-0.9-s0,snip-0.9-s0,dense-s0"
+    at = page(monkeypatch, "views/overview.py", query={"models": picked})
+    table = next(t for t in (e.value for e in at.dataframe) if "model_id" in t.columns)
+    assert sorted(table["model_id"]) == sorted(picked.split(","))
+    assert any("picked on the model map" in c for c in texts(at, "caption"))
+    at.button(key="f_models_clear").click().run()
+    table = next(t for t in (e.value for e in at.dataframe) if "model_id" in t.columns)
+    assert len(table) == demo["models"].height and "models" not in at.query_params
