@@ -18,6 +18,7 @@ import torch
 from compute import data, schema
 from compute.config import ComputeConfig
 from compute.corrupted import ConditionImages
+from compute.occlusion import OcclusionPlan
 from compute.plan import PlannedModel
 from compute.snapshot import SnapshotWriter, scan_metrics, summarize
 from compute.sweep import whole_epochs
@@ -38,23 +39,16 @@ def png_bytes(image: torch.Tensor) -> bytes:
 
 def thumbnail_subset(errors: pl.DataFrame, dataset: data.Dataset, n: int, seed: int) -> np.ndarray:
     """Sample ids whose corrupted images the snapshot keeps: the n/2 most misclassified (the
-    fragile lists lead with them), then a class-stratified random rest. Sorted."""
+    fragile lists lead with them), then the rest in the class-stratified random order
+    (`Dataset.stratified_test_order`), whose first ceil(n/2) are therefore always kept. Sorted."""
     ids = dataset.test_index.numpy()
     if n >= len(ids):
         return np.sort(ids)
     ranked = errors.sort("errors", "sample_id", descending=[True, False])["sample_id"].to_numpy()
-    chosen = list(ranked[: n // 2])
-    rest = np.setdiff1d(ids, chosen)
-    labels = dict(zip(ids.tolist(), dataset.test_labels.tolist(), strict=True))
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {}
-    for sample in rng.permutation(rest).tolist():
-        by_class.setdefault(labels[sample], []).append(sample)
-    while len(chosen) < n:  # round-robin over classes keeps the rest stratified
-        for members in by_class.values():
-            if members and len(chosen) < n:
-                chosen.append(members.pop())
-    return np.sort(np.asarray(chosen, dtype=np.int64))
+    chosen = ranked[: n // 2].tolist()
+    taken = set(chosen)
+    rest = [sample for sample in dataset.stratified_test_order(seed).tolist() if sample not in taken]
+    return np.sort(np.asarray(chosen + rest[: n - len(chosen)], dtype=np.int64))
 
 
 def corrupted_thumbnails(images: ConditionImages, ids: np.ndarray) -> pl.DataFrame:
@@ -114,6 +108,8 @@ class RunFacts:
     resumed_models: int
     #: keep the checkpoints of the models that have one (--checkpoints, or a grown snapshot that kept them)
     checkpoints: bool = False
+    #: the occlusion the models were evaluated with (--occlusion-samples), if any
+    occlusion: OcclusionPlan | None = None
 
 
 def assemble(
@@ -140,11 +136,18 @@ def assemble(
                 **{k: v for k, v in record.items() if k != "notes"},
                 "clean_accuracy": clean[record["model_id"]],
                 "train_epochs": whole_epochs(record["train_epochs"]),
+                "dead_relu": work.dead_relu(record["model_id"]),
             }
             for record in records
-        ]
+        ],
+        schema_overrides={name: pl.Float64 for name in schema.MODEL_DIAGNOSTICS},  # all-null columns too
     )
     writer.write_table(schema.MODELS, models)
+    writer.write_table(schema.LAYERS, pl.concat([pl.read_parquet(work.table(p.model_id, "layers")) for p in planned]))
+    if facts.occlusion is not None:
+        writer.write_table(
+            schema.OCCLUSION, pl.concat([pl.read_parquet(work.table(p.model_id, "occlusion")) for p in planned])
+        )
     if facts.checkpoints:
         for record in records:
             model_id = record["model_id"]
@@ -205,5 +208,7 @@ def assemble(
         "resumed": {"models_from_earlier_runs": facts.resumed_models},
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
+    if facts.occlusion is not None:
+        manifest["occlusion"] = facts.occlusion.settings()
     writer.finish(manifest)
     return rows

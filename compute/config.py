@@ -135,6 +135,16 @@ class ComputeConfig:
     metric_bits: int = _flag(
         23, "mantissa bits kept of each float metric (23 = exact float32; fewer compress far better)", "run"
     )
+    # occlusion
+    occlusion_samples: int = _flag(
+        0,
+        "patch occlusion of this many samples whose corrupted images the snapshot keeps (the first of the "
+        "stratified half of --thumbnail-samples), for every model on clean and one severity (0 = none)",
+        "occlusion",
+    )
+    occlusion_severity: int = _flag(3, "severity of the corrupted conditions occluded (with clean)", "occlusion")
+    occlusion_patch: int = _flag(8, "side of the occluding square patch, in pixels", "occlusion")
+    occlusion_stride: int = _flag(4, "step between patch positions, in pixels", "occlusion")
     shard: str = _flag(
         "1/1",
         "run only part K of N of the sweep's (seed, method) jobs (auto: this task of a Slurm job array); "
@@ -294,6 +304,26 @@ def shard_jobs(cfg: ComputeConfig) -> list[tuple[int, str]]:
     return jobs[index - 1 :: count]
 
 
+def check_occlusion(cfg: ComputeConfig) -> None:
+    """Occluded samples must be among those whose corrupted images the snapshot keeps, and
+    their severity among the run's."""
+    if cfg.occlusion_severity not in (1, 2, 3, 4, 5):
+        raise ConfigError(f"--occlusion-severity: {cfg.occlusion_severity} is not allowed; choose from 1,2,3,4,5")
+    if not cfg.occlusion_samples:
+        return
+    stratified = cfg.thumbnail_samples - cfg.thumbnail_samples // 2
+    if cfg.occlusion_samples > stratified:
+        raise ConfigError(
+            f"--occlusion-samples: {cfg.occlusion_samples} is more than the {stratified} stratified samples of "
+            f"--thumbnail-samples {cfg.thumbnail_samples}; raise --thumbnail-samples to at least "
+            f"{2 * cfg.occlusion_samples - 1}"
+        )
+    if cfg.occlusion_severity not in cfg.severities:
+        raise ConfigError(
+            f"--occlusion-severity: {cfg.occlusion_severity} is not among --severities {flag_value(cfg.severities)}"
+        )
+
+
 def check_basic(cfg: ComputeConfig) -> None:
     """Checks that need no torch: ranges, choices, duplicates."""
     for name, f in FIELDS.items():
@@ -326,17 +356,19 @@ def check_basic(cfg: ComputeConfig) -> None:
             raise ConfigError(f"--severities: {severity} is not allowed; choose from 1,2,3,4,5")
     positive = (
         "epochs", "batch_size", "eval_batch_size", "seeds", "round_epochs", "sparse_epochs", "supermask_epochs",
-        "score_batch", "grasp_samples_per_class", "synflow_rounds", "dst_update_every",
+        "score_batch", "grasp_samples_per_class", "synflow_rounds", "dst_update_every", "occlusion_patch",
+        "occlusion_stride",
     )  # fmt: skip
     for name in positive:
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be at least 1")
-    for name in ("finetune_epochs", "n_test", "n_train", "thumbnail_samples"):
+    for name in ("finetune_epochs", "n_test", "n_train", "thumbnail_samples", "occlusion_samples"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be 0 or more")
     for name in ("imp_rate", "dst_drop_fraction", "dst_end"):
         if not 0.0 < getattr(cfg, name) < 1.0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be between 0 and 1")
+    check_occlusion(cfg)
     if not 1 <= cfg.metric_bits <= 23:
         raise ConfigError(f"--metric-bits: {cfg.metric_bits} is not allowed; choose 1 to 23 (23 keeps float32 exact)")
     if cfg.cifar10c and cfg.dataset not in ("cifar10", "cifar100"):

@@ -42,6 +42,21 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def stratified_test_order(self, seed: int) -> np.ndarray:
+        """Every test sample id in a class-stratified random order: a seeded shuffle, dealt
+        round-robin over the classes, so that any prefix is balanced across them."""
+        ids = self.test_index.numpy()
+        labels = dict(zip(ids.tolist(), self.test_labels.tolist(), strict=True))
+        by_class: dict[int, list[int]] = {}
+        for sample in np.random.default_rng(seed).permutation(ids).tolist():
+            by_class.setdefault(labels[sample], []).append(sample)
+        order: list[int] = []
+        while len(order) < len(ids):
+            for members in by_class.values():
+                if members:
+                    order.append(members.pop())
+        return np.asarray(order, dtype=np.int64)
+
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the training images in [0, 1]."""
         x = self.train_images.double() / 255.0

@@ -1,7 +1,10 @@
-"""Evaluate one model: forward passes on every condition, and its per-sample, per-class
-and embedding tables."""
+"""Evaluate one model: forward passes on every condition, and its per-sample, per-class,
+embedding and (when asked for) occlusion tables, and its dead ReLU units."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -9,10 +12,20 @@ import torch
 
 from compute import geometry, schema
 from compute.corrupted import ConditionImages
+from compute.diagnostics import DeadUnits
 from compute.models import Classifier
+from compute.occlusion import OcclusionPlan, occlusion_rows
 from compute.schema import FLOAT_METRICS
 from compute.snapshot import round_mantissa
 from compute.train import to_float
+
+
+@dataclass
+class Evaluation:
+    #: metrics, classes, embedding and, with an occlusion plan, occlusion
+    tables: dict[str, pl.DataFrame]
+    #: fraction of ReLU units never active on the clean images; None for a model without nn.ReLU
+    dead_relu: float | None
 
 
 def evaluate_model(
@@ -25,16 +38,29 @@ def evaluate_model(
     metric_bits: int,
     batch_size: int,
     device: torch.device,
-) -> dict[str, pl.DataFrame]:
+    occlusion: OcclusionPlan | None = None,
+) -> Evaluation:
     """The model's rows of the snapshot: per-sample metrics on every condition, its class
-    directions and the 2-D embedding of its clean features."""
+    directions, the 2-D embedding of its clean features, its occlusion rows, and its dead
+    ReLU units, counted in the clean forward passes."""
     labels = labels.to(device)
-    frames, embedding = [], None
+    frames, occluded, embedding, dead_relu = [], [], None, None
     for condition in images.conditions:
-        features = forward_features(model, images.images(condition), device, batch_size)
+        condition_images = images.images(condition)
         if condition.corruption == schema.CLEAN:
+            with DeadUnits(model) as dead:
+                features = forward_features(model, condition_images, device, batch_size)
+            dead_relu = dead.fraction(forwards=math.ceil(len(condition_images) / batch_size))
             xy = pca_2d(features.cpu().numpy())
             embedding = pl.DataFrame({"model_id": model_id, "sample_id": sample_ids, "x": xy[:, 0], "y": xy[:, 1]})
+        else:
+            features = forward_features(model, condition_images, device, batch_size)
+        if occlusion is not None and occlusion.covers(condition):
+            occluded.append(
+                occlusion_rows(
+                    model, model_id, condition.condition_id, condition_images, features, labels, occlusion, device
+                )
+            )
         metrics = condition_metrics(model, features, labels)
         for name in FLOAT_METRICS:
             metrics[name] = round_mantissa(metrics[name], metric_bits)
@@ -45,7 +71,10 @@ def evaluate_model(
             )
         )
     classes = pl.DataFrame({"model_id": model_id, **class_table(model, class_names)})
-    return {"metrics": pl.concat(frames), "classes": classes, "embedding": embedding}
+    tables = {"metrics": pl.concat(frames), "classes": classes, "embedding": embedding}
+    if occlusion is not None:
+        tables["occlusion"] = pl.concat(occluded)
+    return Evaluation(tables, dead_relu)
 
 
 @torch.inference_mode()

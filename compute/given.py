@@ -34,7 +34,9 @@ from compute import models as architectures
 from compute import schema
 from compute.checkpoints import fit_to_state, load_model
 from compute.config import InputError
-from compute.masks import LayerPolicy, count_flops, count_parameters
+from compute.diagnostics import in_parent_shapes, layer_weights, weight_distance
+from compute.layers import layer_counts, layer_table
+from compute.masks import LayerPolicy, count_parameters, prunable_layers
 from compute.snapshot import read_manifest
 from compute.sweep import Trained, prunable_sparsity
 from compute.train import to_float
@@ -55,6 +57,8 @@ class GivenModel:
     train_epochs: float
     #: the layers sparsity is measured over (a prunescope snapshot's policy); None: every conv and linear layer
     policy: LayerPolicy | None = None
+    #: the parent's filters a structurally pruned model kept (a prunescope snapshot's l1_filter notes)
+    kept_filters: dict[str, list[int]] | None = None
 
 
 class HeadedModel(nn.Module):
@@ -154,7 +158,8 @@ def from_function(source: str) -> tuple[list[GivenModel], str]:
 
 def from_snapshot(path: Path) -> tuple[list[GivenModel], str]:
     """The models of a snapshot written with --checkpoints, with the metadata it recorded."""
-    config = read_manifest(path).get("config", {})
+    manifest = read_manifest(path)
+    config, notes = manifest.get("config", {}), manifest.get("model_notes", {})
     policy = LayerPolicy(bool(config.get("prune_first_layer")), bool(config.get("prune_last_layer")))
     if not (path / schema.CHECKPOINTS_DIR).is_dir():
         raise InputError(f"--models: {path} holds no checkpoints/; recompute it with --checkpoints")
@@ -170,6 +175,7 @@ def from_snapshot(path: Path) -> tuple[list[GivenModel], str]:
             GivenModel(
                 row["model_id"], model, row["method"], row["family"], row["target_sparsity"], row["seed"],
                 row["parent_id"], "classifier", float(row["train_epochs"]), policy,
+                notes.get(row["model_id"], {}).get("kept_filters"),
             )  # fmt: skip
         )
     return out, f"checkpoints of {path}"
@@ -366,11 +372,15 @@ class GivenSweep:
                 continue
             model = ready(given, probe, classes)
             parent = parents[given.parent_id].module
+            counts = layer_counts(model.module, self.dataset.image_shape)
             if given.policy is not None:  # as the compute step measured it: over the prunable layers
                 sparsity = prunable_sparsity(model.module, parent, given.policy)
+                prunable = {name for name, _ in prunable_layers(model.module, given.policy)}
             else:
                 sparsity = 1.0 - weights(model)[1] / weights(parent)[0]
+                prunable = {count.layer for count in counts}
             total, nonzero = count_parameters(model)
+            effective = in_parent_shapes(model.module, parent, given.kept_filters)
             record = {
                 "model_id": given.model_id,
                 "method": given.method,
@@ -379,13 +389,15 @@ class GivenSweep:
                 "sparsity": sparsity,
                 "params_total": total,
                 "params_nonzero": nonzero,
-                "flops": count_flops(model, self.dataset.image_shape),
+                "flops": sum(count.flops for count in counts),
                 "seed": given.seed,
                 "parent_id": given.parent_id,
                 "train_seconds": 0.0,
                 "prune_seconds": 0.0,
                 "train_epochs": given.train_epochs,
+                "dist_init": None,  # the initialisation of a given model is unknown
+                "dist_dense": weight_distance(effective, layer_weights(parent)),
                 "notes": {"head": model.head_name},
             }
-            self.work.save_trained(record, None)
+            self.work.save_trained(record, None, layer_table(given.model_id, counts, prunable))
             yield Trained(record, model.to(self.device))

@@ -17,7 +17,7 @@ import polars as pl
 from compute import schema
 from compute.config import ComputeConfig, InputError
 from compute.snapshot import read_manifest, scan_metrics
-from compute.workdir import WorkFolder
+from compute.workdir import EVALUATED_TABLES, WorkFolder
 
 #: configuration fields a grown compute sweep may change: what it adds, and what only
 #: shapes what the snapshot keeps
@@ -40,6 +40,12 @@ def read_existing(path: str | Path) -> Existing:
     manifest = read_manifest(path)
     if "shard" in manifest and manifest["shard"].get("count", 1) != 1:
         raise InputError(f"--add-to: {path} is one shard of a sweep; merge the shards first, then add to the merge")
+    if manifest["schema_version"] != schema.SCHEMA_VERSION:
+        raise InputError(
+            f"--add-to: {path} is a snapshot of schema version {manifest['schema_version']}, without the per-layer "
+            f"table and model diagnostics of version {schema.SCHEMA_VERSION} (they need the models' weights); "
+            "recompute it with the command that wrote it, then add to it"
+        )
     return Existing(path, manifest, pl.read_parquet(path / schema.MODELS))
 
 
@@ -73,6 +79,21 @@ def corruption_record(record):
     if isinstance(record, dict) and record.get("parameters") in EARLIER_PARAMETERS:
         return {**record, "parameters": EARLIER_PARAMETERS[record["parameters"]]}
     return record
+
+
+#: the configuration of the occlusion table: a grown snapshot's new models are occluded as its old ones
+OCCLUSION_FIELDS = ("occlusion_samples", "occlusion_severity", "occlusion_patch", "occlusion_stride")
+
+
+def with_occlusion_of(existing: Existing, cfg: ComputeConfig) -> ComputeConfig:
+    """`evaluate --add-to`: the existing snapshot's occlusion settings, and at least its
+    thumbnails (the occluded samples are among them), so that its occlusion table covers
+    the given models too."""
+    old = existing.manifest.get("config", {})
+    if not old.get("occlusion_samples"):
+        return cfg
+    thumbnails = max(cfg.thumbnail_samples, old.get("thumbnail_samples", 0))
+    return dataclasses.replace(cfg, thumbnail_samples=thumbnails, **{k: old[k] for k in OCCLUSION_FIELDS})
 
 
 def check_new_ids(existing: Existing, requested: list[str], replace: bool) -> list[str]:
@@ -116,29 +137,28 @@ def check_same_data(
 def seed_work(existing: Existing, work: WorkFolder, keep: list[str]) -> int:
     """Lay the kept models of the existing snapshot into the work folder as evaluated ones."""
     notes = existing.manifest.get("model_notes", {})
-    classes = pl.read_parquet(existing.path / schema.CLASSES)
-    embedding = pl.read_parquet(existing.path / schema.EMBEDDING)
+    per_model = {
+        name: pl.read_parquet(existing.path / table)
+        for name, table in EVALUATED_TABLES.items()
+        if (existing.path / table).is_file()  # occlusion.parquet only if asked for
+    }
+    layers = pl.read_parquet(existing.path / schema.LAYERS)
     checkpoints = existing.path / schema.CHECKPOINTS_DIR
     seeded = 0
     for row in existing.models.filter(pl.col("model_id").is_in(keep)).iter_rows(named=True):
         model_id = row["model_id"]
         if work.evaluated(model_id):
             continue
-        record = {k: v for k, v in row.items() if k != "clean_accuracy"}
+        # clean_accuracy and dead_relu come with the evaluation
+        record = {k: v for k, v in row.items() if k not in ("clean_accuracy", "dead_relu")}
         record["notes"] = notes.get(model_id, {})
         checkpoint = checkpoints / f"{model_id}.pt"
-        work.save_trained(record, None)
+        work.save_trained(record, None, layers.filter(pl.col("model_id") == model_id))
         if checkpoint.is_file():
             work.link_checkpoint(model_id, checkpoint)
         metrics = scan_metrics(existing.path).filter(pl.col("model_id") == model_id).drop("model_id").collect()
-        work.save_evaluated(
-            model_id,
-            {
-                "metrics": metrics,
-                "classes": classes.filter(pl.col("model_id") == model_id),
-                "embedding": embedding.filter(pl.col("model_id") == model_id),
-            },
-        )
+        tables = {name: table.filter(pl.col("model_id") == model_id) for name, table in per_model.items()}
+        work.save_evaluated(model_id, {"metrics": metrics, **tables}, row["dead_relu"])
         seeded += 1
     return seeded
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from compute.config import InputError
+from compute.layers import layer_counts
 from compute.models import prunable_modules
 
 
@@ -113,29 +114,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
-@torch.no_grad()
 def count_flops(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
-    """Multiply-adds per image performed by nonzero Conv2d and Linear weights.
-
-    A zero weight costs nothing (the ShrinkBench convention), so the count falls with
-    unstructured sparsity and, for physically smaller structured models, with their size.
-    """
-    flops = 0
-
-    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        nonlocal flops
-        nonzero = int((module.weight != 0).sum())
-        positions = output[0, 0].numel() if isinstance(module, nn.Conv2d) else 1
-        flops += nonzero * positions
-
-    handles = [m.register_forward_hook(hook) for _, m in prunable_modules(model)]
-    was_training = model.training
-    try:
-        model.eval()
-        device = next(model.parameters()).device
-        model(torch.zeros(1, *image_shape, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return flops
+    """Multiply-adds per image performed by nonzero Conv2d and Linear weights: the sum of
+    the per-layer counts (`layers.layer_counts`)."""
+    return sum(count.flops for count in layer_counts(model, image_shape))

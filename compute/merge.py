@@ -20,7 +20,7 @@ from compute.output import check_target
 from compute.snapshot import SnapshotWriter, read_manifest
 from compute.validate import Violation, check_file_schema, metric_partitions
 
-PER_MODEL_TABLES = (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING)
+PER_MODEL_TABLES = (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS)
 SHARED_TABLES = (schema.CONDITIONS, schema.SAMPLES)
 
 
@@ -36,6 +36,11 @@ def check_parts(paths: list[Path]) -> list[tuple[Path, dict]]:
             raise InputError(f"{path} is not a shard; merge parts written by prunescope compute --shard K/N")
         if "config" not in manifest:
             raise InputError(f"{path}/{schema.MANIFEST} has no config; merge parts written by prunescope compute")
+        if manifest["schema_version"] != schema.SCHEMA_VERSION:
+            raise InputError(
+                f"{path} is a shard of schema version {manifest['schema_version']}, not {schema.SCHEMA_VERSION}; "
+                "recompute it with this prunescope, then merge"
+            )
         try:  # every per-sample file readable and of the schema, before anything is written
             for folder in metric_partitions(path):
                 for file in sorted(folder.iterdir()):
@@ -157,6 +162,8 @@ def run(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> st
             writer.write_table(
                 schema.THUMBNAILS, pl.concat(thumbnails).unique(["sample_id", "condition_id"], maintain_order=True)
             )
+        if (paths[0] / schema.OCCLUSION).exists():  # the same samples in every shard (the same configuration)
+            writer.write_table(schema.OCCLUSION, pl.concat([read_table(p, schema.OCCLUSION) for p in paths]))
         path = writer.finish(merged_manifest(parts_checked, Path(out), models, started))
     counts = read_manifest(path)["counts"]
     return (

@@ -28,6 +28,7 @@ from compute.assemble import RunFacts, assemble, corruption_source
 from compute.config import ComputeConfig, InputError, parse_shard, shard_jobs
 from compute.corrupted import ConditionImages
 from compute.evaluate import evaluate_model
+from compute.occlusion import plan_occlusion
 from compute.output import check_target, finish_interrupted_placement, stale_work_folders
 from compute.plan import PlannedModel, method_table, planned_models, resolve_config, resolve_device
 from compute.snapshot import SnapshotWriter
@@ -156,6 +157,7 @@ def run_given(
         finish_interrupted_placement(add_to)
         existing = grow.read_existing(add_to)
         keep = grow.check_new_ids(existing, [m.model_id for m in given], replace)
+        cfg = grow.with_occlusion_of(existing, cfg)  # the given models are occluded as the kept ones were
         kept = existing.models.filter(pl.col("model_id").is_in(keep))
         planned = [PlannedModel(*row) for row in kept.select("model_id", "method", "target_sparsity", "seed").rows()]
         planned += [PlannedModel(m.model_id, m.method, m.target_sparsity or 0.0, m.seed) for m in given]
@@ -189,6 +191,7 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
             cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()
         )
     timings["data"] = time.perf_counter() - tick
+    occlusion = plan_occlusion(cfg, dataset)
     if trains and len(dataset.train_labels) == 0:
         raise InputError(f"the {cfg.dataset} data set has no training images; give them with --data-root")
     existing, keep = growth
@@ -214,11 +217,11 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
             model_id = trained.record["model_id"]
             bar.set_postfix(model=model_id)
             eval_tick = time.perf_counter()
-            tables = evaluate_model(
+            evaluation = evaluate_model(
                 trained.model, model_id, images, dataset.test_labels, sample_ids, dataset.class_names,
-                cfg.metric_bits, cfg.eval_batch_size, device,
+                cfg.metric_bits, cfg.eval_batch_size, device, occlusion,
             )  # fmt: skip
-            work.save_evaluated(model_id, tables)
+            work.save_evaluated(model_id, evaluation.tables, evaluation.dead_relu)
             timings["evaluate"] += time.perf_counter() - eval_tick
             evaluated += 1
             bar.update()
@@ -234,7 +237,7 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
             described["grown_from"] = {"snapshot": str(existing.path), "models_kept": len(keep)}
             parents = {**existing.manifest.get("parents", {}), **parents}
             checkpoints = checkpoints or (existing.path / schema.CHECKPOINTS_DIR).is_dir()
-        facts = RunFacts(cfg, dataset, device, described, parents, timings, resumed, checkpoints)
+        facts = RunFacts(cfg, dataset, device, described, parents, timings, resumed, checkpoints, occlusion)
         with SnapshotWriter(out, overwrite, slot=work) as writer:
             rows = assemble(writer, work, planned, images, facts, started)
     except KeyboardInterrupt:

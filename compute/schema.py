@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: versions a reader accepts: version 2 lacks the per-layer table, the occlusion table and
+#: the model diagnostics of models.parquet (`table_schemas`)
+READABLE_VERSIONS: tuple[int, ...] = (2, 3)
 
 MANIFEST = "manifest.json"
 MODELS = "models.parquet"
@@ -20,7 +23,9 @@ METRICS_DIR = "metrics"
 SUMMARY = "summary.parquet"
 CLASSES = "classes.parquet"
 EMBEDDING = "embedding.parquet"
+LAYERS = "layers.parquet"
 THUMBNAILS = "thumbnails.parquet"  # optional: corrupted images of a subset of samples
+OCCLUSION = "occlusion.parquet"  # optional: patch occlusion of the first thumbnail samples
 CHECKPOINTS_DIR = "checkpoints"  # optional: <model_id>.pt state dicts (torch.load(..., weights_only=True))
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 9}
@@ -106,6 +111,11 @@ def quantile_column(metric: str, q: float) -> str:
     return f"{metric}_q{round(q * 100):02d}"
 
 
+#: per-model diagnostics of models.parquet (nullable: null where a model has no value)
+MODEL_DIAGNOSTICS: tuple[str, ...] = ("dead_relu", "dist_init", "dist_dense")
+#: the layer kinds of layers.parquet, by torch module
+LAYER_KINDS: tuple[str, ...] = ("conv", "linear")
+
 # --- table schemas ---------------------------------------------------------------
 
 MODELS_SCHEMA = pa.schema(
@@ -125,6 +135,24 @@ MODELS_SCHEMA = pa.schema(
         ("prune_seconds", pa.float32()),
         # every epoch of training behind the model, the dense training it was pruned from included
         ("train_epochs", pa.int32()),
+        # fraction of ReLU output units never above zero on the clean test images
+        ("dead_relu", pa.float32()),
+        # l2 distance of the conv and linear weights to the dense initialisation and to the dense parent
+        ("dist_init", pa.float32()),
+        ("dist_dense", pa.float32()),
+    ]
+)
+
+LAYERS_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("layer", pa.string()),  # the module's qualified name
+        ("kind", pa.string()),  # LAYER_KINDS
+        ("prunable", pa.bool_()),  # the sweep's layer policy lets methods prune it
+        ("params", pa.int64()),  # weight elements, as the layer computes (physical after structured pruning)
+        ("nonzero", pa.int64()),
+        ("sparsity", pa.float32()),  # 1 - nonzero / params
+        ("flops", pa.int64()),  # multiply-adds per image by its nonzero weights; sums to models.flops
     ]
 )
 
@@ -203,8 +231,20 @@ THUMBNAILS_SCHEMA = pa.schema(
     ]
 )
 
+OCCLUSION_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("condition_id", pa.int16()),
+        ("sample_id", pa.int32()),
+        ("row", pa.int16()),  # the patch's top, in pixels
+        ("col", pa.int16()),  # the patch's left, in pixels
+        ("d_angle_true", pa.float32()),  # angle_true with the patch minus without, degrees
+        ("d_feat_norm", pa.float32()),  # feat_norm with the patch minus without
+    ]
+)
+
 #: optional tables: written on request, checked when present
-OPTIONAL_SCHEMAS: dict[str, pa.Schema] = {THUMBNAILS: THUMBNAILS_SCHEMA}
+OPTIONAL_SCHEMAS: dict[str, pa.Schema] = {THUMBNAILS: THUMBNAILS_SCHEMA, OCCLUSION: OCCLUSION_SCHEMA}
 
 #: file name -> schema for every single-file table of a snapshot.
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
@@ -214,7 +254,17 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     SUMMARY: SUMMARY_SCHEMA,
     CLASSES: CLASSES_SCHEMA,
     EMBEDDING: EMBEDDING_SCHEMA,
+    LAYERS: LAYERS_SCHEMA,
 }
+
+
+def table_schemas(version: int) -> dict[str, pa.Schema]:
+    """The single-file tables a snapshot of schema `version` must hold: version 2 has no
+    layers.parquet and no diagnostics in models.parquet."""
+    if version >= 3:
+        return TABLE_SCHEMAS
+    models_v2 = pa.schema([f for f in MODELS_SCHEMA if f.name not in MODEL_DIAGNOSTICS])
+    return {name: models_v2 if name == MODELS else s for name, s in TABLE_SCHEMAS.items() if name != LAYERS}
 
 
 def metrics_partition(model_id: str) -> str:
@@ -263,7 +313,9 @@ class SchemaVersionError(ValueError):
 
 
 def check_schema_version(found) -> None:
-    if found != SCHEMA_VERSION:
+    if found not in READABLE_VERSIONS:
+        earlier = ", ".join(str(v) for v in READABLE_VERSIONS if v != SCHEMA_VERSION)
         raise SchemaVersionError(
-            f"schema_version is {found!r:.20} but this prunescope reads version {SCHEMA_VERSION}"
+            f"schema_version is {found!r:.20} but this prunescope reads version {SCHEMA_VERSION} "
+            f"(and the earlier {earlier})"
         )

@@ -13,13 +13,16 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import polars as pl
 import torch
 from torch import nn
 
 from compute import data, models, schema
 from compute.checkpoints import fit_to_state
 from compute.config import ComputeConfig, InputError, shard_jobs
-from compute.masks import LayerPolicy, count_flops, count_parameters, prunable_layers
+from compute.diagnostics import in_parent_shapes, layer_weights, state_weights, weight_distance
+from compute.layers import layer_counts, layer_table
+from compute.masks import LayerPolicy, count_parameters, prunable_layers
 from compute.plan import planned_models, prune_settings, schedules
 from compute.prune import PruneContext, PrunedModel, get_method
 from compute.train import TrainHooks, steps_per_epoch, train
@@ -28,7 +31,7 @@ from compute.workdir import WorkFolder
 
 @dataclass
 class Trained:
-    """A model ready for evaluation, and its row of models.parquet (without clean accuracy)."""
+    """A model ready for evaluation, and its row of models.parquet (without clean accuracy and dead_relu)."""
 
     record: dict
     model: nn.Module
@@ -135,6 +138,7 @@ class Sweep:
             )
         self.fingerprints[dense_id] = info["sha256"]
         self.dense_info = info
+        self.init_weights = state_weights(init_state, dense)  # what dist_init measures from
         ctx = PruneContext(
             dense=dense, init_state=init_state, rewind_state=rewind_state, data=self.dataset,
             dense_schedule=self.plans["dense"], rewind_step=self.rewind_step, finetune=self.plans["finetune"],
@@ -149,9 +153,9 @@ class Sweep:
         if name == "dense":
             if not self.work.evaluated(dense_id):
                 info = self.dense_info
-                record = self.record(dense_id, "dense", "dense", 0.0, seed, dense, dense, info["seconds"], 0.0)
+                record, layers = self.record(dense_id, "dense", "dense", 0.0, seed, dense, dense, info["seconds"], 0.0)
                 record["train_epochs"] = info["epochs"]
-                self.work.save_trained(record, dense)
+                self.work.save_trained(record, dense, layers)
                 yield Trained(record, dense)
             return
         method = get_method(name)
@@ -172,18 +176,25 @@ class Sweep:
             if self.work.evaluated(model_id):  # passed on the way (imp, lrr), already in the snapshot grown
                 continue
             check_finite(pruned.model, model_id, self.cfg)
-            record = self.record(
+            record, layers = self.record(
                 model_id, name, method.family, pruned.target_sparsity, seed, pruned.model, dense,
-                pruned.train_seconds, pruned.prune_seconds,
+                pruned.train_seconds, pruned.prune_seconds, pruned.notes,
             )  # fmt: skip
             record["train_epochs"] = pruned.train_epochs
-            record["notes"] = pruned.notes
-            self.work.save_trained(record, pruned.model)
+            self.work.save_trained(record, pruned.model, layers)
             yield Trained(record, pruned.model)
 
-    def record(self, model_id, method, family, target, seed, model, parent, train_s, prune_s) -> dict:
+    def record(
+        self, model_id, method, family, target, seed, model, parent, train_s, prune_s, notes=None
+    ) -> tuple[dict, pl.DataFrame]:
+        """The model's row of models.parquet (without clean accuracy and dead_relu, which
+        evaluation measures) and its rows of layers.parquet."""
+        notes = notes or {}
         total, nonzero = count_parameters(model)
-        return {
+        counts = layer_counts(model, self.dataset.image_shape)
+        prunable = {name for name, _ in prunable_layers(model, self.policy)}
+        weights = in_parent_shapes(model, parent, notes.get("kept_filters"))
+        record = {
             "model_id": model_id,
             "method": method,
             "family": family,
@@ -191,14 +202,17 @@ class Sweep:
             "sparsity": prunable_sparsity(model, parent, self.policy),
             "params_total": total,
             "params_nonzero": nonzero,
-            "flops": count_flops(model, self.dataset.image_shape),
+            "flops": sum(count.flops for count in counts),
             "seed": seed,
             "parent_id": schema.model_id_for("dense", 0.0, seed),
             "train_seconds": train_s,
             "prune_seconds": prune_s,
             "train_epochs": 0.0,
-            "notes": {},
+            "dist_init": weight_distance(weights, self.init_weights),
+            "dist_dense": weight_distance(weights, layer_weights(parent)),
+            "notes": notes,
         }
+        return record, layer_table(model_id, counts, prunable)
 
     def load(self, model_id: str, dense: nn.Module) -> nn.Module:
         """A checkpointed model, in the shape its checkpoint has (structured pruning)."""

@@ -23,10 +23,18 @@ from tqdm.auto import tqdm
 from compute import geometry, schema
 from compute.config import InputError
 from compute.evaluate import pca_2d
+from compute.occlusion import patch_corners
 from compute.snapshot import SnapshotWriter, summarize
 
 FEATURES = 32
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
+#: a small CNN on the 8x8 synthetic images: (layer, kind, weights, output positions); the
+#: first and last layers stay dense, as the default layer policy keeps them
+LAYERS = (("body.0", "conv", 3 * 16 * 9, 64), ("body.3", "conv", 16 * 32 * 9, 16), ("body.6", "conv", 32 * 32 * 9, 4))
+OTHER_PARAMETERS = 2 * (16 + 32 + 32)  # batch-norm scales and shifts
+#: occlusion of the first samples, as a real run's: clean and severity 3, a 2 px patch every 1 px of the
+#: 8x8 image (7 x 7 = 49 positions, as an 8 px patch every 4 px of a 32 x 32 one)
+OCCLUSION = {"samples": 10, "severity": 3, "patch": 2, "stride": 1}
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,74 @@ def model_grid(n: int) -> pl.DataFrame:
         .alias("model_id"),
         pl.col("method").replace_strict(schema.METHOD_FAMILIES).alias("family"),
     )
+
+
+def synth_layers(models: pl.DataFrame, classes: int) -> pl.DataFrame:
+    """Every model's rows of layers.parquet: its prunable layers keep 1 - target_sparsity of their weights."""
+    layers = [*LAYERS, ("classifier", "linear", FEATURES * classes, 1)]
+    rows = []
+    for model_id, target in models.select("model_id", "target_sparsity").iter_rows():
+        for i, (name, kind, params, positions) in enumerate(layers):
+            prunable = 0 < i < len(layers) - 1
+            nonzero = round(params * (1 - target)) if prunable else params
+            rows.append((model_id, name, kind, prunable, params, nonzero, 1 - nonzero / params, nonzero * positions))
+    columns = ["model_id", "layer", "kind", "prunable", "params", "nonzero", "sparsity", "flops"]
+    return pl.DataFrame(rows, schema=columns, orient="row")
+
+
+def synth_model_columns(models: pl.DataFrame, layers: pl.DataFrame, classes: int, seed: int) -> pl.DataFrame:
+    """The size columns of models.parquet, summed from its layers, and diagnostics that grow
+    with sparsity: dead ReLU units, distances to the initialisation and to the dense parent."""
+    sums = layers.group_by("model_id").agg(
+        pl.col("params").sum().alias("weights"),
+        pl.col("nonzero").sum().alias("nonzero"),
+        pl.col("flops").sum(),
+        (1 - pl.col("nonzero").filter(pl.col("prunable")).sum() / pl.col("params").filter(pl.col("prunable")).sum())
+        .alias("sparsity"),
+    )
+    rng = np.random.default_rng(seed)
+    target = models["target_sparsity"].to_numpy()
+    dense = (models["model_id"] == models["parent_id"]).to_numpy()
+    others = OTHER_PARAMETERS + classes  # normalisation and classifier biases, never pruned
+    return models.join(sums, on="model_id", how="left", maintain_order="left").with_columns(
+        (pl.col("weights") + others).alias("params_total"),
+        (pl.col("nonzero") + others).alias("params_nonzero"),
+        pl.Series("dead_relu", np.clip(0.05 + 0.3 * target + rng.normal(0, 0.02, len(target)), 0, 1)),
+        pl.Series("dist_init", 25 * (1 + 0.3 * target) + np.abs(rng.normal(0, 1, len(target)))),
+        pl.Series("dist_dense", np.where(dense, 0.0, 20 * target * (1 + 0.1 * np.abs(rng.normal(size=len(target)))))),
+    )
+
+
+def synth_occlusion(
+    models: pl.DataFrame, conditions: list[schema.Condition], sample_ids: np.ndarray, seed: int
+) -> pl.DataFrame:
+    """Occlusion rows in which hiding a sample's salient spot turns its feature vector away
+    from its class and shortens it, more so the sparser the model and the stronger the corruption."""
+    rng = np.random.default_rng(seed + 1)
+    corners = np.array(patch_corners(8, 8, OCCLUSION["patch"], OCCLUSION["stride"]))
+    centres = rng.uniform(1, 6, size=(len(sample_ids), 1, 2))
+    distance = np.linalg.norm(corners[None, :, :] + OCCLUSION["patch"] / 2 - centres, axis=2)
+    bump = np.exp(-(distance**2) / 4.5)  # (samples, positions)
+    chosen = [c for c in conditions if c.corruption == schema.CLEAN or c.severity == OCCLUSION["severity"]]
+    n = len(sample_ids) * len(corners)
+    frames = []
+    for model_id, target in models.select("model_id", "target_sparsity").iter_rows():
+        for condition in chosen:
+            amplitude = (3 + 20 * target) * (1 + 0.1 * condition.severity)
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "model_id": model_id,
+                        "condition_id": np.full(n, condition.condition_id, np.int16),
+                        "sample_id": np.repeat(sample_ids, len(corners)).astype(np.int32),
+                        "row": np.tile(corners[:, 0], len(sample_ids)).astype(np.int16),
+                        "col": np.tile(corners[:, 1], len(sample_ids)).astype(np.int16),
+                        "d_angle_true": (amplitude * bump).ravel() + rng.normal(0, 0.5, n),
+                        "d_feat_norm": (-0.2 * amplitude * bump).ravel() + rng.normal(0, 0.1, n),
+                    }
+                )
+            )
+    return pl.concat(frames)
 
 
 def _png(value: int) -> bytes:
@@ -127,14 +203,24 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
         bar.close()
         summary = pl.concat(summaries)
         clean_accuracy = dict(summary.filter(pl.col("condition_id") == 0).select("model_id", "accuracy").iter_rows())
-        total = 450_000
+        layers = synth_layers(models, spec.classes)
+        writer.write_table(schema.LAYERS, layers)
+        occluded = sample_ids[: OCCLUSION["samples"]]
+        writer.write_table(schema.OCCLUSION, synth_occlusion(models, conditions, occluded, spec.seed))
+        writer.write_table(
+            schema.THUMBNAILS,
+            pl.DataFrame(
+                [
+                    {"sample_id": int(s), "condition_id": c.condition_id, "thumbnail": _png(int(s))}
+                    for s in occluded
+                    for c in conditions
+                    if c.corruption != schema.CLEAN
+                ]
+            ),
+        )
         writer.write_table(
             schema.MODELS,
-            models.with_columns(
-                pl.col("target_sparsity").alias("sparsity"),
-                pl.lit(total).alias("params_total"),
-                (total * (1 - pl.col("target_sparsity"))).cast(pl.Int64).alias("params_nonzero"),
-                (4e7 * (1 - pl.col("target_sparsity"))).cast(pl.Int64).alias("flops"),
+            synth_model_columns(models, layers, spec.classes, spec.seed).with_columns(
                 pl.col("model_id").replace_strict(clean_accuracy).alias("clean_accuracy"),
                 pl.lit(0.0).alias("train_seconds"),
                 pl.lit(0.0).alias("prune_seconds"),
@@ -177,6 +263,12 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
                     "conditions": len(conditions),
                     "samples": spec.samples,
                     "metric_rows": rows_total,
+                },
+                "occlusion": {
+                    **OCCLUSION,
+                    "samples": len(occluded),
+                    "sample_ids": occluded.tolist(),
+                    "fill": "synthetic: no image was occluded",
                 },
                 "timings": {"total": round(time.perf_counter() - started, 3)},
             }

@@ -107,12 +107,15 @@ def check_snapshot(path: str | Path) -> dict:
     broken invariant; return counts when all hold."""
     path = Path(path)
     manifest = read_manifest(path)
-    for name, expected in schema.TABLE_SCHEMAS.items():
+    version = manifest["schema_version"]
+    for name, expected in schema.table_schemas(version).items():
         if (path / name).is_symlink():
             raise Violation(name, "*", "is a symbolic link; a snapshot holds its own files")
         if not (path / name).is_file():
             raise Violation(name, "*", "file is missing")
         check_file_schema(path / name, name, expected)
+    if (path / schema.OCCLUSION).exists():
+        check_file_schema(path / schema.OCCLUSION, schema.OCCLUSION, schema.OCCLUSION_SCHEMA)
     partitions = metric_partitions(path)
     for folder in partitions:
         for file in sorted(folder.iterdir()):
@@ -299,12 +302,104 @@ def check_snapshot(path: str | Path) -> dict:
     if len(bad) or set(per_model["model_id"]) != set(models["model_id"]):
         raise Violation(schema.EMBEDDING, "sample_id", "every model needs one point per sample", _rows(bad))
 
+    if version >= 3:
+        check_diagnostics(models)
+        check_layers(pl.read_parquet(path / schema.LAYERS), models)
+    if (path / schema.OCCLUSION).exists():
+        check_occlusion(pl.read_parquet(path / schema.OCCLUSION), manifest, models, conditions, samples)
+
     return {
         "models": n_models,
         "conditions": n_conditions,
         "samples": n_samples,
         "rows": n_models * n_conditions * n_samples,
+        "schema_version": version,
     }
+
+
+def check_diagnostics(models: pl.DataFrame) -> None:
+    """dead_relu a fraction, the distances finite and >= 0, each null where unknown; a dense
+    model is at distance 0 from itself."""
+    bad = models.filter(~pl.col("dead_relu").is_between(0, 1))  # NaN is above 1 for polars
+    if len(bad):
+        raise Violation(schema.MODELS, "dead_relu", "outside [0, 1]", _rows(bad))
+    for column in ("dist_init", "dist_dense"):
+        bad = models.filter(~(pl.col(column).is_finite() & (pl.col(column) >= 0)))
+        if len(bad):
+            raise Violation(schema.MODELS, column, "is negative, NaN or infinite", _rows(bad))
+    bad = models.filter((pl.col("parent_id") == pl.col("model_id")) & (pl.col("dist_dense") != 0).fill_null(True))
+    if len(bad):
+        raise Violation(schema.MODELS, "dist_dense", "is not 0 for a dense model (its own parent)", _rows(bad))
+
+
+def check_layers(layers: pl.DataFrame, models: pl.DataFrame) -> None:
+    """One row per model x layer for every model, counts that add up: nonzero <= params,
+    sparsity = 1 - nonzero/params, the layers' flops summing to the model's, and the
+    model's sparsity equal to its prunable layers' against its parent's."""
+    name = schema.LAYERS
+    _unique(layers, ["model_id", "layer"], name)
+    bad = layers.filter(~pl.col("kind").is_in(schema.LAYER_KINDS))
+    if len(bad):
+        raise Violation(name, "kind", f"not one of {', '.join(schema.LAYER_KINDS)}", _rows(bad))
+    missing = sorted(set(models["model_id"]) - set(layers["model_id"]))
+    extra = sorted(set(layers["model_id"]) - set(models["model_id"]))
+    if missing or extra:
+        which = f"missing {missing[:5]}, extra {extra[:5]}"
+        raise Violation(name, "model_id", "must hold the layers of every model and no other", which)
+    bad = layers.filter((pl.col("nonzero") < 0) | (pl.col("nonzero") > pl.col("params")) | (pl.col("flops") < 0))
+    if len(bad):
+        raise Violation(name, "nonzero", "is negative or above params, or flops is negative", _rows(bad))
+    measured = 1 - pl.col("nonzero").cast(pl.Float64) / pl.col("params")
+    bad = layers.filter(~_close(pl.col("sparsity").cast(pl.Float64), measured).fill_null(False))
+    if len(bad):
+        raise Violation(name, "sparsity", "differs from 1 - nonzero / params", _rows(bad))
+    per_model = layers.group_by("model_id").agg(
+        pl.col("flops").sum().alias("layer_flops"),
+        pl.col("nonzero").filter(pl.col("prunable")).sum().alias("prunable_nonzero"),
+        pl.col("params").filter(pl.col("prunable")).sum().alias("prunable_params"),
+    )
+    joined = models.join(per_model, on="model_id")
+    bad = joined.filter(pl.col("flops") != pl.col("layer_flops"))
+    if len(bad):
+        raise Violation(schema.MODELS, "flops", "differs from the sum of its layers' flops", _rows(bad))
+    parents = per_model.select("model_id", pl.col("prunable_params").alias("parent_params"))
+    joined = joined.join(parents, left_on="parent_id", right_on="model_id", suffix="_parent")
+    expected = 1 - pl.col("prunable_nonzero").cast(pl.Float64) / pl.col("parent_params")
+    bad = joined.filter(~_close(pl.col("sparsity").cast(pl.Float64), expected).fill_null(False))
+    if len(bad):
+        raise Violation(
+            schema.MODELS, "sparsity", "differs from 1 - its prunable layers' nonzero / its parent's prunable params",
+            _rows(bad),
+        )  # fmt: skip
+
+
+def check_occlusion(
+    occlusion: pl.DataFrame, manifest: dict, models: pl.DataFrame, conditions: pl.DataFrame, samples: pl.DataFrame
+) -> None:
+    """Rows only of the snapshot's models, conditions and samples, once each; every patch
+    inside the image and on the stride's grid; angle changes within [-180, 180]."""
+    name = schema.OCCLUSION
+    settings = manifest.get("occlusion")
+    if not isinstance(settings, dict) or not all(isinstance(settings.get(k), int) for k in ("patch", "stride")):
+        raise Violation(name, "*", f"{schema.MANIFEST} records no occlusion settings (whole numbers patch, stride)")
+    patch, stride = settings["patch"], settings["stride"]
+    _, height, width = manifest.get("dataset", {}).get("image_shape", [3, 32, 32])
+    for column, known in (("model_id", models), ("condition_id", conditions), ("sample_id", samples)):
+        bad = occlusion.filter(~pl.col(column).is_in(known[column].implode()))
+        if len(bad):
+            raise Violation(name, column, f"names no {column.removesuffix('_id')} of the snapshot", _rows(bad))
+    _unique(occlusion, ["model_id", "condition_id", "sample_id", "row", "col"], name)
+    for column, side in (("row", height), ("col", width)):
+        bad = occlusion.filter((pl.col(column) < 0) | (pl.col(column) + patch > side) | (pl.col(column) % stride != 0))
+        if len(bad):
+            raise Violation(name, column, f"puts the {patch} px patch outside the image or off its {stride} px grid",
+                            _rows(bad))  # fmt: skip
+    bad = occlusion.filter(~(pl.col("d_angle_true").is_between(-180, 180) | pl.col("d_angle_true").is_nan()))
+    if len(bad):
+        raise Violation(name, "d_angle_true", "outside [-180, 180] and not NaN", _rows(bad))
+    bad = occlusion.filter(pl.col("d_feat_norm").is_infinite())
+    if len(bad):
+        raise Violation(name, "d_feat_norm", "is infinite", _rows(bad))
 
 
 def main(path: str) -> int:
@@ -319,8 +414,14 @@ def main(path: str) -> int:
     except Violation as err:
         print(f"prunescope validate: {path}/{err}")
         return 1
+    older = (
+        f" (of schema version {counts['schema_version']}, which predates layers.parquet, occlusion.parquet and "
+        "the model diagnostics)"
+        if counts["schema_version"] != schema.SCHEMA_VERSION
+        else ""
+    )
     print(
-        f"prunescope validate: {path} is a valid snapshot: {counts['models']} models x "
+        f"prunescope validate: {path} is a valid snapshot{older}: {counts['models']} models x "
         f"{counts['conditions']} conditions x {counts['samples']} samples = {counts['rows']:,} rows"
     )
     return 0

@@ -6,9 +6,10 @@ Besides what every command keeps there (compute.output), `prunescope compute` ke
     conditions/<id>.npy       the test images under each corrupted condition, uint8, made once
     dense/s<seed>/            each seed's dense model at initialisation, at the rewind step and
                               trained (init.pt, rewind.pt, model.pt) and dense.json
-    models/<model_id>/        checkpoint.pt and model.json once trained; metrics.parquet,
-                              classes.parquet and embedding.parquet once evaluated, then the
-                              marker evaluated.json
+    models/<model_id>/        checkpoint.pt, layers.parquet and model.json once trained;
+                              metrics.parquet, classes.parquet, embedding.parquet and (with
+                              --occlusion-samples) occlusion.parquet once evaluated, then the
+                              marker evaluated.json, which holds the model's dead_relu
 
 Every file is written atomically and the marker of a step last, so a step either finished
 or is redone. Running the same command again resumes: it skips what is finished and redoes
@@ -36,7 +37,8 @@ from compute.snapshot import conform, metrics_table, write_parquet_atomic
 #: configuration fields that only shape what the snapshot keeps, not what is computed
 NOT_COMPUTED = ("checkpoints", "thumbnail_samples", "device")
 
-MODEL_TABLES = ("metrics", "classes", "embedding")
+#: a model's tables, once evaluated, and the snapshot table each becomes part of
+EVALUATED_TABLES = {"classes": schema.CLASSES, "embedding": schema.EMBEDDING, "occlusion": schema.OCCLUSION}
 
 
 def run_identity(cfg: ComputeConfig, extra: dict) -> dict:
@@ -128,13 +130,15 @@ class WorkFolder(OutputSlot):
     def evaluated(self, model_id: str) -> bool:
         return (self.model_dir(model_id) / "evaluated.json").is_file()
 
-    def save_trained(self, record: dict, model: nn.Module | None) -> None:
-        """The model's record, and its checkpoint unless `model` is None (a given model is
-        read again from its source)."""
-        folder = self.model_dir(record["model_id"])
+    def save_trained(self, record: dict, model: nn.Module | None, layers: pl.DataFrame) -> None:
+        """The model's record and its rows of layers.parquet, and its checkpoint unless
+        `model` is None (a given model is read again from its source)."""
+        model_id = record["model_id"]
+        folder = self.model_dir(model_id)
         folder.mkdir(parents=True, exist_ok=True)
         if model is not None:
             write_bytes_atomic(folder / "checkpoint.pt", state_bytes(model.state_dict()))
+        write_parquet_atomic(conform(layers, schema.LAYERS_SCHEMA, f"layers of {model_id}"), folder / "layers.parquet")
         write_json_atomic(record, folder / "model.json")
 
     def has_checkpoint(self, model_id: str) -> bool:
@@ -154,13 +158,19 @@ class WorkFolder(OutputSlot):
     def checkpoint(self, model_id: str) -> dict[str, torch.Tensor]:
         return load_state(self.model_dir(model_id) / "checkpoint.pt")
 
-    def save_evaluated(self, model_id: str, tables: dict[str, pl.DataFrame]) -> None:
+    def save_evaluated(self, model_id: str, tables: dict[str, pl.DataFrame], dead_relu: float | None) -> None:
+        """The model's evaluated tables (metrics, classes, embedding and, when asked for,
+        occlusion), then the marker, which keeps its dead_relu."""
         folder = self.model_dir(model_id)
         write_parquet_atomic(metrics_table(model_id, tables["metrics"]), folder / "metrics.parquet")
-        for name, table_name in (("classes", schema.CLASSES), ("embedding", schema.EMBEDDING)):
-            table = conform(tables[name], schema.TABLE_SCHEMAS[table_name], f"{name} of {model_id}")
-            write_parquet_atomic(table, folder / f"{name}.parquet")
-        write_json_atomic({"model_id": model_id}, folder / "evaluated.json")
+        for name, table_name in EVALUATED_TABLES.items():
+            if name in tables:
+                target = schema.TABLE_SCHEMAS.get(table_name) or schema.OPTIONAL_SCHEMAS[table_name]
+                write_parquet_atomic(conform(tables[name], target, f"{name} of {model_id}"), folder / f"{name}.parquet")
+        write_json_atomic({"model_id": model_id, "dead_relu": dead_relu}, folder / "evaluated.json")
+
+    def dead_relu(self, model_id: str) -> float | None:
+        return json.loads((self.model_dir(model_id) / "evaluated.json").read_text())["dead_relu"]
 
     def table(self, model_id: str, name: str) -> Path:
         return self.model_dir(model_id) / f"{name}.parquet"

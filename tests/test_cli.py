@@ -137,6 +137,54 @@ def test_checkpoints_reload_into_models_that_reproduce_the_snapshot(tmp_path):
     fresh.load_state_dict(pruned.state_dict())  # an unstructured checkpoint fits an unpruned model as it is
     small = load_model(out, "l1_filter-0.7-s0")
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in fresh.parameters())
+    check_diagnostics_independently(out, data)
+
+
+def check_diagnostics_independently(out, data):
+    """dead_relu, dist_init, dist_dense and the layer table of a --checkpoints snapshot,
+    recomputed from its checkpoints with plain torch: one forward of every clean image, the
+    state dicts, and the kept filter indices the manifest records."""
+    import torch
+    from torch import nn
+
+    from compute import models
+    from compute.checkpoints import load_model
+
+    table = pl.read_parquet(out / schema.MODELS)
+    row = {r["model_id"]: r for r in table.iter_rows(named=True)}
+    dense = load_model(out, "dense-s0").state_dict()
+    torch.manual_seed(0)  # seed 0's dense model at initialisation, built as the sweep builds it
+    init = models.build(models.ModelSpec("small_cnn", 10, (0.0,) * 3, (1.0,) * 3)).state_dict()
+    weights = [k.removesuffix("_mask") for k in dense if k.endswith("weight_mask")]
+    notes = json.loads((out / schema.MANIFEST).read_text())["model_notes"]
+    for model_id in ("dense-s0", "magnitude-0.7-s0", "l1_filter-0.7-s0"):
+        model = load_model(out, model_id)
+        outputs = []
+
+        def keep(_module, _inputs, output, outputs=outputs):  # every application of every ReLU
+            outputs.append(output.clone())
+
+        hooks = [m.register_forward_hook(keep) for m in model.modules() if isinstance(m, nn.ReLU)]
+        with torch.no_grad():
+            model(data.test_images.float() / 255)
+        for hook in hooks:
+            hook.remove()
+        dead = sum(int((o <= 0).all(dim=0).sum()) for o in outputs) / sum(o[0].numel() for o in outputs)
+        assert row[model_id]["dead_relu"] == pytest.approx(dead, abs=1e-7), model_id
+        state = model.state_dict()
+        kept = notes.get(model_id, {}).get("kept_filters", {})
+        if kept:  # body.3's filters removed, and body.6's inputs that read them
+            index = torch.tensor(kept["body.3"])
+            full3, full6 = torch.zeros_like(dense["body.3.weight"]), torch.zeros_like(dense["body.6.weight"])
+            full3[index], full6[:, index] = state["body.3.weight"], state["body.6.weight"]
+            state = {**state, "body.3.weight": full3, "body.6.weight": full6}
+        for column, reference in (("dist_init", init), ("dist_dense", dense)):
+            distance = torch.cat([(state[k].double() - reference[k].double()).flatten() for k in weights]).norm()
+            assert row[model_id][column] == pytest.approx(distance.item(), rel=1e-6), (model_id, column)
+    layers = pl.read_parquet(out / schema.LAYERS).filter(pl.col("model_id") == "l1_filter-0.7-s0")
+    filters = len(notes["l1_filter-0.7-s0"]["kept_filters"]["body.3"])
+    assert layers["params"].to_list() == [3 * 16 * 9, 16 * filters * 9, filters * 64 * 9, 64 * 10]  # its real shapes
+    assert layers["prunable"].to_list() == [False, True, True, False]  # the first and last layers stay dense
 
 
 def test_reduced_metric_precision_is_recorded_and_still_validates(tmp_path):

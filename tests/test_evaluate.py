@@ -82,6 +82,36 @@ def test_a_models_file_gives_a_snapshot_whose_geometry_matches_a_hook(cifar, tmp
     assert models.filter(pl.col("model_id") == "resnet18-l1-0.8")["parent_id"][0] == "resnet18-dense"
     manifest = json.loads((out / schema.MANIFEST).read_text())
     assert manifest["architecture"] == "given" and manifest["source"].endswith("my_models.py:models")
+    check_diagnostics_of_the_example(out, example, x.float())
+
+
+def check_diagnostics_of_the_example(out, example, x):
+    """dead_relu from one hooked forward (torchvision's blocks apply one ReLU module twice),
+    dist_dense from the two modules' weights, no dist_init, and torchvision's layer names."""
+    entries = {e["model_id"]: e["model"] for e in example.models()}
+    entries["small-cnn"] = entries["small-cnn"]()
+    models = {r["model_id"]: r for r in pl.read_parquet(out / schema.MODELS).iter_rows(named=True)}
+    for model_id, module in entries.items():
+        outputs = []
+        hooks = [m.register_forward_hook(lambda _m, _i, o, outputs=outputs: outputs.append(o.clone()))
+                 for m in module.modules() if isinstance(m, nn.ReLU)]  # fmt: skip
+        with torch.no_grad():
+            module.eval()(x)
+        for hook in hooks:
+            hook.remove()
+        dead = sum(int((o <= 0).all(dim=0).sum()) for o in outputs) / sum(o[0].numel() for o in outputs)
+        assert models[model_id]["dead_relu"] == pytest.approx(dead, abs=1e-7), model_id
+        assert models[model_id]["dist_init"] is None
+    assert models["resnet18-dense"]["dist_dense"] == models["small-cnn"]["dist_dense"] == 0.0
+    pruned, dense = entries["resnet18-l1-0.8"].state_dict(), entries["resnet18-dense"].state_dict()
+    # torch.nn.utils.prune keeps weight_orig and weight_mask: the weight it computes with is their product
+    layers = [k.removesuffix(".weight_orig") for k in pruned if k.endswith(".weight_orig")]
+    gaps = [pruned[f"{n}.weight_orig"] * pruned[f"{n}.weight_mask"] - dense[f"{n}.weight"] for n in layers]
+    distance = torch.cat([gap.double().flatten() for gap in gaps]).norm()
+    assert models["resnet18-l1-0.8"]["dist_dense"] == pytest.approx(distance.item(), rel=1e-6)
+    table = pl.read_parquet(out / schema.LAYERS).filter(pl.col("model_id") == "resnet18-dense")
+    assert table["layer"].to_list() == layers and table["prunable"].all()  # every layer of a given model
+    assert table.filter(pl.col("layer") == "fc")["params"][0] == 512 * 10
 
 
 def test_checkpoints_of_a_compute_run_evaluate_to_the_same_snapshot(tmp_path):
@@ -99,11 +129,12 @@ def test_checkpoints_of_a_compute_run_evaluate_to_the_same_snapshot(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = ["model_id", "condition_id", "sample_id"]
     assert scan_metrics(again).collect().sort(rows).equals(scan_metrics(original).collect().sort(rows))
-    timing = ["train_seconds", "prune_seconds"]
-    for name in (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING):
+    timing = ["train_seconds", "prune_seconds", "dist_init"]  # a given model's initialisation is unknown
+    for name in (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS):
         a, b = pl.read_parquet(again / name), pl.read_parquet(original / name)
         a, b = a.drop([c for c in timing if c in a.columns]), b.drop([c for c in timing if c in b.columns])
-        assert a.equals(b), name
+        assert a.equals(b), name  # dead_relu and dist_dense too, l1_filter's from the kept filters the notes record
+    assert pl.read_parquet(again / schema.MODELS)["dist_init"].null_count() == 5
 
 
 BAD_FILES = {

@@ -3,6 +3,8 @@ result equals computing all of them in one run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -10,12 +12,14 @@ from compute import schema
 from compute.snapshot import scan_metrics
 from tests.conftest import run_cli
 
-TINY = ("compute", "--preset", "tiny", "--quiet")
+TINY = ("compute", "--preset", "tiny", "--thumbnail-samples", "4", "--occlusion-samples", "2", "--quiet")
 
 
 def assert_same_tables(got, want):
     timing = ["train_seconds", "prune_seconds"]
-    for name in (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.CONDITIONS, schema.SAMPLES):
+    names = [schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.CONDITIONS, schema.SAMPLES]
+    names += [schema.LAYERS] + ([schema.OCCLUSION] if (want / schema.OCCLUSION).exists() else [])
+    for name in names:
         a, b = pl.read_parquet(got / name), pl.read_parquet(want / name)
         a, b = a.drop([c for c in timing if c in a.columns]), b.drop([c for c in timing if c in b.columns])
         assert a.equals(b), name  # the same models in the same (sweep) order
@@ -73,7 +77,7 @@ def test_a_lower_new_sparsity_would_change_the_iterative_models_above_it(first, 
 
 @pytest.mark.parametrize(
     "flags,message",
-    [(["--epochs", "3"], "other epochs"), (["--severities", "2"], "other severities"), (["--n-test", "50"], "n_test")],
+    [(["--epochs", "3"], "other epochs"), (["--severities", "3"], "other severities"), (["--n-test", "50"], "n_test")],
 )
 def test_a_snapshot_of_another_configuration_is_not_grown(first, tmp_path, flags, message):
     out = tmp_path / "other"
@@ -134,3 +138,23 @@ def test_evaluate_grows_a_compute_snapshot_keeping_its_account_and_checkpoints(t
     kept = sorted(p.name for p in (base / schema.CHECKPOINTS_DIR).iterdir())
     assert sorted(p.name for p in (grown / schema.CHECKPOINTS_DIR).iterdir()) == kept  # 'extra' has none
     assert run_cli("validate", str(grown)).returncode == 0
+    # the given model is occluded as the kept ones were: the same samples, conditions and positions
+    occlusion = pl.read_parquet(grown / schema.OCCLUSION)
+    keys = ["condition_id", "sample_id", "row", "col"]
+    extra, dense = (occlusion.filter(pl.col("model_id") == m).select(keys) for m in ("extra", "dense-s0"))
+    assert extra.height == 2 * 4 * 49 and extra.equals(dense)  # clean and 3 corruptions at severity 3
+    assert occlusion.filter(pl.col("model_id") != "extra").equals(pl.read_parquet(base / schema.OCCLUSION))
+    models = pl.read_parquet(grown / schema.MODELS).filter(pl.col("model_id") == "extra")
+    assert models["dist_init"][0] is None and models["dist_dense"][0] == 0.0  # a dense given model, no known init
+
+
+def test_a_version_2_snapshot_is_not_grown(first, tmp_path):
+    import shutil
+
+    from tests.test_validate import as_version_2
+
+    old = as_version_2(Path(shutil.copytree(first, tmp_path / "old")))
+    out = tmp_path / "grown"
+    result = run_cli(*TINY, "--methods", "magnitude", "--add-to", str(old), "--out", str(out))
+    assert result.returncode == 2 and "is a snapshot of schema version 2" in result.stderr, result.stderr
+    assert "recompute it" in result.stderr and not out.exists()

@@ -570,6 +570,17 @@ def test_l1_filter_keeps_the_feature_vector_at_its_dense_width(method_ctx):
         assert abs(prunable_sparsity(result.model, method_ctx.dense, method_ctx.policy) - result.target_sparsity) < 0.02
 
 
+def test_l1_filter_records_the_dense_filters_it_kept(method_ctx):
+    """The kept_filters note places the smaller model's filters in the dense shapes (dist_init, dist_dense)."""
+    (result,) = get_method("l1_filter").run(method_ctx, [0.9])
+    kept = result.notes["kept_filters"]
+    for producer, indices in kept.items():
+        norms = method_ctx.dense.get_submodule(producer).weight.detach().abs().sum(dim=(1, 2, 3))
+        largest = sorted(torch.argsort(norms, descending=True)[: len(indices)].tolist())
+        assert indices == largest  # the filters of largest L1 norm, in the dense order
+        assert result.model.get_submodule(producer).out_channels == len(indices) == result.notes["channels"][producer]
+
+
 def test_l1_filter_needs_filter_groups():
     with pytest.raises(ValueError, match="no filter group"):
         prunable_groups(small_model(), set())

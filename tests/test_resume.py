@@ -20,8 +20,11 @@ from compute import output, schema
 from compute.snapshot import scan_metrics
 from tests.conftest import REPO, run_cli
 
-# every method, thumbnails and checkpoints: each part of the snapshot has to survive a resume
-SWEEP = ("compute", "--preset", "tiny", "--methods", "all", "--thumbnail-samples", "12", "--checkpoints", "--quiet")
+# every method, thumbnails, occlusion and checkpoints: each part of the snapshot has to survive a resume
+SWEEP = (
+    "compute", "--preset", "tiny", "--methods", "all", "--thumbnail-samples", "12", "--occlusion-samples", "3",
+    "--checkpoints", "--quiet",
+)  # fmt: skip
 
 
 def work_folder(out: Path) -> Path:
@@ -63,10 +66,10 @@ def killed_after_the_dense_model(out: Path) -> None:
 def assert_same_snapshot(got: Path, want: Path) -> None:
     """Every table equal, wall-clock timing columns aside; the manifests agree but for times."""
     timing = ["train_seconds", "prune_seconds"]
-    for name in (*schema.TABLE_SCHEMAS, schema.THUMBNAILS):
+    for name in (*schema.TABLE_SCHEMAS, schema.THUMBNAILS, schema.OCCLUSION):
         a, b = pl.read_parquet(got / name), pl.read_parquet(want / name)
         a, b = a.drop([c for c in timing if c in a.columns]), b.drop([c for c in timing if c in b.columns])
-        key = [c for c in ("model_id", "condition_id", "class", "sample_id") if c in a.columns]
+        key = [c for c in ("model_id", "condition_id", "class", "sample_id", "layer", "row", "col") if c in a.columns]
         assert a.sort(key).equals(b.sort(key)), name
     rows = ["model_id", "condition_id", "sample_id"]
     assert scan_metrics(got).collect().sort(rows).equals(scan_metrics(want).collect().sort(rows))

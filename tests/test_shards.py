@@ -11,8 +11,11 @@ from compute.config import ComputeConfig, ConfigError, shard_jobs
 from compute.snapshot import scan_metrics
 from tests.conftest import run_cli
 
-# every method, so that any random draw a method takes from shared state shows up as a difference
-SWEEP = ("compute", "--preset", "tiny", "--methods", "all", "--quiet")
+# every method, so that any random draw a method takes from shared state shows up as a difference;
+# occlusion, whose samples every shard must choose alike
+SWEEP = (
+    "compute", "--preset", "tiny", "--methods", "all", "--thumbnail-samples", "4", "--occlusion-samples", "2", "--quiet"
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +59,11 @@ def test_merged_shards_equal_one_run(shards, whole_sweep, tmp_path):
     whole_models = pl.read_parquet(whole_sweep / schema.MODELS)
     assert merged_models["model_id"].to_list() == whole_models["model_id"].to_list()  # the sweep's order
     assert merged_models.drop(timing).equals(whole_models.drop(timing))
-    for name in (schema.SUMMARY, schema.CLASSES, schema.EMBEDDING):
+    for name in (schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS, schema.OCCLUSION):
         merged = pl.read_parquet(out / name)
         whole = pl.read_parquet(whole_sweep / name)
-        key = [c for c in ("model_id", "condition_id", "class", "sample_id") if c in whole.columns]
+        keys = ("model_id", "condition_id", "class", "sample_id", "layer", "row", "col")
+        key = [c for c in keys if c in whole.columns]
         assert merged.sort(key).equals(whole.sort(key)), name
     rows = ["model_id", "condition_id", "sample_id"]
     assert scan_metrics(out).collect().sort(rows).equals(scan_metrics(whole_sweep).collect().sort(rows))
@@ -71,6 +75,7 @@ def test_merged_shards_equal_one_run(shards, whole_sweep, tmp_path):
     assert manifest["counts"] == whole_manifest["counts"] and "shard" not in manifest
     assert manifest["config"] == whole_manifest["config"]
     assert manifest["model_notes"] == whole_manifest["model_notes"]  # e.g. supermask drift, imp rounds
+    assert manifest["occlusion"] == whole_manifest["occlusion"] and manifest["occlusion"]["samples"] == 2
 
 
 def edited_copy(source, target, change):
@@ -87,8 +92,9 @@ def edited_copy(source, target, change):
         (lambda m: m["config"].update(epochs=99), "another configuration (epochs differ)"),
         (lambda m: m["parents"].update({"dense-s0": "0" * 64}), "pruned a different dense-s0"),
         (lambda m: m["shard"].update(index=1), "the parts are shards 1/2, 1/2"),
+        (lambda m: m.update(schema_version=2), "is a shard of schema version 2, not 3"),
     ],
-    ids=["config", "dense-weights", "same-shard-twice"],
+    ids=["config", "dense-weights", "same-shard-twice", "version-2"],
 )
 def test_merge_refuses_parts_that_do_not_fit_and_writes_nothing(shards, tmp_path, change, message):
     bad = edited_copy(shards / "part2", tmp_path / "bad", change)

@@ -153,3 +153,23 @@ def test_round_mantissa_keeps_sign_and_bounds_the_relative_error(bits):
         assert np.all(out[finite].view(np.uint32) & ((1 << (23 - bits)) - 1) == 0)  # low bits cleared
     else:
         assert np.array_equal(out, values, equal_nan=True)
+
+
+def test_a_version_2_snapshot_still_reads(snapshot_copy):
+    from tests.test_validate import as_version_2
+
+    as_version_2(snapshot_copy)
+    manifest = snapshot.read_manifest(snapshot_copy)
+    assert manifest["schema_version"] == 2 and 2 in schema.READABLE_VERSIONS
+    assert check_snapshot(snapshot_copy)["schema_version"] == 2
+    assert store.open_snapshot(snapshot_copy).models.height == 5  # the app's reader too
+    for version in (1, 4, "3", None):
+        with pytest.raises(schema.SchemaVersionError, match="reads version 3 \\(and the earlier 2\\)"):
+            schema.check_schema_version(version)
+
+
+def test_version_2_lacks_exactly_the_layers_and_the_diagnostics():
+    old, new = schema.table_schemas(2), schema.table_schemas(schema.SCHEMA_VERSION)
+    assert set(new) - set(old) == {schema.LAYERS}
+    assert set(new[schema.MODELS].names) - set(old[schema.MODELS].names) == set(schema.MODEL_DIAGNOSTICS)
+    assert all(old[name].equals(new[name]) for name in old if name != schema.MODELS)

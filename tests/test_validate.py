@@ -9,6 +9,7 @@ import pytest
 from compute import schema
 from compute.snapshot import conform
 from compute.validate import main as validate
+from tests.conftest import run_cli
 
 
 def rewrite_metrics(path, change):
@@ -218,3 +219,95 @@ def test_the_rebuild_hint_names_the_snapshot_at_hand(snapshot_copy, capsys):
     assert validate(str(snapshot_copy)) == 2
     line = capsys.readouterr().out
     assert f"--out {snapshot_copy} --overwrite" in line and "data/demo" not in line
+
+
+# --- schema version 3: layers, diagnostics, occlusion -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,change,message",
+    [
+        (schema.LAYERS, first_row("flops", 1), "models.parquet: column flops: differs from the sum of its layers'"),
+        (schema.LAYERS, lambda f: f.with_columns(pl.col("nonzero") + pl.col("params")), "column nonzero"),
+        (schema.LAYERS, first_row("sparsity", 0.5), "layers.parquet: column sparsity: differs from 1 - nonzero"),
+        (schema.LAYERS, lambda f: f.filter(pl.col("model_id") != f["model_id"][0]), "column model_id: must hold"),
+        (schema.LAYERS, lambda f: pl.concat([f, f.head(1)]), "column model_id,layer: is not unique"),
+        (schema.LAYERS, first_row("kind", pl.lit("attention")), "column kind: not one of conv, linear"),
+        (schema.LAYERS, first_row("prunable", True), "models.parquet: column sparsity: differs from 1 - its prunable"),
+        (schema.MODELS, first_row("dead_relu", 1.5), "column dead_relu: outside [0, 1]"),
+        (schema.MODELS, first_row("dist_init", -1.0), "column dist_init: is negative"),
+        (schema.MODELS, first_row("dist_dense", 0.25), "column dist_dense: is not 0 for a dense model"),
+    ],
+    ids=["flops", "nonzero", "sparsity", "missing model", "twice", "kind", "prunable", "dead", "init", "dense"],
+)
+def test_planted_layer_and_diagnostic_violations_are_caught(snapshot_copy, capsys, name, change, message):
+    rewrite_table(snapshot_copy, name, change)
+    assert validate(str(snapshot_copy)) == 1
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and message in line
+
+
+def test_null_diagnostics_are_allowed(snapshot_copy):
+    rewrite_table(snapshot_copy, schema.MODELS, lambda f: f.with_columns(pl.lit(None).alias("dist_init")))
+    assert validate(str(snapshot_copy)) == 0
+
+
+def as_version_2(path):
+    """A snapshot as schema version 2 wrote it: no layers or occlusion table, no diagnostics."""
+    (path / schema.LAYERS).unlink()
+    (path / schema.OCCLUSION).unlink(missing_ok=True)
+    models = pl.read_parquet(path / schema.MODELS).drop(schema.MODEL_DIAGNOSTICS)
+    pq.write_table(conform(models, schema.table_schemas(2)[schema.MODELS], "models"), path / schema.MODELS)
+    manifest = json.loads((path / schema.MANIFEST).read_text())
+    manifest["schema_version"] = 2
+    manifest.pop("occlusion", None)
+    (path / schema.MANIFEST).write_text(json.dumps(manifest))
+    return path
+
+
+def test_a_version_2_snapshot_is_valid_and_said_to_predate_the_new_tables(snapshot_copy, capsys):
+    assert validate(str(as_version_2(snapshot_copy))) == 0
+    line = capsys.readouterr().out
+    assert "is a valid snapshot (of schema version 2, which predates layers.parquet" in line
+    assert "5 models x 7 conditions x 60 samples" in line
+    (snapshot_copy / schema.CLASSES).unlink()  # what version 2 had is still required
+    assert validate(str(snapshot_copy)) == 1
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A small synth snapshot: the one with an occlusion table among the fixtures."""
+    out = tmp_path_factory.mktemp("synth") / "s"
+    assert run_cli("synth", "--models", "3", "--samples", "20", "--out", str(out), "--quiet").returncode == 0
+    return out
+
+
+def test_the_synthetic_tables_are_valid(synthetic):
+    assert validate(str(synthetic)) == 0
+    occlusion = pl.read_parquet(synthetic / schema.OCCLUSION)
+    assert occlusion.height == 3 * 20 * 10 * 49  # models x (clean + 19 at severity 3) x samples x positions
+    thumbnails = pl.read_parquet(synthetic / schema.THUMBNAILS)
+    assert set(occlusion["sample_id"]) == set(thumbnails["sample_id"])  # the occluded samples' images are kept
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (first_row("row", 7), "column row: puts the 2 px patch outside the image"),
+        (first_row("col", -1), "column col: puts the 2 px patch outside the image"),
+        (first_row("sample_id", 999), "column sample_id: names no sample of the snapshot"),
+        (first_row("model_id", pl.lit("ghost")), "column model_id: names no model of the snapshot"),
+        (first_row("d_angle_true", 200.0), "column d_angle_true: outside [-180, 180]"),
+        (lambda f: pl.concat([f, f.head(1)]), "is not unique"),
+    ],
+)
+def test_planted_occlusion_violations_are_caught(synthetic, tmp_path, capsys, change, message):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic, copy)
+    frame = change(pl.read_parquet(copy / schema.OCCLUSION))
+    pq.write_table(conform(frame, schema.OCCLUSION_SCHEMA, "occlusion"), copy / schema.OCCLUSION)
+    assert validate(str(copy)) == 1
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "occlusion.parquet" in line and message in line

@@ -172,5 +172,10 @@ class L1Filter(Method):
         shrink(model, groups, keep)
         prune_seconds = time.perf_counter() - start
         result = ctx.fit(model, ctx.finetune, f"{self.name} {sparsity:g}")
-        notes = {"filter_fraction": round(fraction, 4), "channels": {p: len(i) for p, i in keep.items()}}
+        notes = {
+            "filter_fraction": round(fraction, 4),
+            "channels": {p: len(i) for p, i in keep.items()},
+            # the dense filters each pruned conv kept, in order: where its weights sit in the dense shapes
+            "kept_filters": {p: i.tolist() for p, i in keep.items()},
+        }
         return PrunedModel(model, sparsity, prune_seconds, result.seconds, ctx.dense_epochs + result.epochs, notes)
