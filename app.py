@@ -20,6 +20,7 @@ PAGES = {
         st.Page("views/overview.py", title="Overview", icon=":material/insights:", default=True),
         st.Page("views/methods.py", title="Method comparison", icon=":material/stacked_line_chart:"),
         st.Page("views/modelmap.py", title="Model map", icon=":material/hub:"),
+        st.Page("views/layers.py", title="Per-layer sparsity", icon=":material/layers:"),
     ],
     "Robustness": [
         st.Page("views/corruptions.py", title="Corruption breakdown", icon=":material/grid_on:"),

@@ -36,6 +36,7 @@ PAGES = {
     "overview": "",
     "methods": "methods",
     "modelmap": "modelmap",
+    "layers": "layers",
     "corruptions": "corruptions",
     "potential": "potential",
     "classes": "classes",

@@ -25,7 +25,11 @@ REPO = Path(__file__).resolve().parent.parent
 VIEWS = [
     ("overview", "views/overview.py", {}, {}),
     ("methods", "views/methods.py", {}, {}),
+    ("model map", "views/modelmap.py", {}, {}),
+    ("per-layer sparsity", "views/layers.py", {}, {}),
     ("corruptions", "views/corruptions.py", {}, {}),
+    ("prune potential", "views/potential.py", {}, {}),
+    ("per class", "views/classes.py", {}, {}),
     ("corruptions, per-sample", "views/corruptions.py", {},
      {"corruptions_basis": "per-sample correctness", "corruptions_on": "the selected corrupted conditions"}),
     ("geometry", "views/geometry.py", {}, {}),

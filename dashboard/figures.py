@@ -651,3 +651,76 @@ def model_map(points: pl.DataFrame, edges: list[tuple[int, int]], title: str) ->
         yaxis={"title": {"text": "map axis 2"}, "zeroline": False, "scaleanchor": "x"},
     )  # fmt: skip
     return fig
+
+
+def layer_profile(rows: pl.DataFrame, layer_order: list[str], title: str) -> go.Figure:
+    """Share of each dense layer's weights removed, one line per model, layers in network order;
+    rows: model_id, method, layer, removed, params, nonzero, prunable."""
+    if rows.is_empty():
+        return empty_figure("No per-layer rows for this selection")
+    fig = go.Figure()
+    position = {name: i for i, name in enumerate(layer_order)}
+    for model in rows["model_id"].unique(maintain_order=True):
+        part = rows.filter(pl.col("model_id") == model).sort(pl.col("layer").replace_strict(position, default=None))
+        method = part["method"][0]
+        fig.add_trace(
+            go.Scatter(
+                x=part["layer"], y=100 * part["removed"], mode="lines+markers", name=model,
+                line={"color": method_color(method), "width": 2}, marker={"symbol": family_symbol(method), "size": 8},
+                customdata=part.select("params", "nonzero", "prunable").to_numpy(),
+                hovertemplate=(
+                    f"<b>{model}</b><br>%{{x}}: %{{y:.1f}}% of the dense layer removed<br>%{{customdata[1]:,}} of "
+                    "%{customdata[0]:,} weights nonzero<br>prunable: %{customdata[2]}<extra></extra>"
+                ),
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        **{**LAYOUT, "legend": {"title": {"text": "model"}}}, title={"text": title}, height=460,
+        xaxis={**_every_label(layer_order), "title": {"text": "layer (network order)"},
+               "categoryorder": "array", "categoryarray": layer_order},
+        yaxis={"title": {"text": "dense layer's weights removed (%)"}, "ticksuffix": "%", "range": [-2, 102]},
+    )  # fmt: skip
+    return fig
+
+
+def occlusion_maps(
+    panels: list[tuple[str, bytes | None, pl.DataFrame]], value: str, patch: int, title: str
+) -> go.Figure:
+    """Occlusion heat maps over their images, two panels a row: (title, PNG of the image as the model
+    saw it, rows with row, col and `value`). A cell is the change in `value` when a patch x patch square
+    with its top-left corner there is blanked out."""
+    import io
+
+    from PIL import Image
+    from plotly.subplots import make_subplots
+
+    if not panels or all(rows.is_empty() for _, _, rows in panels):
+        return empty_figure("No occlusion rows for this sample")
+    bound = max(float(rows[value].abs().max() or 0.0) for _, _, rows in panels if not rows.is_empty()) or 1.0
+    unit = "°" if value == "d_angle_true" else ""
+    fig = make_subplots(rows=(len(panels) + 1) // 2, cols=2, subplot_titles=[t for t, _, _ in panels],
+                        horizontal_spacing=0.06, vertical_spacing=0.1)  # fmt: skip
+    for k, (_, png, rows) in enumerate(panels):
+        r, c = k // 2 + 1, k % 2 + 1
+        if png is not None:
+            fig.add_trace(go.Image(z=np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), hoverinfo="skip",
+                                   hovertemplate="image<extra></extra>"), row=r, col=c)  # fmt: skip
+        if rows.is_empty():
+            continue
+        cols, tops = sorted(set(rows["col"].to_list())), sorted(set(rows["row"].to_list()))
+        grid = {(top, left): v for top, left, v in rows.select("row", "col", value).iter_rows()}
+        fig.add_trace(
+            go.Heatmap(
+                x=[left + patch / 2 - 0.5 for left in cols], y=[top + patch / 2 - 0.5 for top in tops],
+                z=[[grid.get((top, left)) for left in cols] for top in tops], colorscale="RdBu_r", zmid=0.0,
+                zmin=-bound, zmax=bound, opacity=0.6, showscale=k == 0,
+                colorbar={"ticksuffix": unit, "title": {
+                    "text": "change of the angle<br>to the true class" if unit else "change of<br>‖f‖"}},
+                hovertemplate=f"patch centre (%{{x}}, %{{y}})<br>change %{{z:+.2f}}{unit}<extra></extra>",
+            ),
+            row=r, col=c,
+        )  # fmt: skip
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x")
+    fig.update_layout(**{**LAYOUT, "legend": {}}, title={"text": title}, height=330 * ((len(panels) + 1) // 2) + 80)
+    return fig

@@ -743,3 +743,17 @@ def aligned_to(points: pl.DataFrame, reference: pl.DataFrame) -> pl.DataFrame:
     rotation, _ = orthogonal_procrustes(mine - mine.mean(axis=0), theirs - theirs.mean(axis=0))
     moved = (mine - mine.mean(axis=0)) @ rotation + theirs.mean(axis=0)
     return both.select("sample_id").with_columns(pl.Series("x", moved[:, 0]), pl.Series("y", moved[:, 1]))
+
+
+def removed_per_layer(layers: pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
+    """layers.parquet with `removed`: the share of the dense parent's weights of the layer that the
+    model no longer computes with, 1 - nonzero / parent's params (a filter that structured pruning
+    dropped counts as removed; `sparsity` only counts zeros within the layer as it is)."""
+    parents = layers.select(pl.col("model_id").alias("parent_id"), "layer", pl.col("params").alias("dense_params"))
+    return (
+        layers.join(models.select("model_id", "parent_id"), on="model_id", how="left")
+        .with_columns(pl.coalesce("parent_id", "model_id").alias("parent_id"))
+        .join(parents, on=["parent_id", "layer"], how="left")
+        .with_columns((1 - pl.col("nonzero") / pl.col("dense_params")).alias("removed"))
+        .drop("parent_id", "dense_params")
+    )

@@ -63,12 +63,13 @@ def fix_commands(path: Path) -> list[str]:
     return commands
 
 
-#: tables every snapshot has; thumbnails and checkpoints are optional
+#: tables every snapshot has (schema version 2 on); the rest are checked when present
 REQUIRED_TABLES = (schema.MODELS, schema.CONDITIONS, schema.SAMPLES, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING)
+LATER_TABLES = (schema.LAYERS, schema.THUMBNAILS, schema.OCCLUSION)
 
 
 def _parquet_files(path: Path) -> list[Path]:
-    present = [path / name for name in (*REQUIRED_TABLES, schema.THUMBNAILS) if (path / name).exists()]
+    present = [path / name for name in (*REQUIRED_TABLES, *LATER_TABLES) if (path / name).exists()]
     metrics = path / schema.METRICS_DIR
     partitions = sorted(p for p in metrics.iterdir() if _inside(p, path)) if metrics.is_dir() else []
     return present + [f for partition in partitions for f in sorted(partition.glob("*.parquet"))]
@@ -175,6 +176,12 @@ def _read(path: Path, name: str, columns: Sequence[str] | None = None) -> pl.Dat
         ) from err
 
 
+def with_diagnostics(models: pl.DataFrame) -> pl.DataFrame:
+    """models.parquet with the diagnostics columns, null where the snapshot predates them (version 2)."""
+    missing = [c for c in schema.MODEL_DIAGNOSTICS if c not in models.columns]
+    return models.with_columns(pl.lit(None, dtype=pl.Float32).alias(c) for c in missing)
+
+
 @functools.lru_cache(maxsize=16)
 def _open_cached(path_text: str, _version: int) -> Snapshot:
     path = Path(path_text)
@@ -190,7 +197,7 @@ def _open_cached(path_text: str, _version: int) -> Snapshot:
     return Snapshot(
         path=path,
         manifest=manifest,
-        models=_read(path, schema.MODELS),
+        models=with_diagnostics(_read(path, schema.MODELS)),
         conditions=_read(path, schema.CONDITIONS),
         samples=_read(path, schema.SAMPLES, ["sample_id", "label", "class_name"]),
         summary=_read(path, schema.SUMMARY),
@@ -305,4 +312,25 @@ def thumbnail_samples(snapshot: Snapshot) -> list[int]:
         .collect()["sample_id"]
         .sort()
         .to_list()
+    )
+
+
+def layers(snapshot: Snapshot) -> pl.DataFrame | None:
+    """The per-layer table, or None for a snapshot that predates it."""
+    path = snapshot.path / schema.LAYERS
+    return pl.read_parquet(path) if path.is_file() else None
+
+
+def has_occlusion(snapshot: Snapshot) -> bool:
+    return (snapshot.path / schema.OCCLUSION).is_file()
+
+
+def occlusion(snapshot: Snapshot, sample_id: int, model_ids: Sequence[str]) -> pl.DataFrame:
+    """The occlusion rows of one sample for the given models (empty without the table)."""
+    if not has_occlusion(snapshot):
+        return pl.DataFrame(schema={name: pl.Int64 for name in ("row", "col")})
+    return (
+        pl.scan_parquet(snapshot.path / schema.OCCLUSION)
+        .filter((pl.col("sample_id") == int(sample_id)) & pl.col("model_id").is_in(list(model_ids)))
+        .collect()
     )

@@ -219,6 +219,15 @@ MODEL_COLUMNS = {
         "p", format="%.3f", help="McNemar's exact test against the dense parent, on the condition shown"
     ),
     "significant": st.column_config.TextColumn("✱", help="p below the stated level"),
+    "dead_relu": st.column_config.NumberColumn(
+        "dead ReLUs", format="percent", help="ReLU output units never active on the clean test images"
+    ),
+    "dist_init": st.column_config.NumberColumn(
+        "‖w − w_init‖", format="%.2f", help="ℓ2 distance of the conv and linear weights from the initialisation"
+    ),
+    "dist_dense": st.column_config.NumberColumn(
+        "‖w − w_dense‖", format="%.2f", help="ℓ2 distance of the conv and linear weights from the dense parent's"
+    ),
     "vs_dense_pts": st.column_config.NumberColumn(
         "vs dense", format="%+.1f pts", help="accuracy minus the dense parent's, in percentage points"
     ),

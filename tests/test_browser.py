@@ -31,6 +31,7 @@ PAGES = {
     "": "Overview",
     "methods": "Method comparison",
     "modelmap": "Model map",
+    "layers": "Per-layer sparsity",
     "corruptions": "Corruption breakdown",
     "potential": "Prune potential",
     "classes": "Per class",

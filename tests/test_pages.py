@@ -33,6 +33,7 @@ PAGES = {
     "views/potential.py": ("Prune potential", ["Prune potential within", "Excess error per model"]),
     "views/classes.py": ("Per class", ["Accuracy per class"]),
     "views/modelmap.py": ("Model map", ["Model map (PCA"]),
+    "views/layers.py": ("Per-layer sparsity", ["Sparsity per layer at"]),
 }
 
 
@@ -713,3 +714,74 @@ def test_models_picked_on_the_map_narrow_every_page(monkeypatch, demo):
     at.button(key="f_models_clear").click().run()
     table = next(t for t in (e.value for e in at.dataframe) if "model_id" in t.columns)
     assert len(table) == demo["models"].height and "models" not in at.query_params
+
+
+def test_per_layer_profiles_are_the_share_of_each_dense_layer_removed(monkeypatch, demo):
+    at = page(monkeypatch, "views/layers.py")
+    fig = figure_titled(at, "Sparsity per layer at 95% target sparsity")
+    layers = pl.read_parquet(DEMO / schema.LAYERS)
+    dense = dict(layers.filter(pl.col("model_id") == "dense-s0").select("layer", "params").iter_rows())
+    lines = {t["name"]: t for t in fig["data"]}
+    assert set(lines) == set(demo["models"].filter(pl.col("target_sparsity") == 0.95)["model_id"])
+    for model in ("l1_filter-0.95-s0", "snip-0.95-s0", "random-0.95-s0"):
+        kept = dict(layers.filter(pl.col("model_id") == model).select("layer", "nonzero").iter_rows())
+        line = lines[model]
+        assert line["x"] == list(dense)  # network order
+        np.testing.assert_allclose(values(line["y"]), [100 * (1 - kept[k] / dense[k]) for k in line["x"]], atol=1e-4)
+    assert max(values(lines["l1_filter-0.95-s0"]["y"])) > 50  # dropped filters count as removed
+
+
+def test_occlusion_maps_show_the_recorded_changes_over_the_image(monkeypatch, demo):
+    occlusion = pl.read_parquet(DEMO / schema.OCCLUSION)
+    sample = int(occlusion["sample_id"].min())
+    at = page(monkeypatch, "views/sample.py", query={"sample": str(sample)})
+    pruned = at.selectbox(key="occlusion_model").value  # the first pruned model in display order
+    fig = figure_titled(at, f"Sample {sample}: occlusion")
+    heats = [t for t in fig["data"] if t["type"] == "heatmap"]
+    # dense and pruned, clean and corrupted
+    assert len(heats) == 4 and sum(t["type"] == "image" for t in fig["data"]) == 4
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert titles[:2] == ["dense-s0 · clean", f"{pruned} · clean"] and pruned != "dense-s0"
+    patch = 8
+    for heat, model in zip(heats[:2], ("dense-s0", pruned), strict=True):
+        rows = occlusion.filter((pl.col("sample_id") == sample) & (pl.col("model_id") == model)
+                                & (pl.col("condition_id") == 0))  # fmt: skip
+        z = values(heat["z"])
+        for top, left, change in rows.select("row", "col", "d_angle_true").iter_rows():
+            centre_y, centre_x = top + patch / 2 - 0.5, left + patch / 2 - 0.5
+            i, j = list(values(heat["y"])).index(centre_y), list(values(heat["x"])).index(centre_x)
+            assert z[i, j] == pytest.approx(change, abs=1e-5)
+
+
+def test_model_diagnostics_reach_the_models_table(monkeypatch, demo):
+    at = page(monkeypatch, "views/overview.py")
+    table = next(t for t in (e.value for e in at.dataframe) if "dead_relu" in t.columns).set_index("model_id")
+    diagnostics = demo["models"].select("model_id", "dead_relu", "dist_init", "dist_dense")
+    for model, dead, init, dense in diagnostics.iter_rows():
+        assert table.loc[model, "dead_relu"] == pytest.approx(dead)
+        assert table.loc[model, "dist_init"] == pytest.approx(init)
+        assert table.loc[model, "dist_dense"] == pytest.approx(dense)
+    assert table.loc["dense-s0", "dist_dense"] == 0.0
+
+
+def test_a_version_2_snapshot_opens_and_says_what_to_run(monkeypatch, tmp_path):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(DEMO, old)
+    (old / schema.LAYERS).unlink()
+    (old / schema.OCCLUSION).unlink()
+    pl.read_parquet(old / schema.MODELS).drop(list(schema.MODEL_DIAGNOSTICS)).write_parquet(old / schema.MODELS)
+    manifest = json.loads((old / schema.MANIFEST).read_text())
+    manifest["schema_version"] = 2
+    manifest.pop("occlusion", None)
+    (old / schema.MANIFEST).write_text(json.dumps(manifest))
+    at = run_app(monkeypatch, tmp_path)
+    assert not at.exception and not at.error, texts(at, "error")
+    at.switch_page("views/layers.py").run()
+    assert any("predates the per-layer table" in i for i in texts(at, "info"))
+    sample = int(pl.read_parquet(old / schema.THUMBNAILS, columns=["sample_id"])["sample_id"].min())
+    at = run_app(monkeypatch, tmp_path, {"sample": str(sample)})
+    at.switch_page("views/sample.py").run()
+    assert not at.exception and any("--occlusion-samples" in i for i in texts(at, "info"))

@@ -72,6 +72,54 @@ st.plotly_chart(
     width="stretch",
 )
 
+# --- occlusion -------------------------------------------------------------------------------------
+st.subheader("Where the models look")
+settings = snapshot.manifest.get("occlusion") or {}
+occluded = store.occlusion(snapshot, sample_id, model_order) if store.has_occlusion(snapshot) else None
+if occluded is None:
+    st.info(
+        "This snapshot has no occlusion maps. Compute with `--occlusion-samples N` to record them for the first N "
+        "samples whose corrupted images it keeps."
+    )
+elif occluded.is_empty():
+    st.info(f"The snapshot records occlusion maps for other samples only; {len(with_images)} keep their images.")
+else:
+    st.caption(
+        f"A {settings.get('patch', '?')} px grey square is slid over the image (stride {settings.get('stride', '?')} "
+        "px); each cell is how much blanking it out changes the model's feature vector: red, the angle to the true "
+        "class grows (the patch held evidence for the class) or the feature gets longer; blue, the opposite."
+    )
+    dense_ids = [m for m in model_order if m in set(snapshot.models.filter(pl.col("method") == "dense")["model_id"])]
+    pruned_ids = [m for m in model_order if m not in set(dense_ids) and m in set(occluded["model_id"])]
+    names = conditions.join(
+        occluded.select("condition_id").unique(), on="condition_id"
+    ).sort("condition_id")  # the conditions the maps were recorded for, as the filters select them
+    corrupted_names = names.filter(pl.col("corruption") != schema.CLEAN)
+    a, b, c = st.columns(3)
+    pruned_pick = a.selectbox("Pruned model", pruned_ids or dense_ids, key="occlusion_model")
+    corrupted_pick = b.selectbox(
+        "Under", corrupted_names["condition_id"].to_list(), key="occlusion_condition",
+        format_func=lambda cid: figures.condition_label(*corrupted_names.filter(pl.col("condition_id") == cid)
+                                                        .select("corruption", "severity").row(0)),
+    )  # fmt: skip
+    value = c.radio("Change of", ["d_angle_true", "d_feat_norm"], horizontal=True, key="occlusion_value",
+                    format_func={"d_angle_true": "angle to the true class", "d_feat_norm": "feature length"}.get)
+    clean_id = int(snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"][0])
+    images = dict(store.sample_thumbnails(snapshot, sample_id).iter_rows())
+    images[clean_id] = store.thumbnails(snapshot, [sample_id])[sample_id]
+    panels = []
+    for cid in [clean_id] + ([corrupted_pick] if corrupted_pick is not None else []):
+        label = "clean" if cid == clean_id else figures.condition_label(
+            *snapshot.conditions.filter(pl.col("condition_id") == cid).select("corruption", "severity").row(0)
+        )
+        for model in dict.fromkeys(dense_ids[:1] + [pruned_pick]):
+            rows = occluded.filter((pl.col("model_id") == model) & (pl.col("condition_id") == cid))
+            panels.append((f"{model} · {label}", images.get(cid), rows))
+    st.plotly_chart(
+        figures.occlusion_maps(panels, value, int(settings.get("patch", 8)), f"Sample {sample_id}: occlusion"),
+        width="stretch",
+    )
+
 # --- metrics across severities -----------------------------------------------------------------------
 st.subheader("Across severities")
 left, right = st.columns(2)
