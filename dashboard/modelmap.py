@@ -47,18 +47,33 @@ def standardised_matrix(rows: pl.DataFrame, model_ids: list[str]) -> tuple[list[
     """Models that have rows, and their vectors: one column per (condition, sample, metric), each
     column z-scored over the models (a constant column becomes 0; a missing value, 0 after)."""
     present = [m for m in model_ids if m in set(rows["model_id"])]
-    wide = (
-        rows.unpivot(index=["model_id", "condition_id", "sample_id"], on=list(GEOMETRY), variable_name="metric")
-        .with_columns(pl.col("value").cast(pl.Float64))
-        .sort("condition_id", "sample_id", "metric")
-        .pivot(on="model_id", index=["condition_id", "sample_id", "metric"], values="value")
-    )
-    matrix = wide.select(present).to_numpy().T  # models x columns
+    order = {m: i for i, m in enumerate(present)}
+    rows = rows.with_columns(pl.col("model_id").replace_strict(order, return_dtype=pl.Int32).alias("_model"))
+    rows = rows.sort("_model", "condition_id", "sample_id")
+    keys = rows.select("condition_id", "sample_id").to_numpy()
+    per_model = rows.height // len(present)
+    same = rows.height % len(present) == 0 and (keys.reshape(len(present), -1, 2) == keys[:per_model]).all()
+    if not same:  # models that lack some rows: line them up on the full grid, nulls where missing
+        rows = _complete(rows.drop("_model"), present)
+    matrix = rows.select(GEOMETRY).to_numpy().astype(float).reshape(len(present), -1)
     matrix = np.where(np.isfinite(matrix), matrix, np.nan)
     mean, std = np.nanmean(matrix, axis=0), np.nanstd(matrix, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (matrix - mean) / np.where(std > 0, std, np.nan)
     return present, np.nan_to_num(z, nan=0.0)
+
+
+def _complete(rows: pl.DataFrame, present: list[str]) -> pl.DataFrame:
+    """Every model x (condition, sample) of any model, null where a model has no row, in order
+    (the fast path of standardised_matrix needs every model to have the same rows)."""
+    grid = rows.select("condition_id", "sample_id").unique()
+    full = pl.DataFrame({"model_id": present}).join(grid, how="cross")
+    order = {m: i for i, m in enumerate(present)}
+    return (
+        full.join(rows, on=["model_id", "condition_id", "sample_id"], how="left")
+        .with_columns(pl.col("model_id").replace_strict(order, return_dtype=pl.Int32).alias("_model"))
+        .sort("_model", "condition_id", "sample_id")
+    )
 
 
 def project(matrix: np.ndarray, how: str) -> np.ndarray:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -54,9 +55,11 @@ def start_server(data: Path = REPO / "data", script: Path = REPO / "app.py") -> 
     env = {**os.environ, "PRUNESCOPE_DATA": str(data)}
     command = [
         sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true", "--server.port", str(port),
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
     ]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the server's log goes to a file: a pipe nobody reads fills up and stalls the server mid-test
+    log = tempfile.NamedTemporaryFile(prefix="prunescope-streamlit-", suffix=".log", delete=False)
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -66,7 +69,7 @@ def start_server(data: Path = REPO / "data", script: Path = REPO / "app.py") -> 
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise RuntimeError(f"streamlit did not start: {proc.stderr.read().decode()[-2000:]}")
+    raise RuntimeError(f"streamlit did not start: {Path(log.name).read_text(errors='replace')[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +83,15 @@ def browser():
 
 def open_page(browser, url: str, height: int = 1600):
     page = browser.new_page(viewport={"width": 1440, "height": height})
-    page.goto(url)
+    page.goto(url, wait_until="commit", timeout=90_000)
     page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
     settle(page)
     return page
 
 
-READY = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+READY = """() => document.querySelector('[data-testid="stApp"]')
+        ?.getAttribute('data-test-script-state') === 'notRunning'
+    && !document.querySelector('[data-testid="stStatusWidget"]')
     && !document.querySelector('[data-testid="stSkeleton"]')
     && [...document.querySelectorAll('.js-plotly-plot')].every(p => p.querySelector('.main-svg'))"""
 
@@ -127,7 +132,7 @@ def test_every_page_opens_without_an_error_and_is_photographed(browser, server, 
         outside.clear()
         page = browser.new_page(viewport={"width": 1440, "height": 2000 if path in README_VIEWS else 1400})
         page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:", "blob:")) else 0)
-        page.goto(f"{server}/{path}")
+        page.goto(f"{server}/{path}", wait_until="commit", timeout=90_000)
         page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
         settle(page)
         assert not outside, (path, outside)

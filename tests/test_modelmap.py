@@ -1,0 +1,42 @@
+"""The model map's vectors against a hand-worked standardisation, complete or not."""
+
+import numpy as np
+import polars as pl
+
+from dashboard import modelmap
+
+
+def rows(model_ids, samples, angle, norm, margin):
+    return pl.DataFrame(
+        {
+            "model_id": model_ids,
+            "condition_id": [0] * len(model_ids),
+            "sample_id": samples,
+            "angle_true": angle,
+            "feat_norm": norm,
+            "geom_margin": margin,
+        }
+    )
+
+
+def test_each_entry_is_z_scored_over_the_models_in_a_fixed_order():
+    table = rows(["b", "a", "c", "b", "a", "c"], [0, 0, 0, 1, 1, 1], [3.0, 1.0, 2.0, 0.0, 0.0, 0.0],
+                 [1.0, 1.0, 1.0, 2.0, 4.0, 6.0], [0.0, 0.0, 3.0, 1.0, 1.0, 1.0])  # fmt: skip
+    ids, z = modelmap.standardised_matrix(table, ["a", "b", "c"])
+    assert ids == ["a", "b", "c"]
+    # columns: sample 0 (angle, norm, margin), sample 1 (angle, norm, margin), in GEOMETRY order
+    angle0 = (np.array([1.0, 3.0, 2.0]) - 2.0) / np.std([1.0, 3.0, 2.0])
+    norm1 = (np.array([4.0, 2.0, 6.0]) - 4.0) / np.std([4.0, 2.0, 6.0])
+    margin0 = (np.array([0.0, 0.0, 3.0]) - 1.0) / np.std([0.0, 0.0, 3.0])
+    np.testing.assert_allclose(z[:, 0], angle0)
+    np.testing.assert_allclose(z[:, 4], norm1)
+    np.testing.assert_allclose(z[:, 2], margin0)
+    np.testing.assert_allclose(z[:, [1, 3, 5]], 0.0)  # constant over the models
+
+
+def test_a_model_missing_rows_gets_zeros_there_and_the_rest_lines_up():
+    table = rows(["a", "a", "b"], [0, 1, 0], [1.0, 5.0, 3.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+    ids, z = modelmap.standardised_matrix(table, ["a", "b"])
+    assert ids == ["a", "b"] and z.shape == (2, 6)
+    np.testing.assert_allclose(z[:, 0], [-1.0, 1.0])  # sample 0's angle, both models
+    np.testing.assert_allclose(z[:, 3], [0.0, 0.0])  # sample 1: only a has it, so no spread
