@@ -14,6 +14,12 @@ from compute import schema
 from dashboard.store import Snapshot, scan_metrics
 
 
+def with_parents(models: pl.DataFrame, model_ids) -> list[str]:
+    """The given models and their dense parents: what a comparison against the parent reads."""
+    chosen = models.filter(pl.col("model_id").is_in(list(model_ids)))
+    return sorted(set(model_ids) | set(chosen["parent_id"].drop_nulls()))
+
+
 def with_parent_accuracy(accuracy: pl.DataFrame, models: pl.DataFrame, key: str = "condition_id") -> pl.DataFrame:
     """Rows (model_id, `key`, accuracy) of pruned models beside their dense parent's accuracy on
     the same `key` (a condition, or a corruption averaged over severities)."""
@@ -99,7 +105,7 @@ def discordant_pairs(metrics: pl.LazyFrame | pl.DataFrame, models: pl.DataFrame)
 def significance(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]) -> pl.DataFrame:
     """discordant_pairs for the chosen pruned models (their parents read alongside)."""
     models = snapshot.models.filter(pl.col("model_id").is_in(list(model_ids)))
-    wanted = sorted(set(model_ids) | set(models["parent_id"].drop_nulls()))
+    wanted = with_parents(snapshot.models, model_ids)
     return discordant_pairs(scan_metrics(snapshot, wanted, list(condition_ids)), models)
 
 
@@ -121,7 +127,7 @@ def class_breakdown(
 ) -> pl.DataFrame:
     """Accuracy per model and class over the given conditions, and that minus the dense parent's."""
     models = snapshot.models.filter(pl.col("model_id").is_in(list(model_ids)))
-    wanted = sorted(set(model_ids) | set(models["parent_id"].drop_nulls()))
+    wanted = with_parents(snapshot.models, model_ids)
     table = class_accuracy(scan_metrics(snapshot, wanted, list(condition_ids)), snapshot.samples)
     parents = table.select(pl.col("model_id").alias("parent_id"), "label", pl.col("accuracy").alias("parent_accuracy"))
     return (

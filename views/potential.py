@@ -31,7 +31,7 @@ level = right.selectbox(
 )  # fmt: skip
 chosen = corrupted if isinstance(level, str) else corrupted.filter(pl.col("severity") == level)
 conditions = pl.concat([snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN), chosen])
-with_parents = models["model_id"].to_list() + models["parent_id"].drop_nulls().to_list()
+with_parents = measures.with_parents(snapshot.models, models["model_id"])
 selected_and_parents = snapshot.models.filter(pl.col("model_id").is_in(with_parents))
 accuracy = measures.corruption_accuracy(snapshot.summary.filter(pl.col("model_id").is_in(with_parents)), conditions)
 rows = measures.with_parent_accuracy(accuracy, selected_and_parents, "corruption")
