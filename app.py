@@ -29,6 +29,7 @@ PAGES = {
     ],
     "Inside the network": [
         st.Page("views/geometry.py", title="Geometry", icon=":material/explore:"),
+        st.Page("views/global_geometry.py", title="Global geometry", icon=":material/line_axis:"),
         st.Page("views/embedding.py", title="Embedding", icon=":material/scatter_plot:"),
     ],
     "Samples": [

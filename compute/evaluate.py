@@ -51,8 +51,7 @@ def evaluate_model(
             with DeadUnits(model) as dead:
                 features = forward_features(model, condition_images, device, batch_size)
             dead_relu = dead.fraction(forwards=math.ceil(len(condition_images) / batch_size))
-            xy = pca_2d(features.cpu().numpy())
-            embedding = pl.DataFrame({"model_id": model_id, "sample_id": sample_ids, "x": xy[:, 0], "y": xy[:, 1]})
+            embedding = clean_geometry(model_id, sample_ids, features, model.classifier.weight, metric_bits)
         else:
             features = forward_features(model, condition_images, device, batch_size)
         if occlusion is not None and occlusion.covers(condition):
@@ -113,6 +112,21 @@ def class_table(model: Classifier, class_names: tuple[str, ...]) -> dict[str, li
         "bias": geo["bias"].float().tolist(),
         "angle_to": geo["angle_to"].float().tolist(),
     }
+
+
+@torch.inference_mode()
+def clean_geometry(
+    model_id: str, sample_ids: np.ndarray, features: torch.Tensor, weight: torch.Tensor, metric_bits: int
+) -> pl.DataFrame:
+    """The model's embedding.parquet rows: the 2-D projection of its clean features and each
+    feature vector's angle to every class direction (the axes of the global geometry view),
+    rounded like the per-sample metrics so that angles[label] equals the clean angle_true."""
+    xy = pca_2d(features.cpu().numpy())
+    angles = geometry.class_angles(features, weight.to(features.device)).cpu().numpy().astype(np.float32)
+    angles = round_mantissa(angles, metric_bits)
+    return pl.DataFrame({"model_id": model_id, "sample_id": sample_ids, "x": xy[:, 0], "y": xy[:, 1]}).with_columns(
+        pl.Series("angles", angles, dtype=pl.Array(pl.Float32, angles.shape[1])).cast(pl.List(pl.Float32))
+    )
 
 
 def pca_2d(features: np.ndarray) -> np.ndarray:

@@ -42,8 +42,8 @@ def read_existing(path: str | Path) -> Existing:
         raise InputError(f"--add-to: {path} is one shard of a sweep; merge the shards first, then add to the merge")
     if manifest["schema_version"] != schema.SCHEMA_VERSION:
         raise InputError(
-            f"--add-to: {path} is a snapshot of schema version {manifest['schema_version']}, without the per-layer "
-            f"table and model diagnostics of version {schema.SCHEMA_VERSION} (they need the models' weights); "
+            f"--add-to: {path} is a snapshot of schema version {manifest['schema_version']}, without tables of "
+            f"version {schema.SCHEMA_VERSION} that need the models' weights; "
             "recompute it with the command that wrote it, then add to it"
         )
     return Existing(path, manifest, pl.read_parquet(path / schema.MODELS))

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
-#: versions a reader accepts: version 2 lacks the per-layer table, the occlusion table and
-#: the model diagnostics of models.parquet (`table_schemas`)
-READABLE_VERSIONS: tuple[int, ...] = (2, 3)
+SCHEMA_VERSION = 4
+#: versions a reader accepts (`table_schemas` says what each lacks): version 3 lacks the
+#: class angles of embedding.parquet; version 2 also the per-layer table, the occlusion
+#: table and the model diagnostics of models.parquet
+READABLE_VERSIONS: tuple[int, ...] = (2, 3, 4)
 
 MANIFEST = "manifest.json"
 MODELS = "models.parquet"
@@ -220,6 +221,9 @@ EMBEDDING_SCHEMA = pa.schema(
         ("sample_id", pa.int32()),
         ("x", pa.float32()),
         ("y", pa.float32()),
+        # angle in degrees between the clean feature vector and every class direction, indexed
+        # by class (angles[label] is the clean angle_true of metrics/)
+        ("angles", pa.list_(pa.float32())),
     ]
 )
 
@@ -259,12 +263,18 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
 
 
 def table_schemas(version: int) -> dict[str, pa.Schema]:
-    """The single-file tables a snapshot of schema `version` must hold: version 2 has no
-    layers.parquet and no diagnostics in models.parquet."""
-    if version >= 3:
+    """The single-file tables a snapshot of schema `version` must hold: version 3 has no
+    class angles in embedding.parquet; version 2 neither, nor layers.parquet, nor the
+    diagnostics in models.parquet."""
+    if version >= 4:
         return TABLE_SCHEMAS
-    models_v2 = pa.schema([f for f in MODELS_SCHEMA if f.name not in MODEL_DIAGNOSTICS])
-    return {name: models_v2 if name == MODELS else s for name, s in TABLE_SCHEMAS.items() if name != LAYERS}
+    older = dict(TABLE_SCHEMAS)
+    older[EMBEDDING] = pa.schema([f for f in EMBEDDING_SCHEMA if f.name != "angles"])
+    if version == 3:
+        return older
+    older[MODELS] = pa.schema([f for f in MODELS_SCHEMA if f.name not in MODEL_DIAGNOSTICS])
+    del older[LAYERS]
+    return older
 
 
 def metrics_partition(model_id: str) -> str:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from compute import geometry, schema
 from compute.config import InputError
-from compute.evaluate import pca_2d
+from compute.evaluate import clean_geometry
 from compute.occlusion import patch_corners
 from compute.snapshot import SnapshotWriter, summarize
 
@@ -179,10 +179,7 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
                     frame[name] = metrics[name].numpy().astype(np.float32)
                 frames.append(pl.DataFrame(frame))
                 if condition.corruption == schema.CLEAN:
-                    xy = pca_2d(feats.numpy())
-                    embedding_rows.append(
-                        pl.DataFrame({"model_id": model_id, "sample_id": sample_ids, "x": xy[:, 0], "y": xy[:, 1]})
-                    )
+                    embedding_rows.append(clean_geometry(model_id, sample_ids, feats, weight, 23))
             table = pl.concat(frames)
             writer.write_metrics(model_id, table)
             summaries.append(summarize(table.with_columns(pl.lit(model_id).alias("model_id"))))

@@ -302,6 +302,9 @@ def check_snapshot(path: str | Path) -> dict:
     if len(bad) or set(per_model["model_id"]) != set(models["model_id"]):
         raise Violation(schema.EMBEDDING, "sample_id", "every model needs one point per sample", _rows(bad))
 
+    if version >= 4:
+        clean_angles = metrics.filter(pl.col("condition_id") == clean_id).select("model_id", "sample_id", "angle_true")
+        check_class_angles(embedding, clean_angles.collect(), samples, n_classes)
     if version >= 3:
         check_diagnostics(models)
         check_layers(pl.read_parquet(path / schema.LAYERS), models)
@@ -315,6 +318,30 @@ def check_snapshot(path: str | Path) -> dict:
         "rows": n_models * n_conditions * n_samples,
         "schema_version": version,
     }
+
+
+def check_class_angles(embedding: pl.DataFrame, clean: pl.DataFrame, samples: pl.DataFrame, n_classes: int) -> None:
+    """Every row lists one angle per class, each within [0, 180] degrees or NaN (a zero
+    vector has no direction), and the angle to the sample's own class is its clean angle_true."""
+    bad = embedding.filter(pl.col("angles").list.len() != n_classes)
+    if len(bad):
+        raise Violation(schema.EMBEDDING, "angles", f"must list {n_classes} angles", _rows(bad.drop("angles")))
+    # NaN compares above 180 in polars; a NaN angle is allowed, so test the range on the rest
+    bad = embedding.filter(
+        pl.col("angles").list.eval(pl.element().is_not_nan() & ~pl.element().is_between(0, 180)).list.any()
+    )
+    if len(bad):
+        raise Violation(schema.EMBEDDING, "angles", "outside [0, 180] degrees", _rows(bad.drop("angles")))
+    own = (
+        embedding.join(samples.select("sample_id", "label"), on="sample_id")
+        .select("model_id", "sample_id", pl.col("angles").list.get(pl.col("label").cast(pl.Int64)).alias("own"))
+        .join(clean, on=["model_id", "sample_id"])
+    )
+    bad = own.filter(~_close(pl.col("own"), pl.col("angle_true")).fill_null(False))
+    if len(bad):
+        raise Violation(
+            schema.EMBEDDING, "angles", "the angle to the true class differs from the clean angle_true", _rows(bad)
+        )
 
 
 def check_diagnostics(models: pl.DataFrame) -> None:
@@ -415,8 +442,9 @@ def main(path: str) -> int:
         print(f"prunescope validate: {path}/{err}")
         return 1
     older = (
-        f" (of schema version {counts['schema_version']}, which predates layers.parquet, occlusion.parquet and "
-        "the model diagnostics)"
+        f" (of schema version {counts['schema_version']}, which predates "
+        + ("layers.parquet, occlusion.parquet, the model diagnostics and " if counts["schema_version"] < 3 else "")
+        + "the class angles of embedding.parquet)"
         if counts["schema_version"] != schema.SCHEMA_VERSION
         else ""
     )

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from compute import schema
+from dashboard.queries import condition_label
 
 #: colour-blind-safe colours (Paul Tol's muted set, Okabe-Ito), fixed per method
 METHOD_COLORS: dict[str, str] = {
@@ -210,10 +211,6 @@ def _every_label(names: list[str]) -> dict:
     }  # fmt: skip
 
 
-def condition_label(corruption: str, severity: int) -> str:
-    return "clean" if corruption == schema.CLEAN else f"{corruption} · {severity}"
-
-
 def outcome_grid(rows: pl.DataFrame, model_order: list[str], class_names: list[str], title: str) -> go.Figure:
     """One sample: p(true class) for every condition (rows) and model (columns), the predicted class
     on hover, and every wrong prediction marked with a cross, whatever the size of the grid.
@@ -224,7 +221,7 @@ def outcome_grid(rows: pl.DataFrame, model_order: list[str], class_names: list[s
     conditions = rows.select("condition_id", "corruption", "severity").unique().sort("condition_id")
     labels = [condition_label(c, s) for _, c, s in conditions.iter_rows()]
     at = {cid: i for i, cid in enumerate(conditions["condition_id"])}
-    models = [m for m in model_order if m in set(rows["model_id"])]
+    models = [m for m in model_order if m in rows["model_id"].unique().to_list()]
     column = {m: j for j, m in enumerate(models)}
     z = np.full((len(labels), len(models)), np.nan)
     predicted = np.full((len(labels), len(models)), "", dtype=object)  # the hover's class name, kept small
@@ -270,8 +267,8 @@ def family_heatmap(table: pl.DataFrame, model_order: list[str], relative: bool) 
     """Models (rows, in `model_order`) against condition families: accuracy, or its change vs dense."""
     if table.is_empty():
         return empty_figure("No accuracy per family in this selection")
-    families = [f for f in schema.CONDITION_FAMILIES if f in set(table["family"])]
-    models = [m for m in model_order if m in set(table["model_id"])]
+    families = [f for f in schema.CONDITION_FAMILIES if f in table["family"].unique().to_list()]
+    models = [m for m in model_order if m in table["model_id"].unique().to_list()]
     lookup = {(m, f): a for m, f, a in table.select("model_id", "family", "accuracy").iter_rows()}
     z = [[lookup.get((m, f)) for f in families] for m in models]
     title = "Accuracy by corruption family" + (" relative to the dense model" if relative else "")
@@ -339,7 +336,7 @@ def severity_lines(
     percent = y == "accuracy"
     fig = go.Figure()
     palette = dict(zip(schema.CORRUPTION_FAMILIES, _CORRUPTION_COLOURS, strict=False))
-    for corruption in [c for c in schema.CORRUPTION_FAMILIES if c in set(rows["corruption"])]:
+    for corruption in [c for c in schema.CORRUPTION_FAMILIES if c in rows["corruption"].unique().to_list()]:
         line = rows.filter(pl.col("corruption") == corruption).sort("severity")
         value = "%{y:.2%}" if percent else "%{y:.3g}"
         fig.add_trace(
@@ -724,3 +721,69 @@ def occlusion_maps(
     fig.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x")
     fig.update_layout(**{**LAYOUT, "legend": {}}, title={"text": title}, height=330 * ((len(panels) + 1) // 2) + 80)
     return fig
+
+
+def axis_ranges(frames: list[pl.DataFrame], columns: list[str]) -> dict[str, list[float]]:
+    """Per column a range around the values of all frames (NaN and inf left out), so that plots
+    of two models share their axes: [min, max] widened to whole steps of a tenth of the order
+    of magnitude of its width (at most a fifth wider), for short labels; [0, 1] for a column
+    with no finite value."""
+    ranges = {}
+    for column in columns:
+        values = np.concatenate([f[column].cast(pl.Float64).fill_null(np.nan).to_numpy() for f in frames])
+        values = values[np.isfinite(values)]
+        if not len(values):
+            ranges[column] = [0.0, 1.0]
+            continue
+        low, high = float(values.min()), float(values.max())
+        if high > low:
+            step = 10.0 ** (np.floor(np.log10(high - low)) - 1)
+            low, high = np.floor(low / step) * step, np.ceil(high / step) * step
+        ranges[column] = [float(low), float(high)]
+    return ranges
+
+
+GLOBAL_TITLES = {"feat_norm": "‖f‖", "geom_margin": "margin", "p_true": "p(true)"}
+
+
+def parallel_geometry(
+    rows: pl.DataFrame,
+    class_names: list[str],
+    label: int,
+    colour: str,
+    title: str,
+    ranges: dict[str, list[float]],
+) -> go.Figure:
+    """The paper's global geometry: one line per row through the angle to every class direction
+    (the true class's axis marked), the feature length, the margin and p(true). `colour` is
+    `correct` (right or wrong) or `sparsity` (a colour scale). Brushing an axis is plotly's own.
+    Rows need finite values (queries.with_direction): parcoords cannot draw a gap."""
+    columns = [f"angle_{c}" for c in range(len(class_names))] + list(GLOBAL_TITLES)
+    if colour == "correct":  # the wrong ones drawn last, on top
+        rows = rows.sort("correct", descending=True, maintain_order=True)
+    dimensions = []
+    for column in columns:
+        if column.startswith("angle_"):
+            c = int(column.removeprefix("angle_"))
+            name = f"∠ {class_names[c]}" + (" (true)" if c == label else "")
+        else:
+            name = GLOBAL_TITLES[column]
+        dimensions.append(
+            {"label": name, "values": rows[column].cast(pl.Float64).to_list(), "range": ranges[column],
+             "tickformat": ".3~g"}
+        )  # fmt: skip
+    if colour == "correct":
+        line = {
+            "color": rows["correct"].cast(pl.Int8).to_list(),
+            "colorscale": [[0, "#D55E00"], [0.5, "#D55E00"], [0.5, "#0F766E"], [1, "#0F766E"]],
+            "cmin": 0, "cmax": 1, "showscale": True,
+            "colorbar": {"title": {"text": "clean"}, "tickvals": [0, 1], "ticktext": ["wrong", "right"]},
+        }  # fmt: skip
+    else:
+        line = {
+            "color": rows["sparsity"].to_list(), "colorscale": "Viridis", "cmin": 0, "cmax": 1, "showscale": True,
+            "colorbar": {"title": {"text": "sparsity"}, "tickformat": ".0%"},
+        }  # fmt: skip
+    figure = go.Figure(go.Parcoords(dimensions=dimensions, line=line))
+    figure.update_layout(**{**LAYOUT, "margin": {"l": 50, "r": 40, "t": 100, "b": 30}}, title=title, height=440)
+    return figure

@@ -6,17 +6,24 @@ import numpy as np
 import polars as pl
 
 from compute import schema
-from dashboard.store import Snapshot, scan_metrics
+from dashboard.store import Snapshot, class_angles, scan_metrics
 
 METHOD_ORDER = list(schema.METHOD_FAMILIES)
 SCAN_BATCH_ROWS = 2_000_000  # per-sample rows a batched query reads at once (about 100 MB)
 SIMILARITY_CELLS = 4_000_000  # predictions (rows x models) behind the agreement matrices
 GEOMETRY_POINTS = 300_000  # per-sample values behind one distribution or polar plot
+GLOBAL_LINES = 1_000  # samples of one class drawn as lines of a parallel-coordinates plot, per model
+#: the axes of the global geometry view after the angles to the class directions
+GLOBAL_AXES = ("feat_norm", "geom_margin", "p_true")
 
 
 def method_rank(method: str) -> int:
     """Known methods in docs/DESIGN.md order, unknown ones after them."""
     return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def condition_label(corruption: str, severity: int) -> str:
+    return "clean" if corruption == schema.CLEAN else f"{corruption} · {severity}"
 
 
 def benchmark_condition_ids(conditions: pl.DataFrame) -> list[int]:
@@ -487,7 +494,7 @@ def corruption_profiles(
         .agg(pl.col("accuracy").cast(pl.Float64).mean())
         .pivot(on="model_id", index="corruption", values="accuracy")
     )
-    order = [c for c in schema.CORRUPTION_FAMILIES if c in set(table["corruption"])]
+    order = [c for c in schema.CORRUPTION_FAMILIES if c in table["corruption"].unique().to_list()]
     table = table.with_columns(pl.col("corruption").cast(pl.Enum(order))).sort("corruption")
     return order, table.select(sorted(c for c in table.columns if c != "corruption")).to_numpy()
 
@@ -543,7 +550,7 @@ def correctness_by_corruption(
     lack a corruption are left out. Read a batch of models at a time, so memory stays
     bounded by the result."""
     corrupted = conditions.filter(pl.col("corruption") != schema.CLEAN)
-    names = [c for c in schema.CORRUPTION_FAMILIES if c in set(corrupted["corruption"])]
+    names = [c for c in schema.CORRUPTION_FAMILIES if c in corrupted["corruption"].unique().to_list()]
     corrupted = corrupted.sort("condition_id")
     condition_ids = corrupted["condition_id"].to_list()
     corruption_of = np.array([names.index(c) for c in corrupted["corruption"]])
@@ -757,3 +764,105 @@ def removed_per_layer(layers: pl.DataFrame, models: pl.DataFrame) -> pl.DataFram
         .with_columns((1 - pl.col("nonzero") / pl.col("dense_params")).alias("removed"))
         .drop("parent_id", "dense_params")
     )
+
+
+def angle_column(index: int) -> str:
+    return f"angle_{index}"
+
+
+def global_geometry(snapshot: Snapshot, model_ids: tuple[str, ...], label: int, limit: int = GLOBAL_LINES):
+    """Per model and sample of class `label` (an evenly spaced `limit` of them), on clean images:
+    the angle to every class direction (`angle_<c>`), feat_norm, geom_margin, p_true and
+    correct, the axes of the paper's global geometry view."""
+    of_class = snapshot.samples.filter(pl.col("label") == label)["sample_id"].sort().to_list()
+    sample_ids = evenly_spaced(of_class, limit)
+    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    metrics = (
+        scan_metrics(snapshot, list(model_ids), clean, [*GLOBAL_AXES, "correct"])
+        .filter(pl.col("sample_id").is_in(sample_ids))
+        .drop("condition_id")
+        .collect()
+    )
+    angles = class_angles(snapshot, model_ids, sample_ids)
+    n_classes = snapshot.classes["class"].n_unique()
+    return (
+        angles.select(
+            "model_id", "sample_id", *[pl.col("angles").list.get(c).alias(angle_column(c)) for c in range(n_classes)]
+        )
+        .join(metrics, on=["model_id", "sample_id"])
+        .sort("model_id", "sample_id")
+    )
+
+
+def global_geometry_means(rows: pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
+    """One row per model: the mean of every axis over its rows (NaN values left out), its
+    accuracy on them, and its method and sparsity."""
+    axes = [c for c in rows.columns if c.startswith("angle_")] + list(GLOBAL_AXES)
+    means = rows.group_by("model_id").agg(
+        pl.len().alias("samples"),
+        pl.col("correct").mean().alias("accuracy"),
+        *[pl.col(c).fill_nan(None).mean() for c in axes],
+    )
+    return models.select("model_id", "method", "sparsity").join(means, on="model_id").sort("sparsity", "model_id")
+
+
+def with_direction(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """The rows whose every axis is finite, and how many were left out: a zero feature vector
+    has no angle to any class, and a class row of zeros none to it."""
+    axes = [c for c in rows.columns if c.startswith("angle_")] + list(GLOBAL_AXES)
+    kept = rows.filter(pl.all_horizontal(pl.col(c).is_finite() for c in axes))
+    return kept, rows.height - kept.height
+
+
+def global_geometry_change(means: pl.DataFrame, dense_id: str, pruned_id: str, class_names: list[str]) -> pl.DataFrame:
+    """One row per axis of the global geometry view (and accuracy): the dense parent's mean, the
+    pruned model's and the change, from `global_geometry_means`."""
+    axes = {angle_column(c): f"angle to {name}" for c, name in enumerate(class_names)}
+    axes |= {"feat_norm": "feature length", "geom_margin": "geometric margin", "p_true": "p(true)"}
+    axes["accuracy"] = "accuracy"
+    dense, pruned = (means.filter(pl.col("model_id") == m).row(0, named=True) for m in (dense_id, pruned_id))
+    return pl.DataFrame(
+        {
+            "axis": list(axes.values()),
+            dense_id: [dense[c] for c in axes],
+            pruned_id: [pruned[c] for c in axes],
+            "change": [None if dense[c] is None or pruned[c] is None else pruned[c] - dense[c] for c in axes],
+        },
+        schema={"axis": pl.String, dense_id: pl.Float64, pruned_id: pl.Float64, "change": pl.Float64},
+    )
+
+
+def occlusion_panels(
+    occluded: pl.DataFrame,
+    conditions: pl.DataFrame,
+    images: dict[int, bytes],
+    condition_ids: list[int],
+    models: list[str],
+) -> list[tuple[str, bytes | None, pl.DataFrame]]:
+    """The panels of a sample's occlusion figure, condition-major: per condition, per model (each
+    once), its title `model · condition`, the image as the models saw it and its occlusion rows."""
+    panels = []
+    for cid in condition_ids:
+        corruption, severity = conditions.filter(pl.col("condition_id") == cid).select("corruption", "severity").row(0)
+        label = condition_label(corruption, severity)
+        for model in dict.fromkeys(models):
+            rows = occluded.filter((pl.col("model_id") == model) & (pl.col("condition_id") == cid))
+            panels.append((f"{model} · {label}", images.get(cid), rows))
+    return panels
+
+
+def severity_curve_rows(rows: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """One model's rows of one sample (with corruption and severity) as curves per corruption over
+    severity 0 (the clean value, repeated for every corruption) to 5."""
+    start = rows.filter(pl.col("corruption") == schema.CLEAN)
+    corrupted = rows.filter(pl.col("corruption") != schema.CLEAN)
+    return pl.concat(
+        [
+            corrupted.select("model_id", "corruption", "severity", metric),
+            corrupted.select("model_id", "corruption")
+            .unique()
+            .join(start.select("model_id", pl.lit(0, dtype=pl.Int8).alias("severity"), metric), on="model_id")
+            .select("model_id", "corruption", "severity", metric),
+        ],
+        how="vertical_relaxed",
+    ).sort("corruption", "severity")

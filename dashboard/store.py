@@ -285,6 +285,21 @@ def embedding(snapshot: Snapshot, model_id: str) -> pl.DataFrame:
     )
 
 
+def has_class_angles(snapshot: Snapshot) -> bool:
+    """Whether embedding.parquet lists each sample's angle to every class (schema version 4 on)."""
+    return "angles" in pl.scan_parquet(snapshot.path / schema.EMBEDDING).collect_schema()
+
+
+def class_angles(snapshot: Snapshot, model_ids: Sequence[str], sample_ids: Sequence[int]) -> pl.DataFrame:
+    """model_id, sample_id and the clean angles to every class direction (a list, by class)."""
+    return (
+        pl.scan_parquet(snapshot.path / schema.EMBEDDING)
+        .filter(pl.col("model_id").is_in(list(model_ids)) & pl.col("sample_id").is_in([int(s) for s in sample_ids]))
+        .select("model_id", "sample_id", "angles")
+        .collect()
+    )
+
+
 def has_thumbnails(snapshot: Snapshot) -> bool:
     return (snapshot.path / schema.THUMBNAILS).is_file()
 

@@ -115,7 +115,7 @@ def sidebar() -> store.Snapshot | None:
 def filter_widgets(snapshot: store.Snapshot) -> Filters:
     """The shared filters, initialised from the page address once per snapshot."""
     methods = sorted(set(snapshot.models["method"]), key=queries.method_rank)
-    families = [f for f in CORRUPTION_FAMILIES if f in set(snapshot.conditions["family"])]
+    families = [f for f in CORRUPTION_FAMILIES if f in snapshot.conditions["family"].unique().to_list()]
     severities = sorted(set(snapshot.conditions.filter(pl.col("severity") > 0)["severity"].to_list()))
     start, ignored = read_query(st.query_params.to_dict(), snapshot.models, snapshot.conditions)
     initial = {
@@ -249,11 +249,13 @@ def download_buttons(table: pl.DataFrame, name: str, key: str) -> None:
     )  # fmt: skip
 
 
-def subset_note(rows: pl.DataFrame, snapshot: store.Snapshot) -> None:
-    """Say so when a per-sample view shows an evenly spaced subset of the samples."""
-    shown, total = rows["sample_id"].n_unique(), snapshot.samples.height
+def subset_note(rows: pl.DataFrame, snapshot: store.Snapshot, of_class: int | None = None) -> None:
+    """Say so when a per-sample view shows an evenly spaced subset of the samples (of one class)."""
+    samples = snapshot.samples if of_class is None else snapshot.samples.filter(pl.col("label") == of_class)
+    shown, total = rows["sample_id"].n_unique(), samples.height
     if 0 < shown < total:
-        st.caption(f"An evenly spaced {shown:,} of the {total:,} samples, to keep the view interactive.")
+        of = "" if of_class is None else " of the class"
+        st.caption(f"An evenly spaced {shown:,} of the {total:,} samples{of}, to keep the view interactive.")
 
 
 def image_uri(png: bytes | None) -> str | None:

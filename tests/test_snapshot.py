@@ -163,13 +163,21 @@ def test_a_version_2_snapshot_still_reads(snapshot_copy):
     assert manifest["schema_version"] == 2 and 2 in schema.READABLE_VERSIONS
     assert check_snapshot(snapshot_copy)["schema_version"] == 2
     assert store.open_snapshot(snapshot_copy).models.height == 5  # the app's reader too
-    for version in (1, 4, "3", None):
-        with pytest.raises(schema.SchemaVersionError, match="reads version 3 \\(and the earlier 2\\)"):
+    for version in (1, 5, "3", None):
+        with pytest.raises(schema.SchemaVersionError, match="reads version 4 \\(and the earlier 2, 3\\)"):
             schema.check_schema_version(version)
 
 
-def test_version_2_lacks_exactly_the_layers_and_the_diagnostics():
+def test_version_2_lacks_exactly_the_layers_the_diagnostics_and_the_class_angles():
     old, new = schema.table_schemas(2), schema.table_schemas(schema.SCHEMA_VERSION)
     assert set(new) - set(old) == {schema.LAYERS}
     assert set(new[schema.MODELS].names) - set(old[schema.MODELS].names) == set(schema.MODEL_DIAGNOSTICS)
-    assert all(old[name].equals(new[name]) for name in old if name != schema.MODELS)
+    assert set(new[schema.EMBEDDING].names) - set(old[schema.EMBEDDING].names) == {"angles"}
+    assert all(old[name].equals(new[name]) for name in old if name not in (schema.MODELS, schema.EMBEDDING))
+
+
+def test_version_3_lacks_exactly_the_class_angles():
+    old, new = schema.table_schemas(3), schema.table_schemas(schema.SCHEMA_VERSION)
+    assert set(new) == set(old)
+    assert set(new[schema.EMBEDDING].names) - set(old[schema.EMBEDDING].names) == {"angles"}
+    assert all(old[name].equals(new[name]) for name in old if name != schema.EMBEDDING)

@@ -253,11 +253,13 @@ def test_null_diagnostics_are_allowed(snapshot_copy):
 
 
 def as_version_2(path):
-    """A snapshot as schema version 2 wrote it: no layers or occlusion table, no diagnostics."""
+    """A snapshot as schema version 2 wrote it: no layers or occlusion table, no diagnostics, no class angles."""
     (path / schema.LAYERS).unlink()
     (path / schema.OCCLUSION).unlink(missing_ok=True)
     models = pl.read_parquet(path / schema.MODELS).drop(schema.MODEL_DIAGNOSTICS)
     pq.write_table(conform(models, schema.table_schemas(2)[schema.MODELS], "models"), path / schema.MODELS)
+    embedding = pl.read_parquet(path / schema.EMBEDDING).drop("angles")
+    pq.write_table(conform(embedding, schema.table_schemas(2)[schema.EMBEDDING], "embedding"), path / schema.EMBEDDING)
     manifest = json.loads((path / schema.MANIFEST).read_text())
     manifest["schema_version"] = 2
     manifest.pop("occlusion", None)

@@ -1,0 +1,78 @@
+"""Global geometry: parallel coordinates of one class's clean feature geometry, dense against pruned."""
+
+import polars as pl
+import streamlit as st
+
+from dashboard import figures, queries, store, ui
+
+view = ui.selection()
+snapshot, models, model_order = view.snapshot, view.models, view.model_ids
+class_names = snapshot.class_names or [str(c) for c in sorted(snapshot.classes["class"].unique())]
+
+st.title("Global geometry")
+st.caption(
+    "The paper's parallel coordinates on clean images: each line runs through a feature vector's angle to every "
+    "class direction, its length ‖f‖, its geometric margin and the probability of its true class. Drag along an "
+    "axis to brush it (the lines outside turn grey); drag on several axes to combine; click an axis outside its "
+    "brush to clear it."
+)
+if not store.has_class_angles(snapshot):
+    st.info(
+        "This snapshot predates the angles to every class direction (schema version 3 or earlier). Recompute it "
+        "with this version's `prunescope compute` (or `prunescope evaluate` for your own models) to see this page."
+    )
+    st.stop()
+
+left, middle, right = st.columns([2, 3, 2])
+label = left.selectbox(
+    "Class", range(len(class_names)), key="global_class", format_func=lambda c: class_names[c],
+    help="Its samples are the lines; its direction is the axis marked (true)",
+)  # fmt: skip
+per = right.radio(
+    "One line per", ["sample", "model"], horizontal=True, key="global_per",
+    help="Per model: the mean over the class's samples of each axis",
+)  # fmt: skip
+parents = dict(snapshot.models.select("model_id", "parent_id").iter_rows())
+
+if per == "sample":
+    pruned = [m for m in model_order if parents.get(m) not in (None, m)]
+    if not pruned:
+        st.info("Select at least one pruned model in the sidebar: it is drawn against its dense parent.")
+        st.stop()
+    model = middle.selectbox("Pruned model", pruned, key="global_model")
+    st.caption("Its dense parent above, the pruned model below; both share every axis.")
+    pair = (parents[model], model)
+    rows = store.cached(queries.global_geometry, snapshot, pair, label)
+    drawn, dropped = queries.with_direction(rows)
+    parts = [drawn.filter(pl.col("model_id") == m) for m in pair]
+    axes = [c for c in rows.columns if c.startswith("angle_")] + list(queries.GLOBAL_AXES)
+    ranges = figures.axis_ranges(parts, axes)
+    for model_id, part in zip(pair, parts, strict=True):
+        kind = "dense parent" if model_id == pair[0] else "pruned"
+        title = f"{model_id} ({kind}): {part.height} samples of class {class_names[label]}"
+        st.plotly_chart(
+            figures.parallel_geometry(part, class_names, label, "correct", title, ranges),
+            width="stretch", key=f"global_{kind}",
+        )  # fmt: skip
+    ui.subset_note(rows, snapshot, of_class=label)
+    if dropped:
+        st.caption(f"{dropped} rows with a zero feature vector (no angle to any class) are left out.")
+    st.subheader("Means over the class, and the change")
+    means = queries.global_geometry_means(rows, snapshot.models)
+    st.dataframe(queries.global_geometry_change(means, *pair, class_names), hide_index=True, width="stretch")
+else:
+    middle.empty()
+    rows = store.cached(queries.global_geometry, snapshot, tuple(model_order), label)
+    means = queries.global_geometry_means(rows, models)
+    drawn, dropped = queries.with_direction(means)
+    axes = [c for c in means.columns if c.startswith("angle_")] + list(queries.GLOBAL_AXES)
+    title = f"{drawn.height} models: mean over {rows['sample_id'].n_unique()} samples of class {class_names[label]}"
+    st.plotly_chart(
+        figures.parallel_geometry(drawn, class_names, label, "sparsity", title, figures.axis_ranges([drawn], axes)),
+        width="stretch", key="global_models",
+    )  # fmt: skip
+    ui.subset_note(rows, snapshot, of_class=label)
+    if dropped:
+        st.caption(f"{dropped} models whose mean has no direction (every feature vector zero) are left out.")
+    st.dataframe(means, hide_index=True, width="stretch")
+    ui.download_buttons(means, f"global-geometry-{class_names[label]}", key="global_download")
