@@ -46,7 +46,8 @@ def model_vectors(
 def standardised_matrix(rows: pl.DataFrame, model_ids: list[str]) -> tuple[list[str], np.ndarray]:
     """Models that have rows, and their vectors: one column per (condition, sample, metric), each
     column z-scored over the models (a constant column becomes 0; a missing value, 0 after)."""
-    present = [m for m in model_ids if m in set(rows["model_id"])]
+    found = set(rows["model_id"].unique())  # once: a set of every row's id per model took 40 s at 20 M rows
+    present = [m for m in model_ids if m in found]
     order = {m: i for i, m in enumerate(present)}
     rows = rows.with_columns(pl.col("model_id").replace_strict(order, return_dtype=pl.Int32).alias("_model"))
     rows = rows.sort("_model", "condition_id", "sample_id")

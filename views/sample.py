@@ -12,11 +12,13 @@ snapshot, model_order, conditions = view.snapshot, view.model_ids, view.conditio
 st.title("Sample detail")
 samples = snapshot.samples.sort("sample_id")
 ids = samples["sample_id"].to_list()
-queue = [s for s in st.session_state.get("sample_queue", []) if s in set(ids)]
+known = set(ids)
+queue = [s for s in st.session_state.get("sample_queue", []) if s in known]
 with_images = set(store.thumbnail_samples(snapshot))
 wanted = ui.requested_sample(ids)
 names = dict(zip(samples["sample_id"], samples["class_name"], strict=True))
-options = queue + [s for s in ids if s not in set(queue)] if queue else ids
+queued = set(queue)
+options = queue + [s for s in ids if s not in queued] if queue else ids
 sample_id = st.selectbox(
     "Sample",
     options,
@@ -99,7 +101,7 @@ else:
     pruned_pick = a.selectbox("Pruned model", pruned_ids or dense_ids, key="occlusion_model")
     corrupted_pick = b.selectbox(
         "Under", corrupted_names["condition_id"].to_list(), key="occlusion_condition",
-        format_func=lambda cid: figures.condition_label(*corrupted_names.filter(pl.col("condition_id") == cid)
+        format_func=lambda cid: queries.condition_label(*corrupted_names.filter(pl.col("condition_id") == cid)
                                                         .select("corruption", "severity").row(0)),
     )  # fmt: skip
     value = c.radio("Change of", ["d_angle_true", "d_feat_norm"], horizontal=True, key="occlusion_value",
@@ -107,14 +109,8 @@ else:
     clean_id = int(snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"][0])
     images = dict(store.sample_thumbnails(snapshot, sample_id).iter_rows())
     images[clean_id] = store.thumbnails(snapshot, [sample_id])[sample_id]
-    panels = []
-    for cid in [clean_id] + ([corrupted_pick] if corrupted_pick is not None else []):
-        label = "clean" if cid == clean_id else figures.condition_label(
-            *snapshot.conditions.filter(pl.col("condition_id") == cid).select("corruption", "severity").row(0)
-        )
-        for model in dict.fromkeys(dense_ids[:1] + [pruned_pick]):
-            rows = occluded.filter((pl.col("model_id") == model) & (pl.col("condition_id") == cid))
-            panels.append((f"{model} · {label}", images.get(cid), rows))
+    shown = [clean_id] + ([corrupted_pick] if corrupted_pick is not None else [])
+    panels = queries.occlusion_panels(occluded, snapshot.conditions, images, shown, dense_ids[:1] + [pruned_pick])
     st.plotly_chart(
         figures.occlusion_maps(panels, value, int(settings.get("patch", 8)), f"Sample {sample_id}: occlusion"),
         width="stretch",
@@ -128,19 +124,7 @@ metric = right.selectbox(
     "Metric", ["p_true", "geom_margin", "feat_norm", "angle_true", "loss"], key="sample_metric",
     format_func=lambda m: figures.METRIC_TITLES[m],
 )  # fmt: skip
-curve_rows = outcomes.filter(pl.col("model_id") == model)
-starts = curve_rows.filter(pl.col("corruption") == schema.CLEAN)
-corrupted = curve_rows.filter(pl.col("corruption") != schema.CLEAN)
-curves = pl.concat(
-    [
-        corrupted.select("model_id", "corruption", "severity", metric),
-        corrupted.select("model_id", "corruption")
-        .unique()
-        .join(starts.select("model_id", pl.lit(0, dtype=pl.Int8).alias("severity"), metric), on="model_id")
-        .select("model_id", "corruption", "severity", metric),
-    ],
-    how="vertical_relaxed",
-).sort("corruption", "severity")
+curves = queries.severity_curve_rows(outcomes.filter(pl.col("model_id") == model), metric)
 st.plotly_chart(
     figures.severity_lines(curves, model, metric, figures.METRIC_TITLES[metric], f"Sample {sample_id}: {model}"),
     width="stretch",
