@@ -19,6 +19,16 @@ def run_app(monkeypatch, data_root, query: dict | None = None) -> AppTest:
     return at.run()
 
 
+def open_page(monkeypatch, data_root, path: str, query: dict | None = None) -> AppTest:
+    """The app opened at `path` (a file under views/), with no exception and no error on the page."""
+    at = run_app(monkeypatch, data_root, query)
+    if path != "views/overview.py":
+        at.switch_page(path).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, texts(at, "error")
+    return at
+
+
 def figures(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -20,6 +22,25 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "compute", *args], capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=600
     )
+
+
+def run_cli_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`prunescope ARGS` through the same main() in this process, for input the command refuses
+    before any work: a fresh interpreter would spend 3 s importing torch to print one line.
+    An exception that main() lets out fails the test, as a traceback would."""
+    from compute.cli import main
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd or REPO)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's own errors
+                code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["prunescope", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +65,23 @@ def tiny_data():
     from compute.data import DataSpec, load
 
     return load(DataSpec("digits", n_test=50, n_train=200))
+
+
+@pytest.fixture(scope="session")
+def demo_page():
+    """`demo_page(path, query)`: the app on the demo snapshot, opened at `path` with `query` and checked
+    for exceptions and errors, run once per session and shared by the tests that only read what it shows.
+    A test that sets a widget or clicks a button opens its own (tests.test_pages.page): a shared run is
+    never changed."""
+    from tests.apphelpers import open_page
+
+    runs = {}
+
+    def get(path: str, query: dict | None = None):
+        key = (path, tuple(sorted((query or {}).items())))
+        if key not in runs:
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                runs[key] = open_page(monkeypatch, DEMO.parent, path, query)
+        return runs[key]
+
+    return get

@@ -21,8 +21,8 @@ def hand_mean_corruption_accuracy(path) -> dict[str, float]:
     return {m: float(np.mean(g["accuracy"].to_numpy())) for (m,), g in rows.group_by("model_id")}
 
 
-def test_overview_renders_the_demo_snapshot(monkeypatch):
-    at = run_app(monkeypatch, DEMO.parent)
+def test_overview_renders_the_demo_snapshot(demo_page):
+    at = demo_page("views/overview.py")  # the app as opened, shared with the tests that only read it
     assert not at.exception
     assert not at.error
     assert texts(at, "title") == ["Overview"]

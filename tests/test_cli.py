@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from compute import schema
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_here
 
 
 def test_compute_writes_a_valid_snapshot_and_says_so(tiny_snapshot):
@@ -81,7 +81,7 @@ def test_summary_line_reports_the_work(tmp_path):
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, names):
     out = tmp_path / "never"
-    result = run_cli("compute", "--preset", "tiny", "--out", str(out), *flags)
+    result = run_cli_here("compute", "--preset", "tiny", "--out", str(out), *flags)
     assert result.returncode == 2
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1, message
@@ -93,7 +93,7 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flags, names):
 
 def test_existing_snapshot_is_not_replaced_without_overwrite(tiny_snapshot):
     before = (tiny_snapshot / schema.MANIFEST).read_text()
-    result = run_cli("compute", "--preset", "tiny", "--out", str(tiny_snapshot))
+    result = run_cli_here("compute", "--preset", "tiny", "--out", str(tiny_snapshot))
     assert result.returncode == 2 and "--overwrite" in result.stderr
     assert (tiny_snapshot / schema.MANIFEST).read_text() == before
 
@@ -211,7 +211,7 @@ def test_synth_writes_a_valid_snapshot_of_the_requested_size(tmp_path):
     models = pl.read_parquet(out / schema.MODELS)
     assert models["method"].to_list()[:2] == ["dense", "random"] and models.height == 5
     assert json.loads((out / schema.MANIFEST).read_text())["synthetic"] is True
-    bad = run_cli("synth", "--models", "0", "--samples", "40", "--out", str(tmp_path / "never"))
+    bad = run_cli_here("synth", "--models", "0", "--samples", "40", "--out", str(tmp_path / "never"))
     assert bad.returncode == 2 and "at least 1 model" in bad.stderr
 
 
@@ -226,7 +226,7 @@ def test_an_unusable_out_gets_one_line_before_any_work(tmp_path, where):
         "the folder above": "..",
     }[where]
     for flags in ([], ["--overwrite"]):
-        result = run_cli("compute", "--preset", "tiny", "--out", str(out), *flags, "--quiet", cwd=tmp_path / "sub")
+        result = run_cli_here("compute", "--preset", "tiny", "--out", str(out), *flags, "--quiet", cwd=tmp_path / "sub")
         assert result.returncode == 2, result.stderr
         message = result.stderr.strip()
         assert len(message.splitlines()) == 1 and "--out" in message and "Traceback" not in message
@@ -237,7 +237,7 @@ def test_an_unusable_out_gets_one_line_before_any_work(tmp_path, where):
 def test_an_unwritable_location_never_ends_in_a_traceback():
     # /proc takes no new folders, not even from root (whom permission bits would not stop)
     for args in (("synth", "--models", "3", "--samples", "10"), ("compute", "--preset", "tiny")):
-        result = run_cli(*args, "--out", "/proc/prunescope-snapshot", "--quiet")
+        result = run_cli_here(*args, "--out", "/proc/prunescope-snapshot", "--quiet")
         assert result.returncode == 2, result.stderr
         message = result.stderr.strip()
         assert len(message.splitlines()) == 1 and "Traceback" not in message and "/proc" in message

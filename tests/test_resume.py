@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
 
 from compute import output, schema
 from compute.snapshot import scan_metrics
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_cli_here
 
 # every method, thumbnails, occlusion and checkpoints: each part of the snapshot has to survive a resume
 SWEEP = (
@@ -83,10 +84,23 @@ def assert_same_snapshot(got: Path, want: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
+def two_runs(tmp_path_factory) -> SimpleNamespace:
+    """The SWEEP run to its end on a fresh --out while a second run on the same --out is tried (and must be
+    refused). Run once: test_two_runs_on_one_out_do_not_clobber_each_other checks the second run's refusal,
+    and the first run, the same command line that was never killed, is the uninterrupted snapshot the
+    resumed runs must equal (so the whole sweep is computed once for both, not twice)."""
     out = tmp_path_factory.mktemp("whole") / "run"
-    result = run_cli(*SWEEP, "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    first = start(out)
+    started = wait_for(first, lambda: (work_folder(out) / "run.json").is_file())
+    second = run_cli(*SWEEP, "--out", str(out)) if started else None
+    _, first_stderr = first.communicate(timeout=300)
+    return SimpleNamespace(out=out, started=started, second=second, first=first, first_stderr=first_stderr)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(two_runs) -> Path:
+    out = two_runs.out
+    assert two_runs.first.returncode == 0, two_runs.first_stderr
     assert not work_folder(out).exists()  # a finished run leaves no work folder
     return out
 
@@ -156,13 +170,10 @@ def test_a_work_folder_of_another_configuration_is_never_mixed_in(tmp_path):
     assert (work_folder(out) / "dense" / "s0" / "dense.json").is_file()  # left for its own command
 
 
-def test_two_runs_on_one_out_do_not_clobber_each_other(tmp_path):
-    out = tmp_path / "run"
-    first = start(out)
-    assert wait_for(first, lambda: (work_folder(out) / "run.json").is_file())
-    second = run_cli(*SWEEP, "--out", str(out))
+def test_two_runs_on_one_out_do_not_clobber_each_other(two_runs):
+    out, first, second = two_runs.out, two_runs.first, two_runs.second
+    assert two_runs.started  # the first run had begun writing when the second started
     assert second.returncode == 2 and "another prunescope command is writing to" in second.stderr
-    first.wait(timeout=300)
     assert first.returncode == 0
     assert run_cli("validate", str(out)).returncode == 0
 
@@ -184,7 +195,7 @@ def test_overwrite_replaces_only_a_snapshot_or_an_empty_folder(command, tiny_sna
         "merge": ("merge", str(tiny_snapshot), str(tiny_snapshot)),
         "synth": ("synth", "--models", "3", "--samples", "10", "--quiet"),
     }[command]
-    result = run_cli(*args, "--out", str(out), "--overwrite")
+    result = run_cli_here(*args, "--out", str(out), "--overwrite")
     assert result.returncode == 2, result.stderr
     assert "not a snapshot" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert (out / "notes.txt").read_text() == "keep" and (out / "sub").is_dir()
@@ -219,7 +230,7 @@ def test_a_folder_that_appears_during_the_run_is_never_replaced(empty_at_start, 
 
 def test_merge_refuses_an_out_that_is_or_is_inside_a_part(tiny_snapshot, tmp_path):
     for out in (tiny_snapshot, tiny_snapshot / "inner"):
-        result = run_cli("merge", str(tiny_snapshot), str(tmp_path), "--out", str(out), "--overwrite")
+        result = run_cli_here("merge", str(tiny_snapshot), str(tmp_path), "--out", str(out), "--overwrite")
         assert result.returncode == 2 and "overlaps the part" in result.stderr
     assert run_cli("validate", str(tiny_snapshot)).returncode == 0
 

@@ -9,7 +9,7 @@ import pytest
 from compute import schema
 from compute.config import ComputeConfig, ConfigError, shard_jobs
 from compute.snapshot import scan_metrics
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_here
 
 # every method, so that any random draw a method takes from shared state shows up as a difference;
 # occlusion, whose samples every shard must choose alike
@@ -92,23 +92,23 @@ def edited_copy(source, target, change):
         (lambda m: m["config"].update(epochs=99), "another configuration (epochs differ)"),
         (lambda m: m["parents"].update({"dense-s0": "0" * 64}), "pruned a different dense-s0"),
         (lambda m: m["shard"].update(index=1), "the parts are shards 1/2, 1/2"),
-        (lambda m: m.update(schema_version=2), "is a shard of schema version 2, not 3"),
+        (lambda m: m.update(schema_version=2), f"is a shard of schema version 2, not {schema.SCHEMA_VERSION}"),
     ],
     ids=["config", "dense-weights", "same-shard-twice", "version-2"],
 )
 def test_merge_refuses_parts_that_do_not_fit_and_writes_nothing(shards, tmp_path, change, message):
     bad = edited_copy(shards / "part2", tmp_path / "bad", change)
     out = tmp_path / "merged"
-    result = run_cli("merge", str(shards / "part1"), str(bad), "--out", str(out))
+    result = run_cli_here("merge", str(shards / "part1"), str(bad), "--out", str(out))
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".merged")]
 
 
 def test_merge_refuses_a_plain_snapshot_and_a_single_part(shards, tiny_snapshot, tmp_path):
-    lone = run_cli("merge", str(shards / "part1"), "--out", str(tmp_path / "m"))
+    lone = run_cli_here("merge", str(shards / "part1"), "--out", str(tmp_path / "m"))
     assert lone.returncode == 2 and "two or more shard folders" in lone.stderr
-    plain = run_cli("merge", str(shards / "part1"), str(tiny_snapshot), "--out", str(tmp_path / "m"))
+    plain = run_cli_here("merge", str(shards / "part1"), str(tiny_snapshot), "--out", str(tmp_path / "m"))
     assert plain.returncode == 2 and "shards 1/2, 1/1" in plain.stderr
 
 
@@ -117,7 +117,7 @@ def test_merge_refuses_a_plain_snapshot_and_a_single_part(shards, tiny_snapshot,
     [("x", "is not K/N"), ("3/2", "K must be between 1 and N"), ("6/6", "this sweep has 3 jobs")],
 )
 def test_bad_shard_flags_stop_before_any_work(tmp_path, value, message):
-    result = run_cli("compute", "--preset", "tiny", "--shard", value, "--out", str(tmp_path / "s"), "--quiet")
+    result = run_cli_here("compute", "--preset", "tiny", "--shard", value, "--out", str(tmp_path / "s"), "--quiet")
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "s").exists()
 
@@ -140,7 +140,7 @@ def test_shard_auto_takes_k_of_n_from_a_slurm_job_array(monkeypatch):
 def test_shard_auto_outside_slurm_says_what_it_needs(tmp_path, monkeypatch):
     for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"):
         monkeypatch.delenv(name, raising=False)
-    result = run_cli("compute", "--preset", "tiny", "--shard", "auto", "--out", str(tmp_path / "s"), "--quiet")
+    result = run_cli_here("compute", "--preset", "tiny", "--shard", "auto", "--out", str(tmp_path / "s"), "--quiet")
     assert result.returncode == 2 and "sbatch --array" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
@@ -159,7 +159,7 @@ def test_merge_checks_every_part_before_writing(shards, tmp_path, damage):
         manifest["shard"] = "2/2"
     (bad / schema.MANIFEST).write_text(json.dumps(manifest))
     out = tmp_path / "merged"
-    result = run_cli("merge", str(shards / "part1"), str(bad), "--out", str(out))
+    result = run_cli_here("merge", str(shards / "part1"), str(bad), "--out", str(out))
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line and str(bad) in line
