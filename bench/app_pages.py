@@ -41,6 +41,7 @@ PAGES = {
     "potential": "potential",
     "classes": "classes",
     "geometry": "geometry",
+    "global geometry": "global_geometry",
     "embedding": "embedding",
     "fragile": "fragile",
     "sample": "sample",

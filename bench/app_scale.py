@@ -33,6 +33,8 @@ VIEWS = [
     ("corruptions, per-sample", "views/corruptions.py", {},
      {"corruptions_basis": "per-sample correctness", "corruptions_on": "the selected corrupted conditions"}),
     ("geometry", "views/geometry.py", {}, {}),
+    ("global geometry: per sample", "views/global_geometry.py", {}, {}),
+    ("global geometry: per model", "views/global_geometry.py", {}, {"global_per": "model"}),
     ("embedding", "views/embedding.py", {}, {}),
     ("fragile: pruning", "views/fragile.py", {"fragile_view": "Pruning-fragile"}, {}),
     ("fragile: corruption", "views/fragile.py", {"fragile_view": "Corruption-fragile"}, {}),

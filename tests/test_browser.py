@@ -37,6 +37,7 @@ PAGES = {
     "potential": "Prune potential",
     "classes": "Per class",
     "geometry": "Geometry of the last layer",
+    "global_geometry": "Global geometry",
     "embedding": "Embedding",
     "fragile": "Fragile samples",
     "sample": "Sample detail",

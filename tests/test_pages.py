@@ -9,7 +9,7 @@ import pytest
 
 from compute import schema
 from compute.snapshot import scan_metrics
-from tests.apphelpers import figure_titled, figures, run_app, texts, values
+from tests.apphelpers import figure_titled, figures, open_page, run_app, texts, values
 from tests.conftest import DEMO
 from tests.test_app import hand_mean_corruption_accuracy
 
@@ -30,6 +30,7 @@ PAGES = {
     "views/fragile.py": ("Fragile samples", []),
     "views/sample.py": ("Sample detail", ["every model's verdict"]),
     "views/embedding.py": ("Embedding", ["Clean features of"]),
+    "views/global_geometry.py": ("Global geometry", ["(dense parent):", "(pruned):"]),
     "views/potential.py": ("Prune potential", ["Prune potential within", "Excess error per model"]),
     "views/classes.py": ("Per class", ["Accuracy per class"]),
     "views/modelmap.py": ("Model map", ["Model map (PCA"]),
@@ -47,12 +48,8 @@ def demo():
 
 
 def page(monkeypatch, path, query=None):
-    at = run_app(monkeypatch, DEMO.parent, query)
-    if path != "views/overview.py":
-        at.switch_page(path).run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, texts(at, "error")
-    return at
+    """A run of its own, for a test that changes widgets; tests that only read use the shared `demo_page`."""
+    return open_page(monkeypatch, DEMO.parent, path, query)
 
 
 def condition_id(demo, corruption, severity):
@@ -70,8 +67,8 @@ def trace(fig, name):
 
 
 @pytest.mark.parametrize("path", list(PAGES))
-def test_every_page_renders_what_it_must(monkeypatch, path):
-    at = page(monkeypatch, path)
+def test_every_page_renders_what_it_must(demo_page, path):
+    at = demo_page(path)
     title, figures = PAGES[path]
     assert texts(at, "title") == [title]
     for words in figures:
@@ -80,7 +77,10 @@ def test_every_page_renders_what_it_must(monkeypatch, path):
         layout = fig["layout"]
         if "xaxis" in layout and fig["data"] and fig["data"][0].get("type") not in ("scatterpolar",):
             assert layout["xaxis"].get("title", {}).get("text") or layout.get("polar"), layout.get("title")
-        assert all("hovertemplate" in t for t in fig["data"]), layout.get("title")
+        # plotly's parallel coordinates have no hover; their axes carry the names and values
+        hovered = [t for t in fig["data"] if t["type"] != "parcoords"]
+        assert all("hovertemplate" in t for t in hovered), layout.get("title")
+        assert all(all(d.get("label") for d in t["dimensions"]) for t in fig["data"] if t["type"] == "parcoords")
 
 
 def test_method_comparison_follows_the_measure_the_axis_and_the_reference(monkeypatch, demo):
@@ -221,10 +221,10 @@ def test_fragile_lists_match_a_hand_count_and_filter_by_class(monkeypatch, demo)
     assert {"broken", "lowest_severity", "first_to_break"} <= set(at.dataframe[0].value.columns)
 
 
-def test_sample_detail_shows_the_stored_images_and_the_verdicts(monkeypatch, demo):
+def test_sample_detail_shows_the_stored_images_and_the_verdicts(monkeypatch, demo, demo_page):
     thumbs = pl.read_parquet(DEMO / schema.THUMBNAILS, columns=["sample_id"])
     stored = int(thumbs["sample_id"].unique().sort()[0])
-    at = page(monkeypatch, "views/sample.py", query={"sample": str(stored)})
+    at = demo_page("views/sample.py", query={"sample": str(stored)})
     clean = demo["metrics"].filter((pl.col("sample_id") == stored) & (pl.col("condition_id") == 0))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Right on clean images"] == f"{int(clean['correct'].sum())} of {len(clean)} models"
@@ -364,7 +364,7 @@ def test_geometry_says_when_it_shows_a_subset_of_samples(monkeypatch, demo):
         store._cached_call.cache_clear()
 
 
-def test_model_tables_show_each_models_training_budget(monkeypatch, demo):
+def test_model_tables_show_each_models_training_budget(demo, demo_page):
     import json
 
     config = json.loads((DEMO / schema.MANIFEST).read_text())["config"]
@@ -375,7 +375,7 @@ def test_model_tables_show_each_models_training_budget(monkeypatch, demo):
         "edge_popup": config["supermask_epochs"] or config["epochs"],
     }
     for path in ("views/overview.py", "views/methods.py"):
-        at = page(monkeypatch, path)
+        at = demo_page(path)
         table = next(t.value for t in at.dataframe if "train_epochs" in t.value.columns)
         budgets = dict(zip(table["model_id"], table["train_epochs"], strict=True))
         for model_id, method in demo["models"].select("model_id", "method").iter_rows():
@@ -467,8 +467,8 @@ def test_a_single_severity_keeps_its_images_beside_their_labels(monkeypatch, dem
         assert kinds == [["Markdown"], ["Image"], [], [], [], []], "the image sits next to its label"
 
 
-def test_overview_puts_the_dense_star_on_top_fits_its_axes_and_ranks_the_table(monkeypatch, demo):
-    at = page(monkeypatch, "views/overview.py")
+def test_overview_puts_the_dense_star_on_top_fits_its_axes_and_ranks_the_table(demo, demo_page):
+    at = demo_page("views/overview.py")
     scatter = figure_titled(at, "Clean accuracy against mean corruption accuracy")
     assert scatter["data"][-1]["name"] == "dense", "drawn last, so no marker hides it"
     models = demo["models"]
@@ -503,7 +503,7 @@ def hand_telling_condition(demo, model_ids) -> int:
     return min(spread, key=lambda c: (-spread[c], c))
 
 
-def test_single_condition_views_open_where_the_models_differ_most(monkeypatch, demo):
+def test_single_condition_views_open_where_the_models_differ_most(monkeypatch, demo, demo_page):
     at = page(monkeypatch, "views/methods.py")
     at.selectbox(key="methods_measure").set_value("one corruption and severity").run()
     want = demo["conditions"].filter(pl.col("condition_id") == hand_telling_condition(demo, demo["models"]["model_id"]))
@@ -511,13 +511,13 @@ def test_single_condition_views_open_where_the_models_differ_most(monkeypatch, d
         want["corruption"][0], want["severity"][0]
     )
     assert want["severity"][0] > 1 or want["corruption"][0] != "gaussian_noise"  # not the mildest condition
-    at = page(monkeypatch, "views/geometry.py")
+    at = demo_page("views/geometry.py")
     chosen = at.multiselect(key="geometry_models").value
     assert at.selectbox(key="geometry_condition").value == hand_telling_condition(demo, chosen)
 
 
-def test_angle_length_plots_span_the_angles_the_data_has(monkeypatch, demo):
-    at = page(monkeypatch, "views/geometry.py")
+def test_angle_length_plots_span_the_angles_the_data_has(demo, demo_page):
+    at = demo_page("views/geometry.py")
     fig = figure_titled(at, "Length against angle to the true class")
     angles = np.concatenate([values(t["theta"]) for t in fig["data"] if len(t.get("theta", []))])
     for polar in ("polar", "polar2"):
@@ -557,8 +557,8 @@ def test_prune_potential_and_excess_error_match_their_definitions(monkeypatch, d
             assert got == pytest.approx(100 * (change - dense_change), abs=1e-4)
 
 
-def test_per_class_accuracy_relative_to_dense_matches_a_hand_count(monkeypatch, demo):
-    at = page(monkeypatch, "views/classes.py")
+def test_per_class_accuracy_relative_to_dense_matches_a_hand_count(demo, demo_page):
+    at = demo_page("views/classes.py")
     heat = figure_titled(at, "Accuracy per class on clean images relative to the dense model")["data"][0]
     labels = pl.read_parquet(DEMO / schema.SAMPLES, columns=["sample_id", "label"])
     clean = demo["metrics"].filter(pl.col("condition_id") == 0).join(labels, on="sample_id")
@@ -589,8 +589,8 @@ def hand_mcnemar(demo, model, condition) -> float:
     return 1.0 if b + c == 0 else stats.binomtest(min(b, c), b + c, 0.5).pvalue
 
 
-def test_models_tables_mark_differences_mcnemar_finds_significant(monkeypatch, demo):
-    at = page(monkeypatch, "views/overview.py")
+def test_models_tables_mark_differences_mcnemar_finds_significant(monkeypatch, demo, demo_page):
+    at = demo_page("views/overview.py")
     table = next(t for t in (e.value for e in at.dataframe) if "clean_p" in t.columns).set_index("model_id")
     for model in ("edge_popup-0.95-s0", "biprop-0.95-s0", "magnitude-0.5-s0"):
         want = hand_mcnemar(demo, model, 0)
@@ -670,8 +670,8 @@ def prim_tree(distances: np.ndarray) -> set[tuple[int, int]]:
     return edges
 
 
-def test_the_model_map_places_models_by_their_standardised_geometry(monkeypatch, demo):
-    at = page(monkeypatch, "views/modelmap.py")
+def test_the_model_map_places_models_by_their_standardised_geometry(demo, demo_page):
+    at = demo_page("views/modelmap.py")
     fig = figure_titled(at, "Model map (PCA")
     wide = (
         demo["metrics"].select("model_id", "condition_id", "sample_id", "angle_true", "feat_norm", "geom_margin")
@@ -696,7 +696,8 @@ def test_the_model_map_places_models_by_their_standardised_geometry(monkeypatch,
     signs = np.sign([shown[ids[0]][k] * want[ids[0]][k] for k in range(2)])  # PCA fixes axes up to their sign
     for m in ids:
         np.testing.assert_allclose(shown[m], signs * want[m], rtol=1e-4, atol=1e-3)
-    distances = np.linalg.norm(z[:, None, :] - z[None, :, :], axis=-1)
+    # row by row: the same differences and sums as z[:, None] - z[None], without a models² x features array
+    distances = np.stack([np.linalg.norm(z[k] - z, axis=-1) for k in range(len(z))])
     tree = fig["data"][0]["x"]
     assert len(tree) == 3 * (len(ids) - 1)  # one segment (two ends and a gap) per edge of the tree
     where = {round(float(shown[m][0]), 6): ids.index(m) for m in ids}
@@ -716,8 +717,8 @@ def test_models_picked_on_the_map_narrow_every_page(monkeypatch, demo):
     assert len(table) == demo["models"].height and "models" not in at.query_params
 
 
-def test_per_layer_profiles_are_the_share_of_each_dense_layer_removed(monkeypatch, demo):
-    at = page(monkeypatch, "views/layers.py")
+def test_per_layer_profiles_are_the_share_of_each_dense_layer_removed(demo, demo_page):
+    at = demo_page("views/layers.py")
     fig = figure_titled(at, "Sparsity per layer at 95% target sparsity")
     layers = pl.read_parquet(DEMO / schema.LAYERS)
     dense = dict(layers.filter(pl.col("model_id") == "dense-s0").select("layer", "params").iter_rows())
@@ -731,10 +732,10 @@ def test_per_layer_profiles_are_the_share_of_each_dense_layer_removed(monkeypatc
     assert max(values(lines["l1_filter-0.95-s0"]["y"])) > 50  # dropped filters count as removed
 
 
-def test_occlusion_maps_show_the_recorded_changes_over_the_image(monkeypatch, demo):
+def test_occlusion_maps_show_the_recorded_changes_over_the_image(demo, demo_page):
     occlusion = pl.read_parquet(DEMO / schema.OCCLUSION)
     sample = int(occlusion["sample_id"].min())
-    at = page(monkeypatch, "views/sample.py", query={"sample": str(sample)})
+    at = demo_page("views/sample.py", query={"sample": str(sample)})
     pruned = at.selectbox(key="occlusion_model").value  # the first pruned model in display order
     fig = figure_titled(at, f"Sample {sample}: occlusion")
     heats = [t for t in fig["data"] if t["type"] == "heatmap"]
@@ -753,8 +754,8 @@ def test_occlusion_maps_show_the_recorded_changes_over_the_image(monkeypatch, de
             assert z[i, j] == pytest.approx(change, abs=1e-5)
 
 
-def test_model_diagnostics_reach_the_models_table(monkeypatch, demo):
-    at = page(monkeypatch, "views/overview.py")
+def test_model_diagnostics_reach_the_models_table(demo, demo_page):
+    at = demo_page("views/overview.py")
     table = next(t for t in (e.value for e in at.dataframe) if "dead_relu" in t.columns).set_index("model_id")
     diagnostics = demo["models"].select("model_id", "dead_relu", "dist_init", "dist_dense")
     for model, dead, init, dense in diagnostics.iter_rows():

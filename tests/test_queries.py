@@ -300,3 +300,33 @@ def test_first_to_break_is_the_corruption_breaking_most_models_at_the_lowest_sev
         counts.append(queries._breaking_counts(batch))
     batched = queries._combine_fragility(pl.concat(parts), pl.concat(counts))
     assert batched.equals(queries.corruption_fragility(breaks))
+
+
+def test_occlusion_panels_are_condition_major_with_each_model_once():
+    conditions = pl.DataFrame(
+        {"condition_id": [0, 4], "corruption": ["clean", "fog"], "severity": [0, 3]},
+        schema={"condition_id": pl.Int16, "corruption": pl.String, "severity": pl.Int8},
+    )
+    occluded = pl.DataFrame(
+        {"model_id": ["d", "d", "p", "p", "p"], "condition_id": [0, 4, 0, 4, 4], "d_angle_true": [1.0, 2, 3, 4, 5]}
+    )
+    panels = queries.occlusion_panels(occluded, conditions, {0: b"clean-png"}, [0, 4], ["d", "p", "d"])
+    assert [title for title, _, _ in panels] == ["d · clean", "p · clean", "d · fog · 3", "p · fog · 3"]
+    assert [image for _, image, _ in panels] == [b"clean-png", b"clean-png", None, None]
+    assert [rows["d_angle_true"].to_list() for _, _, rows in panels] == [[1.0], [3.0], [2.0], [4.0, 5.0]]
+
+
+def test_severity_curves_start_every_corruption_at_the_clean_value():
+    rows = pl.DataFrame(
+        {
+            "model_id": ["m"] * 5,
+            "corruption": ["clean", "fog", "fog", "snow", "snow"],
+            "severity": [0, 2, 1, 1, 2],
+            "p_true": [0.9, 0.5, 0.7, 0.6, 0.2],
+        },
+        schema_overrides={"severity": pl.Int8},
+    )
+    curves = queries.severity_curve_rows(rows, "p_true")
+    assert curves.select("corruption", "severity", "p_true").rows() == [
+        ("fog", 0, 0.9), ("fog", 1, 0.7), ("fog", 2, 0.5), ("snow", 0, 0.9), ("snow", 1, 0.6), ("snow", 2, 0.2),
+    ]  # fmt: skip
