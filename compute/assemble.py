@@ -136,7 +136,7 @@ def assemble(
                 **{k: v for k, v in record.items() if k != "notes"},
                 "clean_accuracy": clean[record["model_id"]],
                 "train_epochs": whole_epochs(record["train_epochs"]),
-                "dead_relu": work.dead_relu(record["model_id"]),
+                **work.relu_diagnostics(record["model_id"]),
             }
             for record in records
         ],

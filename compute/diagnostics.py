@@ -1,5 +1,6 @@
 """Model diagnostics of models.parquet: the ReLU units a model never activates on the clean
-test images (`dead_relu`), and how far its conv and linear weights are from the dense
+test images (`dead_relu`) and the share it leaves at zero per image (`dynamic_dead_relu`),
+and how far its conv and linear weights are from the dense
 initialisation (`dist_init`) and from its dense parent (`dist_dense`)."""
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from compute.models import prunable_modules
 class DeadUnits:
     """Inside `with DeadUnits(model) as dead:`, every application of an nn.ReLU module
     records which of its output units (channel x position, or feature) were above zero for
-    some image of the batch. A ReLU module applied several times per forward (a ResNet
-    block's) counts each application's units separately."""
+    some image of the batch, and how many of its outputs were at zero. A ReLU module applied
+    several times per forward (a ResNet block's) counts each application's units separately."""
 
     def __init__(self, model: nn.Module):
         self.relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
         self.active: list[torch.Tensor] = []  # one per application, in the order they ran
+        self.zeros = self.outputs = 0  # unit x image outputs at zero, and all of them
         self.handles: list = []
 
     def __enter__(self) -> DeadUnits:
@@ -33,7 +35,10 @@ class DeadUnits:
             handle.remove()
 
     def record(self, _module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        self.active.append((output > 0).any(dim=0))  # at once: an in-place ReLU's output changes later
+        on = output > 0  # at once: an in-place ReLU's output changes later
+        self.active.append(on.any(dim=0))
+        self.zeros += int(on.numel() - on.sum())
+        self.outputs += on.numel()
 
     def fraction(self, forwards: int) -> float | None:
         """The fraction of units never above zero over the `forwards` forward passes run in
@@ -49,6 +54,11 @@ class DeadUnits:
             units += ever.numel()
             dead += int((~ever).sum())
         return dead / units
+
+    def inactive_share(self) -> float | None:
+        """The share of unit x image outputs at zero: per image, the fraction of units ReLU
+        silences, averaged over the images (the dynamic dead neuron rate); None without ReLUs."""
+        return self.zeros / self.outputs if self.outputs else None
 
 
 def layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -24,8 +24,8 @@ from compute.train import to_float
 class Evaluation:
     #: metrics, classes, embedding and, with an occlusion plan, occlusion
     tables: dict[str, pl.DataFrame]
-    #: fraction of ReLU units never active on the clean images; None for a model without nn.ReLU
-    dead_relu: float | None
+    #: schema.RELU_DIAGNOSTICS on the clean images; None for a model without nn.ReLU
+    relu: dict[str, float | None]
 
 
 def evaluate_model(
@@ -44,13 +44,16 @@ def evaluate_model(
     directions, the 2-D embedding of its clean features, its occlusion rows, and its dead
     ReLU units, counted in the clean forward passes."""
     labels = labels.to(device)
-    frames, occluded, embedding, dead_relu = [], [], None, None
+    frames, occluded, embedding, relu = [], [], None, dict.fromkeys(schema.RELU_DIAGNOSTICS)
     for condition in images.conditions:
         condition_images = images.images(condition)
         if condition.corruption == schema.CLEAN:
             with DeadUnits(model) as dead:
                 features = forward_features(model, condition_images, device, batch_size)
-            dead_relu = dead.fraction(forwards=math.ceil(len(condition_images) / batch_size))
+            relu = {
+                "dead_relu": dead.fraction(forwards=math.ceil(len(condition_images) / batch_size)),
+                "dynamic_dead_relu": dead.inactive_share(),
+            }
             embedding = clean_geometry(model_id, sample_ids, features, model.classifier.weight, metric_bits)
         else:
             features = forward_features(model, condition_images, device, batch_size)
@@ -73,7 +76,7 @@ def evaluate_model(
     tables = {"metrics": pl.concat(frames), "classes": classes, "embedding": embedding}
     if occlusion is not None:
         tables["occlusion"] = pl.concat(occluded)
-    return Evaluation(tables, dead_relu)
+    return Evaluation(tables, relu)
 
 
 @torch.inference_mode()

@@ -149,8 +149,8 @@ def seed_work(existing: Existing, work: WorkFolder, keep: list[str]) -> int:
         model_id = row["model_id"]
         if work.evaluated(model_id):
             continue
-        # clean_accuracy and dead_relu come with the evaluation
-        record = {k: v for k, v in row.items() if k not in ("clean_accuracy", "dead_relu")}
+        # clean_accuracy and the ReLU diagnostics come with the evaluation
+        record = {k: v for k, v in row.items() if k not in ("clean_accuracy", *schema.RELU_DIAGNOSTICS)}
         record["notes"] = notes.get(model_id, {})
         checkpoint = checkpoints / f"{model_id}.pt"
         work.save_trained(record, None, layers.filter(pl.col("model_id") == model_id))
@@ -158,7 +158,7 @@ def seed_work(existing: Existing, work: WorkFolder, keep: list[str]) -> int:
             work.link_checkpoint(model_id, checkpoint)
         metrics = scan_metrics(existing.path).filter(pl.col("model_id") == model_id).drop("model_id").collect()
         tables = {name: table.filter(pl.col("model_id") == model_id) for name, table in per_model.items()}
-        work.save_evaluated(model_id, {"metrics": metrics, **tables}, row["dead_relu"])
+        work.save_evaluated(model_id, {"metrics": metrics, **tables}, {k: row[k] for k in schema.RELU_DIAGNOSTICS})
         seeded += 1
     return seeded
 

@@ -221,7 +221,7 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
                 trained.model, model_id, images, dataset.test_labels, sample_ids, dataset.class_names,
                 cfg.metric_bits, cfg.eval_batch_size, device, occlusion,
             )  # fmt: skip
-            work.save_evaluated(model_id, evaluation.tables, evaluation.dead_relu)
+            work.save_evaluated(model_id, evaluation.tables, evaluation.relu)
             timings["evaluate"] += time.perf_counter() - eval_tick
             evaluated += 1
             bar.update()

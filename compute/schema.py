@@ -12,7 +12,7 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 4
 #: versions a reader accepts (`table_schemas` says what each lacks): version 3 lacks the
-#: class angles of embedding.parquet; version 2 also the per-layer table, the occlusion
+#: class angles of embedding.parquet and the dynamic dead-ReLU rate; version 2 also the per-layer table, the occlusion
 #: table and the model diagnostics of models.parquet
 READABLE_VERSIONS: tuple[int, ...] = (2, 3, 4)
 
@@ -113,7 +113,8 @@ def quantile_column(metric: str, q: float) -> str:
 
 
 #: per-model diagnostics of models.parquet (nullable: null where a model has no value)
-MODEL_DIAGNOSTICS: tuple[str, ...] = ("dead_relu", "dist_init", "dist_dense")
+RELU_DIAGNOSTICS: tuple[str, ...] = ("dead_relu", "dynamic_dead_relu")
+MODEL_DIAGNOSTICS: tuple[str, ...] = (*RELU_DIAGNOSTICS, "dist_init", "dist_dense")
 #: the layer kinds of layers.parquet, by torch module
 LAYER_KINDS: tuple[str, ...] = ("conv", "linear")
 
@@ -138,6 +139,8 @@ MODELS_SCHEMA = pa.schema(
         ("train_epochs", pa.int32()),
         # fraction of ReLU output units never above zero on the clean test images
         ("dead_relu", pa.float32()),
+        # per clean test image the fraction of ReLU output units at zero, averaged over the images
+        ("dynamic_dead_relu", pa.float32()),
         # l2 distance of the conv and linear weights to the dense initialisation and to the dense parent
         ("dist_init", pa.float32()),
         ("dist_dense", pa.float32()),
@@ -264,12 +267,13 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
 
 def table_schemas(version: int) -> dict[str, pa.Schema]:
     """The single-file tables a snapshot of schema `version` must hold: version 3 has no
-    class angles in embedding.parquet; version 2 neither, nor layers.parquet, nor the
-    diagnostics in models.parquet."""
+    class angles in embedding.parquet and no dynamic_dead_relu in models.parquet; version 2
+    neither, nor layers.parquet, nor any diagnostics in models.parquet."""
     if version >= 4:
         return TABLE_SCHEMAS
     older = dict(TABLE_SCHEMAS)
     older[EMBEDDING] = pa.schema([f for f in EMBEDDING_SCHEMA if f.name != "angles"])
+    older[MODELS] = pa.schema([f for f in MODELS_SCHEMA if f.name != "dynamic_dead_relu"])
     if version == 3:
         return older
     older[MODELS] = pa.schema([f for f in MODELS_SCHEMA if f.name not in MODEL_DIAGNOSTICS])

@@ -97,7 +97,9 @@ def synth_model_columns(models: pl.DataFrame, layers: pl.DataFrame, classes: int
     return models.join(sums, on="model_id", how="left", maintain_order="left").with_columns(
         (pl.col("weights") + others).alias("params_total"),
         (pl.col("nonzero") + others).alias("params_nonzero"),
-        pl.Series("dead_relu", np.clip(0.05 + 0.3 * target + rng.normal(0, 0.02, len(target)), 0, 1)),
+        pl.Series("dead_relu", dead := np.clip(0.05 + 0.3 * target + rng.normal(0, 0.02, len(target)), 0, 1)),
+        # at least the never-active share, and smaller the more is pruned (as Activating-while-Pruning finds)
+        pl.Series("dynamic_dead_relu", np.clip(np.maximum(dead, 0.6 - 0.2 * target), 0, 1)),
         pl.Series("dist_init", 25 * (1 + 0.3 * target) + np.abs(rng.normal(0, 1, len(target)))),
         pl.Series("dist_dense", np.where(dense, 0.0, 20 * target * (1 + 0.1 * np.abs(rng.normal(size=len(target)))))),
     )

@@ -345,11 +345,17 @@ def check_class_angles(embedding: pl.DataFrame, clean: pl.DataFrame, samples: pl
 
 
 def check_diagnostics(models: pl.DataFrame) -> None:
-    """dead_relu a fraction, the distances finite and >= 0, each null where unknown; a dense
+    """The ReLU rates fractions, the distances finite and >= 0, each null where unknown; a
+    unit never active is inactive for every image, so dynamic_dead_relu >= dead_relu; a dense
     model is at distance 0 from itself."""
-    bad = models.filter(~pl.col("dead_relu").is_between(0, 1))  # NaN is above 1 for polars
-    if len(bad):
-        raise Violation(schema.MODELS, "dead_relu", "outside [0, 1]", _rows(bad))
+    for column in (c for c in schema.RELU_DIAGNOSTICS if c in models.columns):  # version 3 has one
+        bad = models.filter(~pl.col(column).is_between(0, 1))  # NaN is above 1 for polars
+        if len(bad):
+            raise Violation(schema.MODELS, column, "outside [0, 1]", _rows(bad))
+    if "dynamic_dead_relu" in models.columns:
+        bad = models.filter(pl.col("dynamic_dead_relu") < pl.col("dead_relu") - 1e-6)
+        if len(bad):
+            raise Violation(schema.MODELS, "dynamic_dead_relu", "is below dead_relu", _rows(bad))
     for column in ("dist_init", "dist_dense"):
         bad = models.filter(~(pl.col(column).is_finite() & (pl.col(column) >= 0)))
         if len(bad):
@@ -444,7 +450,7 @@ def main(path: str) -> int:
     older = (
         f" (of schema version {counts['schema_version']}, which predates "
         + ("layers.parquet, occlusion.parquet, the model diagnostics and " if counts["schema_version"] < 3 else "")
-        + "the class angles of embedding.parquet)"
+        + "the class angles of embedding.parquet and the dynamic dead-ReLU rate)"
         if counts["schema_version"] != schema.SCHEMA_VERSION
         else ""
     )

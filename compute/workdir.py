@@ -158,19 +158,20 @@ class WorkFolder(OutputSlot):
     def checkpoint(self, model_id: str) -> dict[str, torch.Tensor]:
         return load_state(self.model_dir(model_id) / "checkpoint.pt")
 
-    def save_evaluated(self, model_id: str, tables: dict[str, pl.DataFrame], dead_relu: float | None) -> None:
+    def save_evaluated(self, model_id: str, tables: dict[str, pl.DataFrame], relu: dict[str, float | None]) -> None:
         """The model's evaluated tables (metrics, classes, embedding and, when asked for,
-        occlusion), then the marker, which keeps its dead_relu."""
+        occlusion), then the marker, which keeps its ReLU diagnostics."""
         folder = self.model_dir(model_id)
         write_parquet_atomic(metrics_table(model_id, tables["metrics"]), folder / "metrics.parquet")
         for name, table_name in EVALUATED_TABLES.items():
             if name in tables:
                 target = schema.TABLE_SCHEMAS.get(table_name) or schema.OPTIONAL_SCHEMAS[table_name]
                 write_parquet_atomic(conform(tables[name], target, f"{name} of {model_id}"), folder / f"{name}.parquet")
-        write_json_atomic({"model_id": model_id, "dead_relu": dead_relu}, folder / "evaluated.json")
+        write_json_atomic({"model_id": model_id, **relu}, folder / "evaluated.json")
 
-    def dead_relu(self, model_id: str) -> float | None:
-        return json.loads((self.model_dir(model_id) / "evaluated.json").read_text())["dead_relu"]
+    def relu_diagnostics(self, model_id: str) -> dict[str, float | None]:
+        marker = json.loads((self.model_dir(model_id) / "evaluated.json").read_text())
+        return {name: marker.get(name) for name in schema.RELU_DIAGNOSTICS}
 
     def table(self, model_id: str, name: str) -> Path:
         return self.model_dir(model_id) / f"{name}.parquet"

@@ -222,6 +222,11 @@ MODEL_COLUMNS = {
     "dead_relu": st.column_config.NumberColumn(
         "dead ReLUs", format="percent", help="ReLU output units never active on the clean test images"
     ),
+    "dynamic_dead_relu": st.column_config.NumberColumn(
+        "ReLUs at 0", format="percent",
+        help="per clean test image, the share of ReLU output units at zero, averaged over the images "
+        "(the dynamic dead neuron rate of Activating-while-Pruning)",
+    ),  # fmt: skip
     "dist_init": st.column_config.NumberColumn(
         "‖w − w_init‖", format="%.2f", help="ℓ2 distance of the conv and linear weights from the initialisation"
     ),

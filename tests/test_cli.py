@@ -171,6 +171,8 @@ def check_diagnostics_independently(out, data):
             hook.remove()
         dead = sum(int((o <= 0).all(dim=0).sum()) for o in outputs) / sum(o[0].numel() for o in outputs)
         assert row[model_id]["dead_relu"] == pytest.approx(dead, abs=1e-7), model_id
+        at_zero = sum(int((o <= 0).sum()) for o in outputs) / sum(o.numel() for o in outputs)
+        assert row[model_id]["dynamic_dead_relu"] == pytest.approx(at_zero, abs=1e-7), model_id
         state = model.state_dict()
         kept = notes.get(model_id, {}).get("kept_filters", {})
         if kept:  # body.3's filters removed, and body.6's inputs that read them

@@ -36,9 +36,12 @@ def test_dead_units_of_a_hand_set_network_pool_every_application_over_every_batc
         net(images[2:])
     # units: h0 (image 0), h1 (never), h2 (image 2), g0 (images 0 and 2), g1 (never): 2 of 5 dead
     assert dead.fraction(forwards=2) == pytest.approx(2 / 5)
+    # at zero per image: image 0 h1 h2 g1, image 1 all five, image 2 h0 h1 g1: 11 of 15 outputs
+    assert dead.inactive_share() == pytest.approx(11 / 15)
     with DeadUnits(net) as first_only, torch.no_grad():
         net(images[:1])
     assert first_only.fraction(forwards=1) == pytest.approx(3 / 5)  # h2 too
+    assert first_only.inactive_share() == pytest.approx(3 / 5)  # one image: the same units
     with pytest.raises(ValueError, match="do not split"):
         dead.fraction(forwards=3)
     net(images)  # the hooks are gone once the block ends
@@ -55,7 +58,9 @@ def test_a_convolutional_unit_is_a_channel_at_a_position():
     with DeadUnits(net) as dead, torch.no_grad():
         net(image)
     assert dead.fraction(forwards=1) == pytest.approx(7 / 8)  # only channel 0 at the bright pixel fires
+    assert dead.inactive_share() == pytest.approx(7 / 8)
     assert DeadUnits(nn.Linear(2, 2)).fraction(forwards=1) is None  # no ReLU, no value
+    assert DeadUnits(nn.Linear(2, 2)).inactive_share() is None
 
 
 def test_distances_match_plain_torch_on_two_state_dicts():

@@ -101,6 +101,8 @@ def check_diagnostics_of_the_example(out, example, x):
             hook.remove()
         dead = sum(int((o <= 0).all(dim=0).sum()) for o in outputs) / sum(o[0].numel() for o in outputs)
         assert models[model_id]["dead_relu"] == pytest.approx(dead, abs=1e-7), model_id
+        at_zero = sum(int((o <= 0).sum()) for o in outputs) / sum(o.numel() for o in outputs)
+        assert models[model_id]["dynamic_dead_relu"] == pytest.approx(at_zero, abs=1e-7), model_id
         assert models[model_id]["dist_init"] is None
     assert models["resnet18-dense"]["dist_dense"] == models["small-cnn"]["dist_dense"] == 0.0
     pruned, dense = entries["resnet18-l1-0.8"].state_dict(), entries["resnet18-dense"].state_dict()

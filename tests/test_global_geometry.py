@@ -65,9 +65,10 @@ def test_validate_catches_wrong_class_angles(snapshot_copy, capsys):
 
 
 def as_version_3(path):
-    """A snapshot as schema version 3 wrote it: no class angles in embedding.parquet."""
-    embedding = pl.read_parquet(path / schema.EMBEDDING).drop("angles")
-    pq.write_table(conform(embedding, schema.table_schemas(3)[schema.EMBEDDING], "embedding"), path / schema.EMBEDDING)
+    """A snapshot as schema version 3 wrote it: no class angles, no dynamic dead-ReLU rate."""
+    for name, column in ((schema.EMBEDDING, "angles"), (schema.MODELS, "dynamic_dead_relu")):
+        table = pl.read_parquet(path / name).drop(column)
+        pq.write_table(conform(table, schema.table_schemas(3)[name], name), path / name)
     manifest = json.loads((path / schema.MANIFEST).read_text())
     manifest["schema_version"] = 3
     (path / schema.MANIFEST).write_text(json.dumps(manifest))
@@ -76,7 +77,7 @@ def as_version_3(path):
 
 def test_a_version_3_snapshot_is_valid_and_said_to_predate_the_class_angles(snapshot_copy, capsys):
     assert validate(str(as_version_3(snapshot_copy))) == 0
-    assert "of schema version 3, which predates the class angles of embedding.parquet" in capsys.readouterr().out
+    assert "of schema version 3, which predates the class angles of embedding.parquet and" in capsys.readouterr().out
 
 
 # --- queries and figure ----------------------------------------------------------------------------

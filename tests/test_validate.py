@@ -235,10 +235,29 @@ def test_the_rebuild_hint_names_the_snapshot_at_hand(snapshot_copy, capsys):
         (schema.LAYERS, first_row("kind", pl.lit("attention")), "column kind: not one of conv, linear"),
         (schema.LAYERS, first_row("prunable", True), "models.parquet: column sparsity: differs from 1 - its prunable"),
         (schema.MODELS, first_row("dead_relu", 1.5), "column dead_relu: outside [0, 1]"),
+        (schema.MODELS, first_row("dynamic_dead_relu", -0.1), "column dynamic_dead_relu: outside [0, 1]"),
+        (
+            schema.MODELS,
+            lambda f: first_row("dynamic_dead_relu", 0.4)(first_row("dead_relu", 0.5)(f)),
+            "column dynamic_dead_relu: is below dead_relu",
+        ),
         (schema.MODELS, first_row("dist_init", -1.0), "column dist_init: is negative"),
         (schema.MODELS, first_row("dist_dense", 0.25), "column dist_dense: is not 0 for a dense model"),
     ],
-    ids=["flops", "nonzero", "sparsity", "missing model", "twice", "kind", "prunable", "dead", "init", "dense"],
+    ids=[
+        "flops",
+        "nonzero",
+        "sparsity",
+        "missing model",
+        "twice",
+        "kind",
+        "prunable",
+        "dead",
+        "dynamic",
+        "dynamic below dead",
+        "init",
+        "dense",
+    ],  # fmt: skip
 )
 def test_planted_layer_and_diagnostic_violations_are_caught(snapshot_copy, capsys, name, change, message):
     rewrite_table(snapshot_copy, name, change)

@@ -92,7 +92,7 @@ models_shown = queries.in_points(
     .select(
         "model_id", "method", "target_sparsity", "clean_accuracy", "mean_corruption_accuracy", "relative_robustness",
         "clean_p", "significant", "family", "seed", "sparsity", "params_nonzero", "flops", "train_epochs",
-        "dead_relu", "dist_init", "dist_dense",
+        "dead_relu", "dynamic_dead_relu", "dist_init", "dist_dense",
     ).sort("relative_robustness", "clean_accuracy", descending=True, nulls_last=True)
 )  # fmt: skip
 st.dataframe(
