@@ -148,3 +148,10 @@ def significance_by_model(pairs: pl.DataFrame, alpha: float) -> pl.DataFrame:
         (pl.col("p_value") < alpha).sum().cast(pl.Int64).alias("significant_conditions"),
         pl.len().cast(pl.Int64).alias("tested_conditions"),
     )
+
+
+def most_hurt_class(breakdown: pl.DataFrame, model_id: str) -> int | None:
+    """The class whose accuracy `model_id` lowers most against its dense parent (lowest label
+    on ties), from `class_breakdown`; None when it has no comparable class."""
+    rows = breakdown.filter((pl.col("model_id") == model_id) & pl.col("vs_dense").is_not_null())
+    return None if rows.is_empty() else int(rows.sort("vs_dense", "label")["label"][0])

@@ -15,7 +15,7 @@ from compute import schema
 from compute.evaluate import clean_geometry
 from compute.snapshot import conform
 from compute.validate import main as validate
-from dashboard import figures, queries
+from dashboard import figures, measures, queries
 from tests.apphelpers import figures as plotted
 from tests.apphelpers import run_app, texts, values
 from tests.conftest import DEMO
@@ -200,3 +200,33 @@ def test_a_version_3_snapshot_says_what_to_run(monkeypatch, tmp_path):
     at = open_page(monkeypatch, data_root=old.parent)
     assert not plotted(at)
     assert any("predates the angles to every class direction" in i for i in texts(at, "info"))
+
+
+def test_most_hurt_class_is_the_largest_drop_against_the_parent_lowest_label_on_ties():
+    breakdown = pl.DataFrame(
+        {
+            "model_id": ["p", "p", "p", "p", "q"],
+            "label": [0, 1, 2, 3, 0],
+            "vs_dense": [-0.1, -0.3, -0.3, None, -0.9],
+        }
+    )
+    assert measures.most_hurt_class(breakdown, "p") == 1
+    assert measures.most_hurt_class(breakdown, "missing") is None
+
+
+def test_the_page_opens_on_the_class_the_pruned_model_hurts_most(monkeypatch):
+    at = open_page(monkeypatch)
+    pruned = at.selectbox(key="global_model").value
+    labels = dict(pl.read_parquet(DEMO / schema.SAMPLES, columns=["sample_id", "label"]).iter_rows())
+    accuracy = {}
+    for model_id in ("dense-s0", pruned):
+        clean = pq.read_table(DEMO / schema.metrics_partition(model_id), filters=[("condition_id", "==", 0)])
+        per_class = {}
+        for sample_id, correct in zip(clean["sample_id"].to_pylist(), clean["correct"].to_pylist(), strict=True):
+            per_class.setdefault(labels[sample_id], []).append(correct)
+        accuracy[model_id] = {c: np.mean(v) for c, v in per_class.items()}
+    drops = {c: accuracy[pruned][c] - accuracy["dense-s0"][c] for c in accuracy[pruned]}
+    expected = min(sorted(drops), key=lambda c: drops[c])  # the lowest label among equal drops
+    assert at.selectbox(key="global_class").value == expected
+    names = json.loads((DEMO / schema.MANIFEST).read_text())["dataset"]["classes"]
+    assert all(f"of class {names[expected]}" in c["layout"]["title"]["text"] for c in plotted(at))

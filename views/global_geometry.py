@@ -3,7 +3,8 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import figures, queries, store, ui
+from compute import schema
+from dashboard import figures, measures, queries, store, ui
 
 view = ui.selection()
 snapshot, models, model_order = view.snapshot, view.models, view.model_ids
@@ -23,23 +24,28 @@ if not store.has_class_angles(snapshot):
     )
     st.stop()
 
-left, middle, right = st.columns([2, 3, 2])
-label = left.selectbox(
-    "Class", range(len(class_names)), key="global_class", format_func=lambda c: class_names[c],
-    help="Its samples are the lines; its direction is the axis marked (true)",
-)  # fmt: skip
+left, middle, right = st.columns([3, 2, 2])
 per = right.radio(
     "One line per", ["sample", "model"], horizontal=True, key="global_per",
     help="Per model: the mean over the class's samples of each axis",
 )  # fmt: skip
 parents = dict(snapshot.models.select("model_id", "parent_id").iter_rows())
+pruned = [m for m in model_order if parents.get(m) not in (None, m)]
+model = left.selectbox("Pruned model", pruned, key="global_model") if per == "sample" and pruned else None
+hurt = None
+if model is not None:
+    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    hurt = measures.most_hurt_class(store.cached(measures.class_breakdown, snapshot, (model,), tuple(clean)), model)
+label = middle.selectbox(
+    "Class", range(len(class_names)), key="global_class", format_func=lambda c: class_names[c],
+    index=hurt or 0, help="Its samples are the lines; its direction is the axis marked (true). Opens on the "
+    "class the pruned model hurts most on clean images.",
+)  # fmt: skip
 
 if per == "sample":
-    pruned = [m for m in model_order if parents.get(m) not in (None, m)]
-    if not pruned:
+    if model is None:
         st.info("Select at least one pruned model in the sidebar: it is drawn against its dense parent.")
         st.stop()
-    model = middle.selectbox("Pruned model", pruned, key="global_model")
     st.caption("Its dense parent above, the pruned model below; both share every axis.")
     pair = (parents[model], model)
     rows = store.cached(queries.global_geometry, snapshot, pair, label)
@@ -61,7 +67,6 @@ if per == "sample":
     means = queries.global_geometry_means(rows, snapshot.models)
     st.dataframe(queries.global_geometry_change(means, *pair, class_names), hide_index=True, width="stretch")
 else:
-    middle.empty()
     rows = store.cached(queries.global_geometry, snapshot, tuple(model_order), label)
     means = queries.global_geometry_means(rows, models)
     drawn, dropped = queries.with_direction(means)
