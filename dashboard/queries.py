@@ -22,6 +22,11 @@ def method_rank(method: str) -> int:
     return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
+def clean_condition_ids(conditions: pl.DataFrame) -> list[int]:
+    """The id of the clean condition (a list, as filters take it; one id in a valid snapshot)."""
+    return conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+
+
 def condition_label(corruption: str, severity: int) -> str:
     return "clean" if corruption == schema.CLEAN else f"{corruption} · {severity}"
 
@@ -387,8 +392,7 @@ def telling_condition(summary: pl.DataFrame, model_ids: list[str], conditions: p
     rows = summary.filter(pl.col("model_id").is_in(list(model_ids)))
     if corrupted.is_empty() or rows.is_empty():
         return None
-    clean_ids = conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"]
-    clean = rows.filter(pl.col("condition_id").is_in(clean_ids.implode()))
+    clean = rows.filter(pl.col("condition_id").is_in(clean_condition_ids(conditions)))
     clean_accuracy = float(clean["accuracy"].mean()) if not clean.is_empty() else 1.0
     score = (
         rows.filter(pl.col("condition_id").is_in(corrupted.implode()))
@@ -674,7 +678,7 @@ def pruning_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], cond
 def corruption_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
     """`corruption_fragility` over the chosen models, a batch of models at a time so the
     memory stays bounded however many models the snapshot holds."""
-    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    clean = clean_condition_ids(snapshot.conditions)
     wanted = sorted(set(condition_ids) | set(clean))
     parts, counts = [], []
     for batch in model_batches(list(model_ids), snapshot.samples.height * len(wanted)):
@@ -687,7 +691,7 @@ def corruption_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], c
 def exemplars(snapshot: Snapshot, pruned_ids: tuple[str, ...]):
     """PIEs on clean images: every dense model of the snapshot against the chosen pruned ones."""
     dense_ids = snapshot.models.filter(pl.col("method") == "dense")["model_id"].to_list()
-    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    clean = clean_condition_ids(snapshot.conditions)
     preds = (
         scan_metrics(snapshot, model_ids=dense_ids + list(pruned_ids), condition_ids=clean, columns=["pred"])
         .select("model_id", "sample_id", "pred")
@@ -717,7 +721,7 @@ def sample_outcomes(snapshot: Snapshot, sample_id: int, model_ids: tuple[str, ..
 
 def clean_outcomes(snapshot: Snapshot, model_id: str):
     """sample_id, pred, correct and the geometry of one model on clean images."""
-    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    clean = clean_condition_ids(snapshot.conditions)
     return (
         scan_metrics(snapshot, model_ids=[model_id], condition_ids=clean)
         .select("sample_id", "pred", "correct", "p_true", "feat_norm", "angle_true", "geom_margin")
@@ -776,7 +780,7 @@ def global_geometry(snapshot: Snapshot, model_ids: tuple[str, ...], label: int, 
     correct, the axes of the paper's global geometry view."""
     of_class = snapshot.samples.filter(pl.col("label") == label)["sample_id"].sort().to_list()
     sample_ids = evenly_spaced(of_class, limit)
-    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    clean = clean_condition_ids(snapshot.conditions)
     metrics = (
         scan_metrics(snapshot, list(model_ids), clean, [*GLOBAL_AXES, "correct"])
         .filter(pl.col("sample_id").is_in(sample_ids))

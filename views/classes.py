@@ -3,8 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from compute import schema
-from dashboard import figures, measures, store, ui
+from dashboard import figures, measures, queries, store, ui
 
 view = ui.selection()
 snapshot, filters, models, corrupted = view.snapshot, view.filters, view.models, view.corrupted
@@ -17,7 +16,7 @@ st.caption(
 left, right = st.columns(2)
 on = left.radio("On", ["clean images", "the selected corrupted conditions"], horizontal=True, key="classes_on")
 relative = right.toggle("Relative to the dense model", value=True, key="classes_relative")
-clean_ids = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+clean_ids = queries.clean_condition_ids(snapshot.conditions)
 condition_ids = clean_ids if on == "clean images" else corrupted["condition_id"].to_list()
 if not condition_ids:
     st.info("No corrupted condition matches the filters: widen the corruption families or severities in the sidebar.")

@@ -102,7 +102,7 @@ st.subheader("Which models predict alike?")
 left, right = st.columns(2)
 on = left.radio("On", ["clean images", "the selected corrupted conditions"], horizontal=True, key="corruptions_on")
 statistic = right.radio("Statistic", ["agreement", "Cohen's kappa"], horizontal=True, key="corruptions_stat")
-clean_ids = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+clean_ids = queries.clean_condition_ids(snapshot.conditions)
 condition_ids = clean_ids if on == "clean images" else corrupted["condition_id"].to_list()
 agreement, kappa, order, rows = store.cached(
     queries.model_similarity, snapshot, tuple(model_order), tuple(condition_ids)

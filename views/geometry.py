@@ -12,7 +12,7 @@ labels = dict(zip(conditions["condition_id"], conditions.select(
     pl.when(pl.col("corruption") == schema.CLEAN).then(pl.lit("clean"))
     .otherwise(pl.col("corruption") + " s" + pl.col("severity").cast(pl.String))
 ).to_series(), strict=True))  # fmt: skip
-clean_id = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"][0]
+clean_id = queries.clean_condition_ids(snapshot.conditions)[0]
 dense_ids = [m for m in model_order if m.startswith("dense")]
 pruned_ids = [m for m in model_order if not m.startswith("dense")]
 

@@ -3,7 +3,6 @@
 import polars as pl
 import streamlit as st
 
-from compute import schema
 from dashboard import figures, measures, queries, store, ui
 
 view = ui.selection()
@@ -34,8 +33,8 @@ pruned = [m for m in model_order if parents.get(m) not in (None, m)]
 model = left.selectbox("Pruned model", pruned, key="global_model") if per == "sample" and pruned else None
 hurt = None
 if model is not None:
-    clean = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
-    hurt = measures.most_hurt_class(store.cached(measures.class_breakdown, snapshot, (model,), tuple(clean)), model)
+    clean = tuple(queries.clean_condition_ids(snapshot.conditions))
+    hurt = measures.most_hurt_class(store.cached(measures.class_breakdown, snapshot, (model,), clean), model)
 label = middle.selectbox(
     "Class", range(len(class_names)), key="global_class", format_func=lambda c: class_names[c],
     index=hurt or 0, help="Its samples are the lines; its direction is the axis marked (true). Opens on the "

@@ -20,7 +20,7 @@ x_axis = middle.selectbox(
 )
 relative = right.toggle("Relative to the dense model", key="methods_relative")
 
-clean_ids = snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+clean_ids = queries.clean_condition_ids(snapshot.conditions)
 if measure == MEASURES[0]:
     condition_ids, label = clean_ids, "clean accuracy"
 elif measure == MEASURES[1]:

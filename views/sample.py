@@ -106,7 +106,7 @@ else:
     )  # fmt: skip
     value = c.radio("Change of", ["d_angle_true", "d_feat_norm"], horizontal=True, key="occlusion_value",
                     format_func={"d_angle_true": "angle to the true class", "d_feat_norm": "feature length"}.get)
-    clean_id = int(snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"][0])
+    clean_id = queries.clean_condition_ids(snapshot.conditions)[0]
     images = dict(store.sample_thumbnails(snapshot, sample_id).iter_rows())
     images[clean_id] = store.thumbnails(snapshot, [sample_id])[sample_id]
     shown = [clean_id] + ([corrupted_pick] if corrupted_pick is not None else [])
