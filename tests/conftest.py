@@ -43,6 +43,25 @@ def run_cli_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
     return subprocess.CompletedProcess(["prunescope", *args], code, out.getvalue(), err.getvalue())
 
 
+def relu_rates_by_hooks(module, images) -> tuple[float, float]:
+    """(dead_relu, dynamic_dead_relu) of `module` on `images`, recomputed with plain torch: one
+    forward keeping the output of every application of every nn.ReLU; the share of units at
+    zero for every image, and the share of (unit, image) outputs at zero."""
+    import torch
+    from torch import nn
+
+    outputs = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: outputs.append(o.clone()))
+             for m in module.modules() if isinstance(m, nn.ReLU)]  # fmt: skip
+    with torch.no_grad():
+        module.eval()(images)
+    for hook in hooks:
+        hook.remove()
+    dead = sum(int((o <= 0).all(dim=0).sum()) for o in outputs) / sum(o[0].numel() for o in outputs)
+    at_zero = sum(int((o <= 0).sum()) for o in outputs) / sum(o.numel() for o in outputs)
+    return dead, at_zero
+
+
 @pytest.fixture(scope="session")
 def tiny_snapshot(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("snapshots") / "tiny"

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from compute import schema
-from tests.conftest import run_cli, run_cli_here
+from tests.conftest import relu_rates_by_hooks, run_cli, run_cli_here
 
 
 def test_compute_writes_a_valid_snapshot_and_says_so(tiny_snapshot):
@@ -145,7 +145,6 @@ def check_diagnostics_independently(out, data):
     recomputed from its checkpoints with plain torch: one forward of every clean image, the
     state dicts, and the kept filter indices the manifest records."""
     import torch
-    from torch import nn
 
     from compute import models
     from compute.checkpoints import load_model
@@ -159,19 +158,8 @@ def check_diagnostics_independently(out, data):
     notes = json.loads((out / schema.MANIFEST).read_text())["model_notes"]
     for model_id in ("dense-s0", "magnitude-0.7-s0", "l1_filter-0.7-s0"):
         model = load_model(out, model_id)
-        outputs = []
-
-        def keep(_module, _inputs, output, outputs=outputs):  # every application of every ReLU
-            outputs.append(output.clone())
-
-        hooks = [m.register_forward_hook(keep) for m in model.modules() if isinstance(m, nn.ReLU)]
-        with torch.no_grad():
-            model(data.test_images.float() / 255)
-        for hook in hooks:
-            hook.remove()
-        dead = sum(int((o <= 0).all(dim=0).sum()) for o in outputs) / sum(o[0].numel() for o in outputs)
+        dead, at_zero = relu_rates_by_hooks(model, data.test_images.float() / 255)
         assert row[model_id]["dead_relu"] == pytest.approx(dead, abs=1e-7), model_id
-        at_zero = sum(int((o <= 0).sum()) for o in outputs) / sum(o.numel() for o in outputs)
         assert row[model_id]["dynamic_dead_relu"] == pytest.approx(at_zero, abs=1e-7), model_id
         state = model.state_dict()
         kept = notes.get(model_id, {}).get("kept_filters", {})

@@ -16,7 +16,7 @@ from torch import nn
 from compute import schema
 from compute.data import DataSpec, load
 from compute.snapshot import scan_metrics
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, relu_rates_by_hooks, run_cli
 from tests.test_data import write_cifar10
 
 EXAMPLE = REPO / "examples" / "my_models.py"
@@ -92,16 +92,8 @@ def check_diagnostics_of_the_example(out, example, x):
     entries["small-cnn"] = entries["small-cnn"]()
     models = {r["model_id"]: r for r in pl.read_parquet(out / schema.MODELS).iter_rows(named=True)}
     for model_id, module in entries.items():
-        outputs = []
-        hooks = [m.register_forward_hook(lambda _m, _i, o, outputs=outputs: outputs.append(o.clone()))
-                 for m in module.modules() if isinstance(m, nn.ReLU)]  # fmt: skip
-        with torch.no_grad():
-            module.eval()(x)
-        for hook in hooks:
-            hook.remove()
-        dead = sum(int((o <= 0).all(dim=0).sum()) for o in outputs) / sum(o[0].numel() for o in outputs)
+        dead, at_zero = relu_rates_by_hooks(module, x)
         assert models[model_id]["dead_relu"] == pytest.approx(dead, abs=1e-7), model_id
-        at_zero = sum(int((o <= 0).sum()) for o in outputs) / sum(o.numel() for o in outputs)
         assert models[model_id]["dynamic_dead_relu"] == pytest.approx(at_zero, abs=1e-7), model_id
         assert models[model_id]["dist_init"] is None
     assert models["resnet18-dense"]["dist_dense"] == models["small-cnn"]["dist_dense"] == 0.0
