@@ -9,6 +9,7 @@ import polars as pl
 
 from compute import schema
 from dashboard.queries import condition_label
+from dashboard.roles import is_dense
 
 #: colour-blind-safe colours (Paul Tol's muted set, Okabe-Ito), fixed per method
 METHOD_COLORS: dict[str, str] = {
@@ -68,6 +69,12 @@ def method_color(method: str) -> str:
     return _FALLBACK[sum(map(ord, method)) % len(_FALLBACK)]
 
 
+#: the marker of a dense model, whatever its method's label (an `evaluate` snapshot names it freely)
+DENSE_SYMBOL = FAMILY_SYMBOLS["dense"]
+#: a dense model's marker size where size shows sparsity: the largest, so the reference is never the smallest
+DENSE_SIZE = 22
+
+
 def family_symbol(method: str) -> str:
     return FAMILY_SYMBOLS.get(schema.METHOD_FAMILIES.get(method, "unstructured"), "circle")
 
@@ -102,10 +109,10 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
         return empty_figure("No condition of the 15 CIFAR-10-C corruptions in this selection (the extras do not count)")
     y = table["mean_corruption_accuracy"]
     fig = go.Figure()
-    methods = table["method"].unique(maintain_order=True).to_list()
-    for method in sorted(methods, key=lambda m: m == "dense"):  # dense last, drawn on top of the rest
-        rows = table.filter(pl.col("method") == method)
-        is_dense = method == "dense"
+    # the role comes from models.parquet (models_table's is_dense), never from a method's name
+    groups = table.select("method", "is_dense").unique(maintain_order=True).sort("is_dense", maintain_order=True)
+    for method, dense_role in groups.iter_rows():  # dense last, drawn on top of the rest
+        rows = table.filter((pl.col("method") == method) & (pl.col("is_dense") == dense_role))
         fig.add_trace(
             go.Scatter(
                 x=rows["clean_accuracy"],
@@ -114,10 +121,10 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
                 name=method,
                 marker={
                     "color": method_color(method),
-                    "symbol": family_symbol(method),
-                    "size": 22 if is_dense else (8 + 16 * rows["target_sparsity"]).to_list(),
-                    "line": {"color": "white", "width": 2 if is_dense else 1},
-                    "opacity": 1.0 if is_dense else 0.85,
+                    "symbol": DENSE_SYMBOL if dense_role else family_symbol(method),
+                    "size": DENSE_SIZE if dense_role else (8 + 16 * rows["target_sparsity"]).to_list(),
+                    "line": {"color": "white", "width": 2 if dense_role else 1},
+                    "opacity": 1.0 if dense_role else 0.85,
                 },
                 customdata=rows.select("model_id", "sparsity", 100 * pl.col("relative_robustness")).to_numpy(),
                 hovertemplate=(
@@ -126,7 +133,7 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
                 ),
             )
         )
-    dense = table.filter(pl.col("method") == "dense")
+    dense = table.filter(pl.col("is_dense"))
     if not dense.is_empty():
         fig.add_hline(
             y=float(dense["mean_corruption_accuracy"].mean()),
@@ -163,18 +170,30 @@ def heatmap(
     x_title: str = "",
     y_title: str = "",
     hover: str | None = None,
+    higher_is_better: bool = True,
+    masked: list[list[bool]] | np.ndarray | None = None,
+    masked_text: str = "",
 ) -> go.Figure:
     """A labelled matrix: accuracy (sequential, %) or a change (diverging, centred at 0, in points when
-    `percent`) or any other value (`percent=False`). Every row and column keeps its label."""
+    `percent`) or any other value (`percent=False`). Every row and column keeps its label.
+
+    One diverging convention on every page: blue is better than the dense parent, red worse; a change
+    where lower is better (`higher_is_better=False`, e.g. excess error) flips the scale, not the meaning.
+    Cells `masked` (not informative, e.g. both models near chance) are drawn grey, with `masked_text` on
+    hover, instead of a colour."""
     z = np.asarray([[np.nan if v is None else v for v in row] for row in z], dtype=float)
     if z.size == 0:
         return empty_figure("Nothing to show for this selection")
     scale = 100.0 if percent else 1.0  # shares are drawn in % (levels) or points (changes)
     z = z * scale
+    hidden = np.zeros(z.shape, dtype=bool) if masked is None else np.asarray(masked, dtype=bool)
+    z = np.where(hidden, np.nan, z)
     if diverging:
         bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
         lo, hi = (scale * zrange[0], scale * zrange[1]) if zrange else (-(bound or 1.0), bound or 1.0)
-        colour = {"colorscale": "RdBu", "zmid": 0.0, "zmin": lo, "zmax": hi}
+        colour = {"colorscale": "RdBu" if higher_is_better else "RdBu_r", "zmid": 0.0, "zmin": lo, "zmax": hi}
+        if percent:
+            colorbar = f"{colorbar}<br><sup>blue: better than dense<br>red: worse</sup>"
     else:
         lo, hi = (scale * zrange[0], scale * zrange[1]) if zrange else (0.0, scale)
         colour = {"colorscale": "Viridis", "zmin": lo, "zmax": hi}
@@ -193,6 +212,15 @@ def heatmap(
             hovertemplate="<b>%{y}</b><br>%{x}: " + hover + "<extra></extra>", **colour,
         )
     )  # fmt: skip
+    if hidden.any():
+        fig.add_trace(
+            go.Heatmap(
+                z=np.where(hidden, 1.0, np.nan), x=x, y=y, colorscale=[[0, "#D9D9D9"], [1, "#D9D9D9"]],
+                showscale=False, text=np.where(hidden, "≈ chance", ""), texttemplate="%{text}",
+                textfont={"size": 9, "color": "#555555"}, name="not informative",
+                hovertemplate="<b>%{y}</b><br>%{x}: " + masked_text + "<extra></extra>",
+            )
+        )  # fmt: skip
     fig.update_layout(
         **{**LAYOUT, "legend": {}},
         title={"text": title},
@@ -284,7 +312,7 @@ def method_lines(
 ) -> go.Figure:
     """One line per method (mean over seeds, whiskers min-max) against `x`, the dense model as a dashed line.
     Accuracy is drawn in %, a change relative to dense (`relative`) in percentage points."""
-    pruned = curves.filter(pl.col("method") != "dense")
+    pruned = curves  # the pages pass the pruned models' curves; the dense parent is the reference line
     if pruned.is_empty():
         return empty_figure(empty)
     fig = go.Figure()
@@ -492,16 +520,18 @@ def shift_scatter(table: pl.DataFrame, model_id: str) -> go.Figure:
     return fig
 
 
-def class_norms(classes: pl.DataFrame, model_ids: list[str]) -> go.Figure:
-    """Weight-row norm per class, one bar group per model."""
+def class_norms(classes: pl.DataFrame, models: pl.DataFrame, model_ids: list[str]) -> go.Figure:
+    """Weight-row norm per class, one bar group per model (`models`: models.parquet, for each
+    model's method and role)."""
     fig = go.Figure()
+    facts = {m: (method, dense) for m, method, dense in models.select("model_id", "method", is_dense()).iter_rows()}
     for model in model_ids:
         rows = classes.filter(pl.col("model_id") == model).sort("class")
-        method = model.split("-")[0]
+        method, dense = facts.get(model, ("", False))
         fig.add_trace(
             go.Bar(
                 x=rows["class_name"], y=rows["weight_norm"], name=model, marker_color=method_color(method),
-                marker_pattern_shape="" if method == "dense" else "/",
+                marker_pattern_shape="" if dense else "/",
                 hovertemplate=f"<b>{model}</b><br>class %{{x}}<br>‖w‖ %{{y:.3g}}<extra></extra>",
             )
         )  # fmt: skip
@@ -613,7 +643,7 @@ def aligned_embeddings(
 def model_map(points: pl.DataFrame, edges: list[tuple[int, int]], title: str) -> go.Figure:
     """Models placed by the similarity of their per-sample geometry, the minimum spanning tree of
     their distances drawn between them; colour the method, marker the family, size the sparsity.
-    `points`: model_id, method, target_sparsity, x, y, clean_accuracy, relative_robustness."""
+    `points`: model_id, method, is_dense, target_sparsity, x, y, clean_accuracy, relative_robustness."""
     if points.is_empty():
         return empty_figure("No models to place")
     fig = go.Figure()
@@ -626,13 +656,15 @@ def model_map(points: pl.DataFrame, edges: list[tuple[int, int]], title: str) ->
             hovertemplate="spanning tree<extra></extra>",
         )
     )  # fmt: skip
-    for method in points["method"].unique(maintain_order=True):
-        rows = points.filter(pl.col("method") == method)
+    groups = points.select("method", "is_dense").unique(maintain_order=True).sort("is_dense", maintain_order=True)
+    for method, dense_role in groups.iter_rows():  # dense last, on top, as the largest marker
+        rows = points.filter((pl.col("method") == method) & (pl.col("is_dense") == dense_role))
         fig.add_trace(
             go.Scatter(
                 x=rows["x"], y=rows["y"], mode="markers", name=method,
-                marker={"color": method_color(method), "symbol": family_symbol(method),
-                        "size": (9 + 16 * rows["target_sparsity"]).to_list(), "line": {"color": "white", "width": 1}},
+                marker={"color": method_color(method), "symbol": DENSE_SYMBOL if dense_role else family_symbol(method),
+                        "size": DENSE_SIZE if dense_role else (9 + 16 * rows["target_sparsity"]).to_list(),
+                        "line": {"color": "white", "width": 1}},
                 customdata=rows.select(
                     "model_id", "target_sparsity", "clean_accuracy", 100 * pl.col("relative_robustness")
                 ).to_numpy(),

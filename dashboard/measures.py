@@ -11,13 +11,8 @@ import polars as pl
 from scipy import stats
 
 from compute import schema
+from dashboard.roles import is_dense, with_parents
 from dashboard.store import Snapshot, scan_metrics
-
-
-def with_parents(models: pl.DataFrame, model_ids) -> list[str]:
-    """The given models and their dense parents: what a comparison against the parent reads."""
-    chosen = models.filter(pl.col("model_id").is_in(list(model_ids)))
-    return sorted(set(model_ids) | set(chosen["parent_id"].drop_nulls()))
 
 
 def with_parent_accuracy(accuracy: pl.DataFrame, models: pl.DataFrame, key: str = "condition_id") -> pl.DataFrame:
@@ -26,7 +21,7 @@ def with_parent_accuracy(accuracy: pl.DataFrame, models: pl.DataFrame, key: str 
     parents = accuracy.select(pl.col("model_id").alias("parent_id"), key, pl.col("accuracy").alias("parent_accuracy"))
     return (
         accuracy.join(models.select("model_id", "method", "seed", "target_sparsity", "parent_id"), on="model_id")
-        .filter(pl.col("method") != "dense")
+        .filter(~is_dense())
         .join(parents, on=["parent_id", key])
         .with_columns(pl.col("accuracy", "parent_accuracy").cast(pl.Float64))
     )
@@ -42,23 +37,42 @@ def corruption_accuracy(summary: pl.DataFrame, conditions: pl.DataFrame) -> pl.D
     )
 
 
-def prune_potential(rows: pl.DataFrame, delta: float, key: str = "condition_id") -> pl.DataFrame:
+#: an accuracy less than this far above chance (1 / classes) is "near chance" (docs/DESIGN.md)
+CHANCE_MARGIN = 0.10
+
+
+def near_chance(column: str, n_classes: int) -> pl.Expr:
+    """Whether an accuracy is within CHANCE_MARGIN of guessing: there, a comparison with the dense
+    parent says nothing about pruning (both models have stopped telling the classes apart)."""
+    return pl.col(column) < 1.0 / max(n_classes, 1) + CHANCE_MARGIN
+
+
+def prune_potential(rows: pl.DataFrame, delta: float, key: str = "condition_id", n_classes: int = 0) -> pl.DataFrame:
     """Per method, seed and `key`: the largest target sparsity whose accuracy is within `delta`
     of the dense parent's (torchprune's definition: a sparser model may pass although a less
-    sparse one fails); 0 when none passes. `rows`: with_parent_accuracy's output."""
+    sparse one fails); 0 when none passes. `rows`: with_parent_accuracy's output.
+    `informative` is false where the dense parent is near chance on `key` (with `n_classes`):
+    there any model passes without telling anything."""
     passed = rows.with_columns(
         pl.when(pl.col("accuracy") >= pl.col("parent_accuracy") - delta - 1e-9)
         .then(pl.col("target_sparsity"))
         .otherwise(0.0)
         .alias("passing")
     )
-    return passed.group_by("method", "seed", key).agg(pl.col("passing").max().alias("prune_potential"))
+    informative = ~near_chance("parent_accuracy", n_classes).any() if n_classes else pl.lit(True)
+    return passed.group_by("method", "seed", key).agg(
+        pl.col("passing").max().alias("prune_potential"), informative.alias("informative")
+    )
 
 
-def excess_error(accuracy: pl.DataFrame, models: pl.DataFrame, key: str = "corruption") -> pl.DataFrame:
+def excess_error(
+    accuracy: pl.DataFrame, models: pl.DataFrame, key: str = "corruption", n_classes: int = 0
+) -> pl.DataFrame:
     """Per pruned model and corruption: the change in error from the clean images to the
     corruption, minus the dense parent's change (positive: pruning made the corruption hurt more).
-    `accuracy`: rows (model_id, `key`, accuracy) where `key` is "clean" for the clean images."""
+    `accuracy`: rows (model_id, `key`, accuracy) where `key` is "clean" for the clean images.
+    `informative` is false where the model and its parent are both near chance under the
+    corruption (with `n_classes`): their difference there is noise, not brittleness."""
     rows = with_parent_accuracy(accuracy, models, key)
     clean = rows.filter(pl.col(key) == schema.CLEAN).select(
         "model_id", pl.col("accuracy").alias("clean"), pl.col("parent_accuracy").alias("parent_clean")
@@ -67,8 +81,12 @@ def excess_error(accuracy: pl.DataFrame, models: pl.DataFrame, key: str = "corru
     return (
         rows.filter(pl.col(key) != schema.CLEAN)
         .join(clean, on="model_id")
-        .with_columns(change.alias("excess_error"))
-        .select("model_id", "method", "target_sparsity", key, "excess_error")
+        .with_columns(
+            change.alias("excess_error"),
+            (~(near_chance("accuracy", n_classes) & near_chance("parent_accuracy", n_classes)) if n_classes
+             else pl.lit(True)).alias("informative"),
+        )  # fmt: skip
+        .select("model_id", "method", "target_sparsity", key, "excess_error", "informative")
     )
 
 
@@ -85,7 +103,7 @@ def discordant_pairs(metrics: pl.LazyFrame | pl.DataFrame, models: pl.DataFrame)
     """Per pruned model and condition: samples only the dense parent gets right, samples only the
     pruned model gets right, and McNemar's p for the difference."""
     correct = metrics.lazy().select("model_id", "condition_id", "sample_id", "correct")
-    parents = models.filter(pl.col("method") != "dense").select("model_id", "parent_id").lazy()
+    parents = models.filter(~is_dense()).select("model_id", "parent_id").lazy()
     dense = correct.rename({"model_id": "parent_id", "correct": "parent_correct"})
     counts = (
         correct.join(parents, on="model_id")

@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 
 from compute import schema
+from dashboard import roles
 from dashboard.store import Snapshot, class_angles, scan_metrics
 
 METHOD_ORDER = list(schema.METHOD_FAMILIES)
@@ -36,16 +37,35 @@ def benchmark_condition_ids(conditions: pl.DataFrame) -> list[int]:
     return conditions.filter(pl.col("corruption").is_in(schema.BENCHMARK_CORRUPTIONS))["condition_id"].to_list()
 
 
+def benchmark_conditions_text(conditions: pl.DataFrame) -> str:
+    """Which conditions a mean over corruptions averages, for a page's label: e.g. `the 15
+    conditions of 3 CIFAR-10-C corruptions (severities 1–5; the extras not counted)`."""
+    chosen = conditions.filter(pl.col("corruption").is_in(schema.BENCHMARK_CORRUPTIONS))
+    if chosen.is_empty():
+        return "no condition of the 15 CIFAR-10-C corruptions (the extras do not count)"
+    corruptions = chosen["corruption"].n_unique()
+    severities = sorted(set(chosen["severity"].to_list()))
+    if len(severities) > 2 and severities == list(range(severities[0], severities[-1] + 1)):
+        levels = f"severities {severities[0]}–{severities[-1]}"
+    else:
+        levels = ("severity " if len(severities) == 1 else "severities ") + ", ".join(map(str, severities))
+    of = "the 15" if corruptions == len(schema.BENCHMARK_CORRUPTIONS) else f"{corruptions} of the 15"
+    extras = set(conditions["corruption"]) - set(schema.BENCHMARK_CORRUPTIONS) - {schema.CLEAN}
+    left_out = "; the extras selected are not counted" if extras else ""
+    return f"the {chosen.height} conditions of {of} CIFAR-10-C corruptions ({levels}{left_out})"
+
+
 def mean_corruption_accuracy(summary: pl.DataFrame, conditions: pl.DataFrame) -> pl.DataFrame:
-    """model_id -> plain mean of accuracy over the benchmark conditions present (docs/DESIGN.md)."""
+    """model_id -> plain mean of accuracy over the benchmark conditions among `conditions`
+    (docs/DESIGN.md): the one definition every page's mean over corruptions uses."""
     ids = benchmark_condition_ids(conditions)
+    counted = summary.filter(pl.col("condition_id").is_in(ids)).group_by("model_id").agg(
+        pl.len().alias("corruption_conditions")
+    )
     return (
-        summary.filter(pl.col("condition_id").is_in(ids))
-        .group_by("model_id")
-        .agg(
-            pl.col("accuracy").cast(pl.Float64).mean().alias("mean_corruption_accuracy"),
-            pl.len().alias("corruption_conditions"),
-        )
+        accuracy_on(summary, ids)
+        .rename({"accuracy": "mean_corruption_accuracy"})
+        .join(counted, on="model_id")
     )
 
 
@@ -92,8 +112,9 @@ def models_table(snapshot: Snapshot, conditions: pl.DataFrame | None = None) -> 
         (pl.col("clean_accuracy") - pl.col("parent_clean_accuracy")).alias("clean_vs_dense"),
         (pl.col("mean_corruption_accuracy") - pl.col("parent_mean_corruption_accuracy")).alias("relative_robustness"),
         pl.col("method").map_elements(method_rank, return_dtype=pl.Int64).alias("_rank"),
+        roles.is_dense().alias("is_dense"),
     )
-    return table.sort("_rank", "method", "target_sparsity", "seed").drop(
+    return table.sort(~pl.col("is_dense"), "_rank", "method", "target_sparsity", "seed", "model_id").drop(
         "_rank", "parent_clean_accuracy", "parent_mean_corruption_accuracy"
     )
 
@@ -249,7 +270,7 @@ def pruning_identified_exemplars(clean_preds: pl.DataFrame, dense_ids, pruned_id
 def _model_codes(models: pl.DataFrame) -> pl.LazyFrame:
     """model_id -> a small integer code, with the parent's code, for joins on millions of
     rows (string keys there cost several times the time and memory)."""
-    coded = models.select("model_id", "parent_id", "method").with_row_index("model_code")
+    coded = models.select("model_id", "parent_id", roles.is_dense().alias("dense")).with_row_index("model_code")
     parent = coded.select(pl.col("model_id").alias("parent_id"), pl.col("model_code").alias("parent_code"))
     return coded.join(parent, on="parent_id", how="left").lazy()
 
@@ -264,8 +285,8 @@ def pruning_fragility(metrics: pl.LazyFrame | pl.DataFrame, models: pl.DataFrame
         .join(_model_codes(models), on="model_id")
         .drop("model_id", "parent_id")
     )
-    pruned = frame.filter(pl.col("method") != "dense")
-    dense = frame.filter(pl.col("method") == "dense").select(
+    pruned = frame.filter(~pl.col("dense"))
+    dense = frame.filter(pl.col("dense")).select(
         pl.col("model_code").alias("parent_code"),
         "condition_id",
         "sample_id",
@@ -690,7 +711,7 @@ def corruption_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], c
 
 def exemplars(snapshot: Snapshot, pruned_ids: tuple[str, ...]):
     """PIEs on clean images: every dense model of the snapshot against the chosen pruned ones."""
-    dense_ids = snapshot.models.filter(pl.col("method") == "dense")["model_id"].to_list()
+    dense_ids = roles.dense_ids(snapshot.models)
     clean = clean_condition_ids(snapshot.conditions)
     preds = (
         scan_metrics(snapshot, model_ids=dense_ids + list(pruned_ids), condition_ids=clean, columns=["pred"])

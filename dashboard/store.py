@@ -349,3 +349,12 @@ def occlusion(snapshot: Snapshot, sample_id: int, model_ids: Sequence[str]) -> p
         .filter((pl.col("sample_id") == int(sample_id)) & pl.col("model_id").is_in(list(model_ids)))
         .collect()
     )
+
+
+def occlusion_samples(snapshot: Snapshot) -> list[int]:
+    """Samples the snapshot records occlusion maps for."""
+    if not has_occlusion(snapshot):
+        return []
+    return (
+        pl.scan_parquet(snapshot.path / schema.OCCLUSION).select("sample_id").unique().collect()["sample_id"].sort()
+    ).to_list()

@@ -117,7 +117,9 @@ def filter_widgets(snapshot: store.Snapshot) -> Filters:
     methods = sorted(set(snapshot.models["method"]), key=queries.method_rank)
     families = [f for f in CORRUPTION_FAMILIES if f in snapshot.conditions["family"].unique().to_list()]
     severities = sorted(set(snapshot.conditions.filter(pl.col("severity") > 0)["severity"].to_list()))
-    start, ignored = read_query(st.query_params.to_dict(), snapshot.models, snapshot.conditions)
+    # every value of a parameter, so that a repeated one (methods=imp&methods=snip) is named in the notice
+    given = {key: st.query_params.get_all(key) for key in st.query_params}
+    start, ignored = read_query(given, snapshot.models, snapshot.conditions)
     initial = {
         "f_methods": list(start.methods or methods),
         "f_sparsity": start.sparsity,
@@ -127,7 +129,8 @@ def filter_widgets(snapshot: store.Snapshot) -> Filters:
     }
     new_snapshot = st.session_state.get("filters_for") != str(snapshot.path)
     if new_snapshot and ignored:
-        st.session_state["address_notice"] = f"Not in this snapshot, so left out of the filters: {', '.join(ignored)}"
+        notice = f"Left out of the filters, as this snapshot cannot use them: {'; '.join(ignored)}"
+        st.session_state["address_notice"] = notice
     for key, value in initial.items():
         # a new snapshot starts from its address; otherwise only a key Streamlit dropped
         # (widget state can go across a page switch) is restored, from the address
@@ -172,6 +175,32 @@ def write_url(snapshot_name: str, filters: Filters) -> None:
 
 def current_filters() -> Filters:
     return st.session_state.get("filters", Filters())
+
+
+def follow_default(key: str, default, options: list, basis) -> None:
+    """Call before a widget (with `key`, and no index or default of its own) whose default depends
+    on other choices, `basis`: the widget takes `default` when it is new, when its value is no
+    longer an option, or when `basis` changed and the user has not picked a value of their own
+    since the last default. A user's pick stays; a default never goes stale."""
+    memo = f"_default_of_{key}"
+    last = st.session_state.get(memo)  # (basis, default) of the last run
+    missing = key not in st.session_state
+    current = None if missing else st.session_state[key]
+    picked = last is not None and not missing and current != last[1]
+    if missing or current not in options or (last is not None and last[0] != basis and not picked):
+        st.session_state[key] = default
+    st.session_state[memo] = (basis, default)
+
+
+def address_notice(value: str) -> None:
+    """The small notice for a page parameter of the address the page cannot use, as the sidebar
+    gives for the filters."""
+    st.caption(f":material/info: Left out, as this snapshot cannot use it: {value}")
+
+
+def no_pruned_model(snapshot: store.Snapshot, filters: Filters) -> None:
+    """The message of a view that needs a pruned model when the filters select none: which filter."""
+    st.info(filters.why_no_pruned(snapshot.models), icon=":material/filter_alt_off:")
 
 
 @dataclass(frozen=True)

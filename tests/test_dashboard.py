@@ -81,18 +81,24 @@ def test_figures_mark_dense_and_keep_method_colours():
             "mean_corruption_accuracy": [0.6, 0.5, 0.65],
             "relative_robustness": [0.0, -0.1, 0.05],
             "seed": [0, 0, 0],
+            "is_dense": [True, False, False],
         }
     )
     fig = figures.robustness_scatter(table)
     by_name = {t.name: t for t in fig.data}
     assert by_name["dense"].marker.symbol == "star"
+    # the role, not the label: an evaluate snapshot's dense model may be method "baseline"
+    relabelled = figures.robustness_scatter(table.with_columns(pl.col("method").replace({"dense": "baseline"})))
+    baseline = next(t for t in relabelled.data if t.name == "baseline")
+    assert baseline.marker.symbol == "star" and baseline.marker.size == figures.DENSE_SIZE
+    assert {round(s.y0, 6) for s in relabelled.layout.shapes if s.y0 == s.y1} == {0.6}
     assert by_name["magnitude"].marker.color == figures.METHOD_COLORS["magnitude"]
     lines = [s for s in fig.layout.shapes]
     assert {round(s.y0, 6) for s in lines if s.y0 == s.y1} == {0.6}  # dense robustness line
     assert {round(s.x0, 6) for s in lines if s.x0 == s.x1} == {0.9}  # dense clean line
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
 
-    curves = queries.comparison_curves(table, "clean_accuracy", "sparsity")
+    curves = queries.comparison_curves(table.filter(~pl.col("is_dense")), "clean_accuracy", "sparsity")
     fig = figures.method_lines(curves, 0.9, "clean accuracy", queries.X_AXES["sparsity"], x_percent=True)
     assert [t.name for t in fig.data] == ["random", "magnitude"]
     assert fig.data[1].line.color == figures.METHOD_COLORS["magnitude"]

@@ -9,6 +9,7 @@ MODELS = pl.DataFrame(
         "model_id": ["dense-s0", "magnitude-0.5-s0", "magnitude-0.9-s0", "snip-0.9-s0"],
         "method": ["dense", "magnitude", "magnitude", "snip"],
         "target_sparsity": [0.0, 0.5, 0.9, 0.9],
+        "parent_id": ["dense-s0"] * 4,
     }
 )
 CONDITIONS = pl.DataFrame(
@@ -63,3 +64,42 @@ def test_every_value_left_out_is_reported_once_as_given():
     assert read_query(f.to_query(), MODELS, CONDITIONS) == (f, [])
     long = read_query({"severities": "1" * 10_000}, MODELS, CONDITIONS)[1]
     assert long == ["severities=" + "1" * 20 + "…"]
+
+
+def test_a_dense_model_is_found_by_its_parent_not_its_id_or_method():
+    # as `prunescope evaluate` may write it: no id starts with "dense", the dense method has another label
+    models = pl.DataFrame(
+        {
+            "model_id": ["resnet18-base", "pruned-a", "pruned-b"],
+            "method": ["baseline", "custom", "custom"],
+            "target_sparsity": [0.0, 0.5, 0.9],
+            "parent_id": ["resnet18-base", "resnet18-base", "resnet18-base"],
+        }
+    )
+    chosen = Filters(sparsity=(0.8, 1.0)).select_models(models)["model_id"].to_list()
+    assert chosen == ["resnet18-base", "pruned-b"]  # the reference passes any sparsity range
+
+
+def test_no_pruned_model_names_the_filter_at_fault():
+    between = Filters(sparsity=(0.6, 0.7))
+    assert between.select_models(MODELS)["model_id"].to_list() == ["dense-s0"]
+    text = between.why_no_pruned(MODELS)
+    assert "No pruned model's target sparsity lies in 60%–70%" in text and "50%, 90%" in text
+    assert "methods" in Filters(methods=("dense",)).why_no_pruned(MODELS)
+    assert "model map" in Filters(models=("dense-s0",)).why_no_pruned(MODELS)
+    only_dense = MODELS.filter(pl.col("method") == "dense")
+    assert "no pruned model" in Filters().why_no_pruned(only_dense)
+    # the range is checked against the selected methods' targets only
+    assert "targets: 50%" in Filters(methods=("magnitude",), sparsity=(0.6, 0.7)).why_no_pruned(MODELS)
+    assert "targets: 90%)" in Filters(methods=("snip",), sparsity=(0.6, 0.7)).why_no_pruned(MODELS)
+
+
+def test_a_reversed_range_and_a_repeated_parameter_are_named():
+    f, ignored = read_query({"sparsity": "0.99-0.5"}, MODELS, CONDITIONS)
+    assert f.sparsity == (0.0, 1.0)
+    assert ignored == ["sparsity=0.99-0.5 (reversed: write the lower bound first)"]
+    f, ignored = read_query({"methods": ["magnitude", "snip"]}, MODELS, CONDITIONS)
+    assert f.methods == ("snip",)
+    assert ignored == ["methods given 2 times (the last, snip, is used)"]
+    f, ignored = read_query({"sparsity": ["0.2-0.4", "0.5-0.9"]}, MODELS, CONDITIONS)
+    assert f.sparsity == (0.5, 0.9) and ignored == ["sparsity given 2 times (the last, 0.5-0.9, is used)"]

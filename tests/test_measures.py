@@ -117,3 +117,32 @@ def test_significance_by_model_counts_conditions_below_alpha():
     got = {r["model_id"]: r for r in measures.significance_by_model(pairs, 0.05).iter_rows(named=True)}
     assert (got["a"]["significant_conditions"], got["a"]["tested_conditions"], got["a"]["p_value"]) == (2, 3, None)
     assert (got["b"]["significant_conditions"], got["b"]["tested_conditions"], got["b"]["p_value"]) == (1, 1, 0.03)
+
+
+def test_near_chance_cells_are_not_informative():
+    # 10 classes: chance 10 %, "near chance" below 20 %
+    acc = accuracy({
+        "dense-s0": {"clean": 0.90, "contrast": 0.194, "frost": 0.30, "fog": 0.12},
+        "m-0.5-s0": {"clean": 0.89, "contrast": 0.156, "frost": 0.25, "fog": 0.45},
+        "m-0.8-s0": {"clean": 0.80, "contrast": 0.10, "frost": 0.19, "fog": 0.11},
+        "m-0.9-s0": {"clean": 0.70, "contrast": 0.30, "frost": 0.05, "fog": 0.10},
+    })  # fmt: skip
+    excess = measures.excess_error(acc, MODELS, n_classes=10)
+    informative = {(m, k): ok for m, k, ok in excess.select("model_id", "corruption", "informative").iter_rows()}
+    # both below 20 %: not informative; one of the two above it: informative
+    assert informative[("m-0.5-s0", "contrast")] is False and informative[("m-0.9-s0", "contrast")] is True
+    assert informative[("m-0.8-s0", "frost")] is True  # the parent is at 30 %
+    assert informative[("m-0.8-s0", "fog")] is False and informative[("m-0.5-s0", "fog")] is True
+    # the value itself is kept (for the download), worked by hand: change of error minus the parent's
+    got = dict(excess.filter(pl.col("corruption") == "contrast").select("model_id", "excess_error").iter_rows())
+    assert got["m-0.5-s0"] == pytest.approx((0.89 - 0.156) - (0.90 - 0.194))
+    # without a class count nothing is masked
+    assert measures.excess_error(acc, MODELS)["informative"].all()
+
+    rows = measures.with_parent_accuracy(acc, MODELS, key="corruption")
+    potential = measures.prune_potential(rows, 0.01, key="corruption", n_classes=10)
+    by = {k: (p, ok) for k, p, ok in potential.select("corruption", "prune_potential", "informative").iter_rows()}
+    # the dense parent at 12 % on fog: models "pass" there (0.8 at 11 %), which says nothing
+    assert by["fog"] == (pytest.approx(0.8), False)
+    assert by["contrast"] == (pytest.approx(0.9), False)  # parent at 19.4 %, below 10 % + 10 pts
+    assert by["frost"] == (pytest.approx(0.0), True)  # parent at 30 %: none within a point of it

@@ -451,7 +451,7 @@ def test_every_page_opens_without_dense_with_one_model_and_with_nonsense(monkeyp
 
 def test_values_the_address_cannot_use_are_named_in_a_notice(monkeypatch):
     at = page(monkeypatch, "views/overview.py", query={"methods": "imp,nope", "severities": "3,\u00b2"})
-    assert any("methods=nope, severities=\u00b2" in c for c in texts(at, "caption"))
+    assert any("methods=nope; severities=\u00b2" in c for c in texts(at, "caption"))
     assert at.multiselect(key="f_methods").value == ["imp"] and at.multiselect(key="f_severities").value == [3]
     at = page(monkeypatch, "views/sample.py", query={"sample": "\u00b2"})
     assert any("No sample `\u00b2`" in c for c in texts(at, "caption"))
@@ -545,7 +545,10 @@ def test_prune_potential_and_excess_error_match_their_definitions(monkeypatch, d
             passing = [s for m, s in grid if mean_accuracy(demo, m, corruption) >= dense - 0.01 - 1e-9]
             want = max(passing, default=0.0)
             got = z[heat["y"].index(method), heat["x"].index(corruption)]
-            assert got == pytest.approx(100 * want), (method, corruption)
+            if dense < 0.1 + 0.1:  # the dense parent within 10 pts of chance (10 classes): marked, not coloured
+                assert np.isnan(got), (method, corruption)
+            else:
+                assert got == pytest.approx(100 * want), (method, corruption)
     at.slider(key="potential_delta").set_value(10.0).run()
     assert "within 10 pts" in figure_titled(at, "Prune potential within")["layout"]["title"]["text"]
     excess = figure_titled(at, "Excess error per model")["data"][0]
@@ -606,11 +609,13 @@ def test_models_tables_mark_differences_mcnemar_finds_significant(monkeypatch, d
     fog3 = condition_id(demo, "fog", 3)
     for model in ("imp-0.9-s0", "edge_popup-0.5-s0"):
         assert table.loc[model, "p_value"] == pytest.approx(hand_mcnemar(demo, model, fog3), rel=1e-9)
-    at.selectbox(key="methods_measure").set_value("mean over the selected corruptions").run()
+    at.selectbox(key="methods_measure").set_value("mean corruption accuracy").run()
     table = next(t for t in (e.value for e in at.dataframe) if "significant_conditions" in t.columns)
     row = table.set_index("model_id").loc["edge_popup-0.95-s0"]
-    corrupted = demo["conditions"].filter(pl.col("severity") > 0)["condition_id"].to_list()
-    assert row["tested_conditions"] == len(corrupted) == 95
+    # the conditions of mean corruption accuracy: the 15 CIFAR-10-C corruptions, not the 4 extras
+    corrupted = demo["conditions"].filter(pl.col("corruption").is_in(schema.BENCHMARK_CORRUPTIONS))
+    corrupted = corrupted["condition_id"].to_list()
+    assert row["tested_conditions"] == len(corrupted) == 75
     assert row["significant_conditions"] == sum(hand_mcnemar(demo, "edge_popup-0.95-s0", c) < 0.05 for c in corrupted)
 
 
@@ -786,3 +791,24 @@ def test_a_version_2_snapshot_opens_and_says_what_to_run(monkeypatch, tmp_path):
     at = run_app(monkeypatch, tmp_path, {"sample": str(sample)})
     at.switch_page("views/sample.py").run()
     assert not at.exception and any("--occlusion-samples" in i for i in texts(at, "info"))
+
+
+def test_one_diverging_colour_convention_and_near_chance_cells(demo, demo_page):
+    potential = demo_page("views/potential.py")
+    classes = demo_page("views/classes.py")
+    excess = figure_titled(potential, "Excess error per model")
+    vs_dense = figure_titled(classes, "relative to the dense model")["data"][0]
+    # worse than dense is red on every page: the top of excess error's scale, the bottom of a change's
+    assert excess["data"][0]["colorscale"][-1][1] == vs_dense["colorscale"][0][1] == "rgb(103,0,31)"
+    for colour_bar in (excess["data"][0]["colorbar"], vs_dense["colorbar"]):
+        assert "blue: better than dense" in colour_bar["title"]["text"]
+    # a cell where the model and its dense parent are both within 10 pts of chance is grey, not coloured
+    z, grey = values(excess["data"][0]["z"]), values(excess["data"][1]["z"])
+    rows, columns = excess["data"][0]["y"], excess["data"][0]["x"]
+    marked = 0
+    for i, model in enumerate(rows):
+        for j, corruption in enumerate(columns):
+            near = mean_accuracy(demo, model, corruption) < 0.2 and mean_accuracy(demo, "dense-s0", corruption) < 0.2
+            assert np.isnan(z[i, j]) == near and (grey[i, j] == 1.0) == near, (model, corruption)
+            marked += near
+    assert marked > 0 and "≈ chance" in excess["data"][1]["text"][rows.index("biprop-0.95-s0")]

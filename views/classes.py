@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import figures, measures, queries, store, ui
+from dashboard import figures, measures, queries, roles, store, ui
 
 view = ui.selection()
 snapshot, filters, models, corrupted = view.snapshot, view.filters, view.models, view.corrupted
@@ -14,19 +14,26 @@ st.caption(
     f"than the overall accuracy shows (Hooker et al.). Showing {filters.describe()}."
 )
 left, right = st.columns(2)
-on = left.radio("On", ["clean images", "the selected corrupted conditions"], horizontal=True, key="classes_on")
+ON = ["clean images", "the selected corruptions"]
+on = left.radio("On", ON, horizontal=True, key="classes_on")
 relative = right.toggle("Relative to the dense model", value=True, key="classes_relative")
 clean_ids = queries.clean_condition_ids(snapshot.conditions)
-condition_ids = clean_ids if on == "clean images" else corrupted["condition_id"].to_list()
+# under corruptions, the conditions of mean corruption accuracy (docs/DESIGN.md): the extras do not count
+condition_ids = clean_ids if on == ON[0] else queries.benchmark_condition_ids(corrupted)
 if not condition_ids:
-    st.info("No corrupted condition matches the filters: widen the corruption families or severities in the sidebar.")
+    st.info(
+        "No condition of the 15 CIFAR-10-C corruptions matches the filters (the extras do not count in a mean over "
+        "corruptions): widen the corruption families or severities in the sidebar."
+    )
     st.stop()
+if on == ON[1]:
+    st.caption(f"Pooled over {queries.benchmark_conditions_text(corrupted)}.")
 
 table = store.cached(measures.class_breakdown, snapshot, tuple(view.model_ids), tuple(condition_ids))
 names = snapshot.class_names or [str(c) for c in sorted(set(table["label"]))]
 label_names = {i: names[i] if i < len(names) else str(i) for i in sorted(set(table["label"]))}
 value = "vs_dense" if relative else "accuracy"
-dense = set(snapshot.models.filter(pl.col("method") == "dense")["model_id"])
+dense = set(roles.dense_ids(snapshot.models))
 shown = [m for m in view.model_ids if m in set(table["model_id"]) and not (relative and m in dense)]
 lookup = {(m, c): v for m, c, v in table.select("model_id", "label", value).iter_rows()}
 columns = list(label_names)
@@ -42,7 +49,7 @@ st.plotly_chart(
 st.subheader("The classes pruning hurts most")
 pruned = table.filter(~pl.col("model_id").is_in(list(dense)) & pl.col("vs_dense").is_not_null())
 if pruned.is_empty():
-    st.info("Select at least one pruned model in the sidebar.")
+    ui.no_pruned_model(snapshot, filters)
 else:
     hurt = (
         pruned.group_by("label")

@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import figures, queries, store, ui
+from dashboard import figures, queries, roles, store, ui
 
 view = ui.selection()
 snapshot, models, model_order, conditions = view.snapshot, view.models, view.model_ids, view.conditions
@@ -25,7 +25,7 @@ outcomes = store.cached(queries.clean_outcomes, snapshot, model)
 points = points.join(outcomes.select("sample_id", "correct"), on="sample_id", how="left").with_columns(
     pl.when(pl.col("correct")).then(pl.lit("right")).otherwise(pl.lit("wrong")).alias("outcome")
 )
-pruned = tuple(models.filter(pl.col("method") != "dense")["model_id"].to_list())
+pruned = tuple(roles.pruned_ids(models))
 if colour == "fragile":
     if pruned:
         fragile = store.cached(

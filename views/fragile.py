@@ -3,12 +3,13 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import queries, store, ui
+from dashboard import queries, roles, store, ui
+from dashboard.filters import shown_value
 
 snapshot = ui.current_snapshot()
 filters = ui.current_filters()
 models = filters.select_models(snapshot.models)
-pruned = models.filter(pl.col("method") != "dense")["model_id"].to_list()
+pruned = roles.pruned_ids(models)
 selected = models["model_id"].to_list()
 conditions = filters.select_conditions(snapshot.conditions)
 condition_ids = tuple(conditions["condition_id"].to_list())
@@ -16,14 +17,18 @@ corrupted_ids = tuple(conditions.filter(pl.col("corruption") != "clean")["condit
 
 st.title("Fragile samples")
 st.caption(f"Counted over {filters.describe()}. Select a row to open the sample.")
-left, middle, right = st.columns([3, 2, 1])
+left, right = st.columns([4, 1])
 classes = left.multiselect("Classes", snapshot.class_names, key="fragile_classes", placeholder="all classes")
-rank_by = middle.radio(
-    "Rank by", list(queries.RANKINGS), format_func=queries.RANKINGS.get, key="fragile_rank", horizontal=True,
-    help="A rate puts a sample that breaks in 1 of its 2 chances above one that breaks in 40 of 100; "
-    "the other figure breaks ties.",
-)  # fmt: skip
 top = right.number_input("Rows", min_value=5, max_value=500, value=30, step=5, key="fragile_rows")
+
+
+def rank_by() -> str:
+    """The ranking of the tabs that count breaks (the others have one order of their own)."""
+    return st.radio(
+        "Rank by", list(queries.RANKINGS), format_func=queries.RANKINGS.get, key="fragile_rank", horizontal=True,
+        help="A rate puts a sample that breaks in 1 of its 2 chances above one that breaks in 40 of 100; "
+        "the other figure breaks ties.",
+    )  # fmt: skip
 
 
 def show(table: pl.DataFrame, columns: dict, key: str) -> None:
@@ -52,10 +57,11 @@ def show(table: pl.DataFrame, columns: dict, key: str) -> None:
 def pruning_fragile() -> None:
     st.caption("The dense model is right and the pruned model wrong, on the same image and condition.")
     if not pruned:
-        st.info("Select at least one pruned model in the sidebar.")
+        ui.no_pruned_model(snapshot, filters)
         return
+    order = rank_by()
     table = store.cached(queries.pruning_fragile_samples, snapshot, tuple(pruned), condition_ids)
-    show(queries.ranked(table, "fragile", "fragile_rate", rank_by), {
+    show(queries.ranked(table, "fragile", "fragile_rate", order), {
         "fragile": st.column_config.NumberColumn("pruned right→wrong", help="pruned model x condition pairs"),
         "chances": st.column_config.NumberColumn("dense right", help="pairs where the dense parent is right"),
         "fragile_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
@@ -71,8 +77,9 @@ def corruption_fragile() -> None:
     if not corrupted_ids:
         st.info("No corrupted condition matches the filters.")
         return
+    order = rank_by()
     table = store.cached(queries.corruption_fragile_samples, snapshot, tuple(selected), corrupted_ids)
-    show(queries.ranked(table, "broken", "broken_rate", rank_by), {
+    show(queries.ranked(table, "broken", "broken_rate", order), {
         "broken": st.column_config.NumberColumn("broken pairs", help="model x corruption pairs that break"),
         "broken_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
         "lowest_severity": st.column_config.NumberColumn("lowest breaking severity"),
@@ -86,7 +93,7 @@ def corruption_fragile() -> None:
 
 
 def identified_exemplars() -> None:
-    dense_count = snapshot.models.filter(pl.col("method") == "dense").height
+    dense_count = len(roles.dense_ids(snapshot.models))
     population = (
         f"This snapshot has {dense_count} dense model; for a population, compute with --seeds 3."
         if dense_count < 2
@@ -97,7 +104,7 @@ def identified_exemplars() -> None:
         "(clean images; a tie counts as agreement when it includes the dense answer). " + population
     )
     if not pruned:
-        st.info("Select at least one pruned model in the sidebar.")
+        ui.no_pruned_model(snapshot, filters)
         return
     table = store.cached(queries.exemplars, snapshot, tuple(pruned)).with_columns(
         pl.col("dense_modal").list.eval(pl.element().cast(pl.String)).list.join("/"),
@@ -129,6 +136,10 @@ VIEWS = {
     "Robust": robust,
 }
 # Only the open tab runs (each one scans per-sample rows); the URL keeps which one is open.
+asked = st.query_params.get_all("fragile_view")
+if len(asked) > 1 or (asked and asked[-1] not in VIEWS):
+    repeated = f" (given {len(asked)} times)" if len(asked) > 1 else ""
+    ui.address_notice(f"fragile_view={shown_value(asked[-1])}{repeated}")
 for tab, render in zip(st.tabs(list(VIEWS), key="fragile_view", bind="query-params"), VIEWS.values(), strict=True):
     with tab:
         if tab.open:

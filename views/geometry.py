@@ -4,7 +4,7 @@ import polars as pl
 import streamlit as st
 
 from compute import schema
-from dashboard import figures, queries, store, ui
+from dashboard import figures, queries, roles, store, ui
 
 view = ui.selection()
 snapshot, model_order, conditions = view.snapshot, view.model_ids, view.conditions
@@ -13,8 +13,11 @@ labels = dict(zip(conditions["condition_id"], conditions.select(
     .otherwise(pl.col("corruption") + " s" + pl.col("severity").cast(pl.String))
 ).to_series(), strict=True))  # fmt: skip
 clean_id = queries.clean_condition_ids(snapshot.conditions)[0]
-dense_ids = [m for m in model_order if m.startswith("dense")]
-pruned_ids = [m for m in model_order if not m.startswith("dense")]
+# roles from models.parquet: an evaluate snapshot names its models freely
+dense_everywhere = set(roles.dense_ids(snapshot.models))
+dense_ids = [m for m in model_order if m in dense_everywhere]
+pruned_ids = [m for m in model_order if m not in dense_everywhere]
+targets = dict(snapshot.models.select("model_id", "target_sparsity").iter_rows())
 
 st.title("Geometry of the last layer")
 st.caption(
@@ -26,14 +29,20 @@ st.caption(
 # --- distributions ------------------------------------------------------------------------------
 st.subheader("Distributions per model")
 left, middle = st.columns([3, 2])
-default = dense_ids[:1] + [m for m in pruned_ids if "-0.9-" in m][:4]
+# the first dense model and up to four pruned ones at the sparsity nearest 0.9
+nearest = min((targets[m] for m in pruned_ids), key=lambda t: abs(t - 0.9), default=None)
+default = dense_ids[:1] + [m for m in pruned_ids if targets[m] == nearest][:4]
 chosen = left.multiselect("Models", model_order, default=default or model_order[:4], key="geometry_models")
 corrupted_labels = [k for k in labels if k != clean_id] or [clean_id]
 telling = queries.telling_condition(snapshot.summary, chosen, conditions)
+# follows the chosen models until the user picks a condition
+ui.follow_default(
+    "geometry_condition", telling if telling in corrupted_labels else corrupted_labels[0], corrupted_labels,
+    tuple(chosen),
+)
 condition = middle.selectbox(
     "Against", corrupted_labels, key="geometry_condition", format_func=lambda c: labels.get(c, "clean"),
-    index=corrupted_labels.index(telling) if telling in corrupted_labels else 0,
-    help="Opens on the condition where the chosen models differ most",
+    help="Opens on the condition where the chosen models differ most, and follows the models until you pick one",
 )  # fmt: skip
 metric = st.radio(
     "Metric", ["feat_norm", "angle_true", "geom_margin", "p_true"], horizontal=True, key="geometry_metric",
@@ -73,13 +82,13 @@ if pruned_ids:
     st.plotly_chart(figures.shift_scatter(shift, moved), width="stretch")
     ui.download_buttons(shift, f"shift-{moved}", key="geometry_shift_download")
 else:
-    st.info("Select at least one pruned model in the sidebar.")
+    ui.no_pruned_model(snapshot, view.filters)
 
 # --- class directions ------------------------------------------------------------------------------------
 st.subheader("Class directions")
 picked = st.multiselect("Models", model_order, default=dense_ids[:1] + pruned_ids[:1], key="geometry_class_models")
 if picked:
-    st.plotly_chart(figures.class_norms(snapshot.classes, picked), width="stretch")
+    st.plotly_chart(figures.class_norms(snapshot.classes, snapshot.models, picked), width="stretch")
     model = st.selectbox("Angles between class directions of", picked, key="geometry_angles_model")
     rows = snapshot.classes.filter(pl.col("model_id") == model).sort("class")
     names = rows["class_name"].to_list()

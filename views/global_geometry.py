@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import figures, measures, queries, store, ui
+from dashboard import figures, measures, queries, roles, store, ui
 
 view = ui.selection()
 snapshot, models, model_order = view.snapshot, view.models, view.model_ids
@@ -29,21 +29,24 @@ per = right.radio(
     help="Per model: the mean over the class's samples of each axis",
 )  # fmt: skip
 parents = dict(snapshot.models.select("model_id", "parent_id").iter_rows())
-pruned = [m for m in model_order if parents.get(m) not in (None, m)]
+pruned_everywhere = set(roles.pruned_ids(snapshot.models))
+pruned = [m for m in model_order if m in pruned_everywhere]
 model = left.selectbox("Pruned model", pruned, key="global_model") if per == "sample" and pruned else None
 hurt = None
 if model is not None:
     clean = tuple(queries.clean_condition_ids(snapshot.conditions))
     hurt = measures.most_hurt_class(store.cached(measures.class_breakdown, snapshot, (model,), clean), model)
+# the class follows the pruned model (the one it hurts most) until the user picks a class
+ui.follow_default("global_class", hurt or 0, list(range(len(class_names))), model)
 label = middle.selectbox(
     "Class", range(len(class_names)), key="global_class", format_func=lambda c: class_names[c],
-    index=hurt or 0, help="Its samples are the lines; its direction is the axis marked (true). Opens on the "
-    "class the pruned model hurts most on clean images.",
+    help="Its samples are the lines; its direction is the axis marked (true). Opens on the class the pruned model "
+    "hurts most on clean images, and follows the model until you pick a class.",
 )  # fmt: skip
 
 if per == "sample":
     if model is None:
-        st.info("Select at least one pruned model in the sidebar: it is drawn against its dense parent.")
+        ui.no_pruned_model(snapshot, view.filters)
         st.stop()
     st.caption("Its dense parent above, the pruned model below; both share every axis.")
     pair = (parents[model], model)

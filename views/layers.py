@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import figures, queries, store, ui
+from dashboard import figures, queries, roles, store, ui
 
 view = ui.selection()
 snapshot, filters, models = view.snapshot, view.filters, view.models
@@ -22,10 +22,10 @@ if table is None:
         "`prunescope compute` (or `prunescope evaluate` for your own models) to see its layers."
     )
     st.stop()
-pruned = models.filter(pl.col("method") != "dense")
+pruned = roles.pruned(models)
 targets = sorted(set(pruned["target_sparsity"].to_list()))
 if not targets:
-    st.info("Select at least one pruned model in the sidebar.")
+    ui.no_pruned_model(snapshot, filters)
     st.stop()
 left, right = st.columns(2)
 target = left.selectbox(

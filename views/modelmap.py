@@ -27,7 +27,7 @@ placed = modelmap.project(matrix, how)
 points = (
     pl.DataFrame({"model_id": ids, "x": placed[:, 0], "y": placed[:, 1]})
     .join(queries.models_table(snapshot, conditions), on="model_id")
-    .select("model_id", "method", "target_sparsity", "x", "y", "clean_accuracy", "relative_robustness")
+    .select("model_id", "method", "is_dense", "target_sparsity", "x", "y", "clean_accuracy", "relative_robustness")
 )
 event = st.plotly_chart(
     figures.model_map(points, modelmap.spanning_tree(matrix), f"Model map ({how}, {len(ids)} models)"),

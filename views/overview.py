@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from dashboard import figures, measures, queries, store, ui
+from dashboard import figures, measures, queries, roles, store, ui
 
 snapshot = ui.current_snapshot()
 filters = ui.current_filters()
@@ -12,7 +12,7 @@ conditions = filters.select_conditions(snapshot.conditions)
 every_model = queries.models_table(snapshot, conditions)
 table = every_model.filter(pl.col("model_id").is_in(selected))
 # the references are the dense parents of the models shown, whichever methods the filter selects
-dense = every_model.filter(pl.col("model_id").is_in(table["parent_id"].implode()) & (pl.col("method") == "dense"))
+dense = every_model.filter(pl.col("model_id").is_in(table["parent_id"].implode()) & pl.col("is_dense"))
 
 st.title("Overview")
 averaged = len(queries.benchmark_condition_ids(conditions))
@@ -20,15 +20,15 @@ NO_BENCHMARK = "No condition of the 15 CIFAR-10-C corruptions is selected (the e
 st.caption(
     "Every model of the snapshot on clean test images and under corruptions. "
     + (
-        f"Mean corruption accuracy is the plain mean over the {averaged} conditions of the 15 CIFAR-10-C "
-        f"corruptions that the filters select ({filters.describe()}); relative robustness is a model's mean "
+        f"Mean corruption accuracy is the plain mean over {queries.benchmark_conditions_text(conditions)}, as "
+        f"the filters select them ({filters.describe()}); relative robustness is a model's mean "
         "corruption accuracy minus that of the dense model it was pruned from, in percentage points."
         if averaged
         else f"{NO_BENCHMARK} ({filters.describe()}), so there is no mean corruption accuracy."
     )
 )
 
-best = table.filter(pl.col("method") != "dense").sort("relative_robustness", descending=True, nulls_last=True)
+best = table.filter(~pl.col("is_dense")).sort("relative_robustness", descending=True, nulls_last=True)
 a, b, c, d = st.columns(4)
 a.metric("Models", f"{len(table)}", help="dense and pruned models, over all seeds")
 b.metric("Dense clean accuracy", f"{dense['clean_accuracy'].mean():.1%}")
@@ -54,7 +54,7 @@ measure = st.radio(
     key="overview_measure",
 )
 value = "clean_accuracy" if measure == "clean images" else "mean_corruption_accuracy"
-curves = queries.comparison_curves(table.drop_nulls(value), value, "sparsity")
+curves = queries.comparison_curves(table.filter(~pl.col("is_dense")).drop_nulls(value), value, "sparsity")
 dense_value = dense[value].mean() if not dense.is_empty() else None
 y_title = "clean accuracy" if value == "clean_accuracy" else "mean corruption accuracy"
 empty = NO_BENCHMARK if value == "mean_corruption_accuracy" and not averaged else "No pruned models in this selection"
@@ -78,8 +78,8 @@ st.caption(
     f"parent's; ✱ marks p < {ALPHA:g} (uncorrected for the number of models). With 180 test images a 1-point "
     "difference is 2 images."
 )
-clean_ids = snapshot.conditions.filter(pl.col("corruption") == "clean")["condition_id"].to_list()
-pruned_ids = tuple(table.filter(pl.col("method") != "dense")["model_id"].to_list())
+clean_ids = queries.clean_condition_ids(snapshot.conditions)
+pruned_ids = tuple(roles.pruned_ids(table))
 tested = store.cached(measures.significance, snapshot, pruned_ids, tuple(clean_ids)) if pruned_ids else None
 clean_p = (
     measures.significance_by_model(tested, ALPHA).select("model_id", pl.col("p_value").alias("clean_p"))

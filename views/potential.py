@@ -5,7 +5,7 @@ import polars as pl
 import streamlit as st
 
 from compute import schema
-from dashboard import figures, measures, queries, ui
+from dashboard import figures, measures, queries, roles, ui
 
 view = ui.selection()
 snapshot, filters, models, corrupted = view.snapshot, view.filters, view.models, view.corrupted
@@ -17,9 +17,9 @@ st.caption(
     "none passes), the mean over seeds. A corruption's accuracy is the mean over the selected severities. "
     f"Showing {filters.describe()}."
 )
-pruned = models.filter(pl.col("method") != "dense")
+pruned = roles.pruned(models)
 if pruned.is_empty():
-    st.info("Select at least one pruned model in the sidebar.")
+    ui.no_pruned_model(snapshot, filters)
     st.stop()
 
 left, right = st.columns(2)
@@ -31,28 +31,39 @@ level = right.selectbox(
 )  # fmt: skip
 chosen = corrupted if isinstance(level, str) else corrupted.filter(pl.col("severity") == level)
 conditions = pl.concat([snapshot.conditions.filter(pl.col("corruption") == schema.CLEAN), chosen])
-with_parents = measures.with_parents(snapshot.models, models["model_id"])
+with_parents = roles.with_parents(snapshot.models, models["model_id"])
 selected_and_parents = snapshot.models.filter(pl.col("model_id").is_in(with_parents))
 accuracy = measures.corruption_accuracy(snapshot.summary.filter(pl.col("model_id").is_in(with_parents)), conditions)
 rows = measures.with_parent_accuracy(accuracy, selected_and_parents, "corruption")
+n_classes = len(snapshot.class_names)
 potential = (
-    measures.prune_potential(rows, delta / 100, key="corruption")
+    measures.prune_potential(rows, delta / 100, key="corruption", n_classes=n_classes)
     .group_by("method", "corruption")
     .agg(pl.col("prune_potential").mean(), pl.col("prune_potential").min().alias("lowest_seed"),
-         pl.col("prune_potential").max().alias("highest_seed"))
+         pl.col("prune_potential").max().alias("highest_seed"), pl.col("informative").all())
 )  # fmt: skip
 methods = sorted(set(pruned["method"]), key=queries.method_rank)
 columns = [schema.CLEAN] + [c for c in schema.CORRUPTION_FAMILIES if c in set(chosen["corruption"])]
-lookup = {(m, c): v for m, c, v in potential.select("method", "corruption", "prune_potential").iter_rows()}
+lookup = {(m, c): (v, ok) for m, c, v, ok in potential.select(
+    "method", "corruption", "prune_potential", "informative").iter_rows()}  # fmt: skip
 top = float(pruned["target_sparsity"].max())
+NEAR_CHANCE = (
+    f"accuracy within {measures.CHANCE_MARGIN:.0%} of chance ({1 / max(n_classes, 1):.0%} for {n_classes} classes)"
+)
 st.plotly_chart(
     figures.heatmap(
-        [[lookup.get((m, c)) for c in columns] for m in methods], columns, methods,
+        [[lookup.get((m, c), (None, True))[0] for c in columns] for m in methods], columns, methods,
         f"Prune potential within {delta:g} pts of dense", "prune potential", zrange=(0.0, top),
         x_title="condition", y_title="method",
+        masked=[[not lookup.get((m, c), (None, True))[1] for c in columns] for m in methods],
+        masked_text=f"not informative: the dense parent is near chance ({NEAR_CHANCE})",
     ),
     width="stretch",
 )  # fmt: skip
+st.caption(
+    f"Grey cells marked ≈ chance: the dense parent's {NEAR_CHANCE} under that corruption, so every model passes "
+    "without telling anything about pruning."
+)
 st.caption(
     "Methods are compared on the same grid of target sparsities; their training budgets differ (see the models "
     "table's training epochs): a higher potential bought with more epochs is not a fair win."
@@ -65,15 +76,23 @@ st.caption(
     "clean images to the corruption minus the dense parent's change, in percentage points. Positive: pruning made "
     "the model more brittle to that corruption."
 )
-excess = measures.excess_error(accuracy, selected_and_parents)
-order = [m for m in view.model_ids if m in set(excess["model_id"])]
-values = {(m, c): v for m, c, v in excess.select("model_id", "corruption", "excess_error").iter_rows()}
+excess = measures.excess_error(accuracy, selected_and_parents, n_classes=n_classes)
+with_excess = set(excess["model_id"])
+order = [m for m in view.model_ids if m in with_excess]
+values = {(m, c): (v, ok) for m, c, v, ok in excess.select(
+    "model_id", "corruption", "excess_error", "informative").iter_rows()}  # fmt: skip
 st.plotly_chart(
     figures.heatmap(
-        [[values.get((m, c)) for c in columns[1:]] for m in order], columns[1:], order,
+        [[values.get((m, c), (None, True))[0] for c in columns[1:]] for m in order], columns[1:], order,
         "Excess error per model and corruption", "excess error", diverging=True, x_title="corruption",
-        y_title="model",
+        y_title="model", higher_is_better=False,
+        masked=[[not values.get((m, c), (None, True))[1] for c in columns[1:]] for m in order],
+        masked_text=f"not informative: the model and its dense parent are both near chance ({NEAR_CHANCE})",
     ),
     width="stretch",
 )  # fmt: skip
+st.caption(
+    "Red: pruning made the corruption hurt more (positive excess error), blue: less, as red is worse than dense on "
+    f"every page. Grey cells marked ≈ chance: the model and its dense parent both have {NEAR_CHANCE} there."
+)
 ui.download_buttons(excess.sort("model_id", "corruption"), "excess-error", key="excess_download")

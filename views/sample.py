@@ -4,10 +4,16 @@ import polars as pl
 import streamlit as st
 
 from compute import schema
-from dashboard import figures, queries, store, ui
+from dashboard import figures, queries, roles, store, ui
 
 view = ui.selection()
-snapshot, model_order, conditions = view.snapshot, view.model_ids, view.conditions
+snapshot, conditions = view.snapshot, view.conditions
+# the selected models and their dense parents, which stay as the reference whatever the filters leave out
+with_parents = set(roles.with_parents(snapshot.models, view.model_ids))
+model_order = [m for m in queries.models_table(snapshot)["model_id"] if m in with_parents]
+dense_everywhere = set(roles.dense_ids(snapshot.models))
+dense_ids = [m for m in model_order if m in dense_everywhere]
+condition_ids = conditions["condition_id"].implode()
 
 st.title("Sample detail")
 samples = snapshot.samples.sort("sample_id")
@@ -15,31 +21,46 @@ ids = samples["sample_id"].to_list()
 known = set(ids)
 queue = [s for s in st.session_state.get("sample_queue", []) if s in known]
 with_images = set(store.thumbnail_samples(snapshot))
+with_maps = set(store.occlusion_samples(snapshot))
 wanted = ui.requested_sample(ids)
 names = dict(zip(samples["sample_id"], samples["class_name"], strict=True))
 queued = set(queue)
 options = queue + [s for s in ids if s not in queued] if queue else ids
+
+
+def sample_text(s: int) -> str:
+    kept = " · corrupted images" if s in with_images else ""
+    return f"{s} · class {names[s]}{kept}" + (" · occlusion maps" if s in with_maps else "")
+
+
 sample_id = st.selectbox(
-    "Sample",
-    options,
-    index=options.index(wanted),
-    key=f"sample_pick_{wanted}",
-    format_func=lambda s: f"{s} · class {names[s]}" + (" · corrupted images stored" if s in with_images else ""),
-    help="Selected points from the embedding page come first.",
-)
+    "Sample", options, index=options.index(wanted), key=f"sample_pick_{wanted}", format_func=sample_text,
+    help=f"Selected points from the embedding page come first. {len(with_images)} samples keep their corrupted "
+    f"images and {len(with_maps)} of them their occlusion maps; the picker marks which.",
+)  # fmt: skip
 ui.remember_sample(sample_id)
 
 left, right = st.columns([1, 4])
 left.image(store.thumbnails(snapshot, [sample_id])[sample_id], caption=f"clean · class {names[sample_id]}", width=128)
-outcomes = store.cached(queries.sample_outcomes, snapshot, sample_id, tuple(model_order))
+every_condition = store.cached(queries.sample_outcomes, snapshot, sample_id, tuple(model_order))
+# every number below follows the sidebar: the selected models (with their dense parents) and conditions
+outcomes = every_condition.filter(pl.col("condition_id").is_in(condition_ids))
 clean = outcomes.filter(pl.col("corruption") == schema.CLEAN)
+benchmark = outcomes.filter(pl.col("condition_id").is_in(queries.benchmark_condition_ids(conditions)))
 with right:
     a, b, c = st.columns(3)
     a.metric("Right on clean images", f"{int(clean['correct'].sum())} of {len(clean)} models")
-    corrupted_rows = outcomes.filter(pl.col("corruption") != schema.CLEAN)
-    b.metric("Right under corruptions", f"{corrupted_rows['correct'].mean():.0%}" if len(corrupted_rows) else "–")
-    dense_rows = clean.filter(pl.col("model_id").str.starts_with("dense"))
-    c.metric("Dense model's p(true class)", f"{dense_rows['p_true'].mean():.2f}" if len(dense_rows) else "–")
+    b.metric(
+        "Right under corruptions", f"{benchmark['correct'].mean():.0%}" if len(benchmark) else "–",
+        help="the share of (model, condition) pairs right, over the models shown and "
+        + queries.benchmark_conditions_text(conditions),
+    )  # fmt: skip
+    dense_rows = clean.filter(pl.col("model_id").is_in(dense_ids))
+    c.metric("Dense parent's p(true class)", f"{dense_rows['p_true'].mean():.2f}" if len(dense_rows) else "–")
+    st.caption(
+        f"Over the {len(model_order)} models shown (the selected ones and their dense parents); under corruptions: "
+        f"{queries.benchmark_conditions_text(conditions)}."
+    )
 
 # --- the image under each corruption ------------------------------------------------------------
 st.subheader("Under each corruption")
@@ -68,7 +89,7 @@ st.caption(
     "Colour: probability of the true class. A cross marks a wrong prediction; hover over a cell for the "
     "predicted class."
 )
-grid = outcomes.filter(pl.col("condition_id").is_in(conditions["condition_id"].implode()))
+grid = outcomes
 st.plotly_chart(
     figures.outcome_grid(grid, model_order, snapshot.class_names, f"Sample {sample_id}: every model's verdict"),
     width="stretch",
@@ -84,15 +105,18 @@ if occluded is None:
         "samples whose corrupted images it keeps."
     )
 elif occluded.is_empty():
-    st.info(f"The snapshot records occlusion maps for other samples only; {len(with_images)} keep their images.")
+    st.info(
+        f"The snapshot records occlusion maps for {len(with_maps)} other samples only (marked "
+        "'occlusion maps' in the sample picker)."
+    )
 else:
     st.caption(
         f"A {settings.get('patch', '?')} px grey square is slid over the image (stride {settings.get('stride', '?')} "
         "px); each cell is how much blanking it out changes the model's feature vector: red, the angle to the true "
         "class grows (the patch held evidence for the class) or the feature gets longer; blue, the opposite."
     )
-    dense_ids = [m for m in model_order if m in set(snapshot.models.filter(pl.col("method") == "dense")["model_id"])]
-    pruned_ids = [m for m in model_order if m not in set(dense_ids) and m in set(occluded["model_id"])]
+    mapped = set(occluded["model_id"])
+    pruned_ids = [m for m in model_order if m not in dense_everywhere and m in mapped]
     names = conditions.join(
         occluded.select("condition_id").unique(), on="condition_id"
     ).sort("condition_id")  # the conditions the maps were recorded for, as the filters select them
@@ -110,7 +134,8 @@ else:
     images = dict(store.sample_thumbnails(snapshot, sample_id).iter_rows())
     images[clean_id] = store.thumbnails(snapshot, [sample_id])[sample_id]
     shown = [clean_id] + ([corrupted_pick] if corrupted_pick is not None else [])
-    panels = queries.occlusion_panels(occluded, snapshot.conditions, images, shown, dense_ids[:1] + [pruned_pick])
+    panels = queries.occlusion_panels(occluded, snapshot.conditions, images, shown,
+                                      [roles.parent_of(snapshot.models, pruned_pick), pruned_pick])
     st.plotly_chart(
         figures.occlusion_maps(panels, value, int(settings.get("patch", 8)), f"Sample {sample_id}: occlusion"),
         width="stretch",
@@ -125,6 +150,7 @@ metric = right.selectbox(
     format_func=lambda m: figures.METRIC_TITLES[m],
 )  # fmt: skip
 curves = queries.severity_curve_rows(outcomes.filter(pl.col("model_id") == model), metric)
+st.caption(f"On the clean images (severity 0) and the selected corruptions and severities ({view.filters.describe()}).")
 st.plotly_chart(
     figures.severity_lines(curves, model, metric, figures.METRIC_TITLES[metric], f"Sample {sample_id}: {model}"),
     width="stretch",
