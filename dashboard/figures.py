@@ -79,8 +79,10 @@ def family_symbol(method: str) -> str:
     return FAMILY_SYMBOLS.get(schema.METHOD_FAMILIES.get(method, "unstructured"), "circle")
 
 
-def _percent_axis(title: str) -> dict:
-    return {"title": {"text": title}, "tickformat": ".0%", "rangemode": "normal"}
+def _percent_axis(title: str, span: float = 1.0) -> dict:
+    """An axis of shares drawn in %: whole percents, or tenths where the axis spans under 10 points
+    (whole percents would repeat a tick label there)."""
+    return {"title": {"text": title}, "tickformat": ".0%" if span >= 0.1 else ".1%", "rangemode": "normal"}
 
 
 def fitted_range(shares: pl.Series, pad: float = 0.08, least: float = 0.04) -> list[float]:
@@ -108,6 +110,7 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
     if table.is_empty():
         return empty_figure("No condition of the 15 CIFAR-10-C corruptions in this selection (the extras do not count)")
     y = table["mean_corruption_accuracy"]
+    x_range, y_range = fitted_range(table["clean_accuracy"]), fitted_range(y)
     fig = go.Figure()
     # the role comes from models.parquet (models_table's is_dense), never from a method's name
     groups = table.select("method", "is_dense").unique(maintain_order=True).sort("is_dense", maintain_order=True)
@@ -150,8 +153,8 @@ def robustness_scatter(table: pl.DataFrame) -> go.Figure:
     fig.update_layout(
         **LAYOUT,
         title={"text": "Clean accuracy against mean corruption accuracy (marker size: sparsity)"},
-        xaxis={**_percent_axis("clean accuracy (%)"), "range": fitted_range(table["clean_accuracy"])},
-        yaxis={**_percent_axis("mean corruption accuracy (%)"), "range": fitted_range(y)},
+        xaxis={**_percent_axis("clean accuracy (%)", np.ptp(x_range)), "range": x_range},
+        yaxis={**_percent_axis("mean corruption accuracy (%)", np.ptp(y_range)), "range": y_range},
         height=480,
     )
     return fig

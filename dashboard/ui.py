@@ -195,7 +195,7 @@ def follow_default(key: str, default, options: list, basis) -> None:
 def address_notice(value: str) -> None:
     """The small notice for a page parameter of the address the page cannot use, as the sidebar
     gives for the filters."""
-    st.caption(f":material/info: Left out, as this snapshot cannot use it: {value}")
+    st.caption(f":material/info: Left out of the address, as this page cannot use it: {value}")
 
 
 def no_pruned_model(snapshot: store.Snapshot, filters: Filters) -> None:

@@ -214,9 +214,8 @@ def test_most_hurt_class_is_the_largest_drop_against_the_parent_lowest_label_on_
     assert measures.most_hurt_class(breakdown, "missing") is None
 
 
-def test_the_page_opens_on_the_class_the_pruned_model_hurts_most(monkeypatch):
-    at = open_page(monkeypatch)
-    pruned = at.selectbox(key="global_model").value
+def most_hurt_by_hand(pruned: str) -> int:
+    """The class whose clean accuracy `pruned` lowers most against dense-s0, from metrics/ (lowest label on ties)."""
     labels = dict(pl.read_parquet(DEMO / schema.SAMPLES, columns=["sample_id", "label"]).iter_rows())
     accuracy = {}
     for model_id in ("dense-s0", pruned):
@@ -226,7 +225,24 @@ def test_the_page_opens_on_the_class_the_pruned_model_hurts_most(monkeypatch):
             per_class.setdefault(labels[sample_id], []).append(correct)
         accuracy[model_id] = {c: np.mean(v) for c, v in per_class.items()}
     drops = {c: accuracy[pruned][c] - accuracy["dense-s0"][c] for c in accuracy[pruned]}
-    expected = min(sorted(drops), key=lambda c: drops[c])  # the lowest label among equal drops
+    return min(sorted(drops), key=lambda c: drops[c])  # the lowest label among equal drops
+
+
+def test_the_page_opens_on_the_class_the_pruned_model_hurts_most(monkeypatch):
+    at = open_page(monkeypatch)
+    pruned = at.selectbox(key="global_model").value
+    expected = most_hurt_by_hand(pruned)
     assert at.selectbox(key="global_class").value == expected
     names = json.loads((DEMO / schema.MANIFEST).read_text())["dataset"]["classes"]
     assert all(f"of class {names[expected]}" in c["layout"]["title"]["text"] for c in plotted(at))
+
+    # switching model re-selects the class it hurts most, until the user picks a class
+    options = at.selectbox(key="global_model").options
+    other = next(m for m in options if most_hurt_by_hand(m) != expected)
+    at.selectbox(key="global_model").set_value(other).run()
+    assert at.selectbox(key="global_class").value == most_hurt_by_hand(other) != expected
+    picked = next(c for c in range(len(names)) if c not in (expected, most_hurt_by_hand(other)))
+    at.selectbox(key="global_class").set_value(picked).run()
+    at.selectbox(key="global_model").set_value(pruned).run()
+    assert at.selectbox(key="global_class").value == picked, "a class the user picked stays"
+    assert not at.exception and not at.error

@@ -812,3 +812,56 @@ def test_one_diverging_colour_convention_and_near_chance_cells(demo, demo_page):
             assert np.isnan(z[i, j]) == near and (grey[i, j] == 1.0) == near, (model, corruption)
             marked += near
     assert marked > 0 and "≈ chance" in excess["data"][1]["text"][rows.index("biprop-0.95-s0")]
+
+
+NO_PRUNED_PAGES = ["views/potential.py", "views/layers.py", "views/classes.py", "views/geometry.py",
+                   "views/global_geometry.py", "views/fragile.py"]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", NO_PRUNED_PAGES)
+def test_a_range_between_the_targets_is_named_not_blamed_on_the_selection(monkeypatch, path):
+    at = page(monkeypatch, path, query={"sparsity": "0.6-0.7"})
+    infos = texts(at, "info")
+    assert any("No pruned model's target sparsity lies in 60%–70%" in i and "50%, 80%, 90%, 95%" in i for i in infos)
+    assert not any("Select at least one pruned model" in i for i in infos)
+
+
+def test_only_dense_selected_gets_messages_not_degenerate_charts(monkeypatch):
+    at = page(monkeypatch, "views/corruptions.py", query={"methods": "dense"})
+    assert any("needs at least 2 models; 1 selected" in i for i in texts(at, "info"))
+    assert not [f for f in figures(at) if "Prediction" in f["layout"].get("title", {}).get("text", "")]
+    at = page(monkeypatch, "views/potential.py", query={"methods": "dense"})
+    assert any("methods selected in the sidebar have no pruned model" in i for i in texts(at, "info"))
+    at = page(monkeypatch, "views/overview.py", query={"methods": "dense"})
+    scatter = figure_titled(at, "Clean accuracy against mean corruption accuracy")
+    # one model: the axes span a few points, so their ticks show tenths instead of repeating whole percents
+    for axis in ("xaxis", "yaxis"):
+        lo, hi = scatter["layout"][axis]["range"]
+        assert hi - lo < 0.1 and scatter["layout"][axis]["tickformat"] == ".1%"
+
+
+def test_a_reversed_range_a_repeated_parameter_and_an_unknown_tab_get_a_notice(monkeypatch):
+    at = page(monkeypatch, "views/overview.py", query={"sparsity": "0.99-0.5", "methods": ["imp", "snip"]})
+    notice = next(c for c in texts(at, "caption") if "Left out of the filters" in c)
+    assert "sparsity=0.99-0.5 (reversed" in notice and "methods given 2 times" in notice
+    assert at.multiselect(key="f_methods").value == ["snip"] and at.slider(key="f_sparsity").value == (0.0, 1.0)
+    at = page(monkeypatch, "views/fragile.py", query={"fragile_view": "nonsense"})
+    assert any("fragile_view=nonsense" in c for c in texts(at, "caption"))
+
+
+@pytest.mark.parametrize(("tab", "ranks"), [("Pruning-fragile", True), ("Pruning identified exemplars", False),
+                                            ("Robust", False)])  # fmt: skip
+def test_rank_by_shows_only_on_the_tabs_it_orders(monkeypatch, tab, ranks):
+    at = page(monkeypatch, "views/fragile.py", query={"fragile_view": tab})
+    assert ("fragile_rank" in [r.key for r in at.radio]) == ranks
+
+
+def test_the_sample_picker_marks_which_samples_keep_images_and_maps(demo_page):
+    at = demo_page("views/sample.py")
+    with_images = set(pl.read_parquet(DEMO / schema.THUMBNAILS, columns=["sample_id"])["sample_id"])
+    with_maps = set(pl.read_parquet(DEMO / schema.OCCLUSION, columns=["sample_id"])["sample_id"])
+    assert 0 < len(with_maps) < len(with_images)
+    for option in at.selectbox[0].options:
+        sample = int(option.split(" · ")[0])
+        assert ("· corrupted images" in option) == (sample in with_images), option
+        assert ("· occlusion maps" in option) == (sample in with_maps), option

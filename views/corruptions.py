@@ -104,6 +104,9 @@ on = left.radio("On", ["clean images", "the selected corrupted conditions"], hor
 statistic = right.radio("Statistic", ["agreement", "Cohen's kappa"], horizontal=True, key="corruptions_stat")
 clean_ids = queries.clean_condition_ids(snapshot.conditions)
 condition_ids = clean_ids if on == "clean images" else corrupted["condition_id"].to_list()
+if len(model_order) < 2:  # a 1 x 1 matrix of a model with itself says nothing
+    st.info(f"Comparing predictions needs at least 2 models; {len(model_order)} selected. Select more in the sidebar.")
+    st.stop()
 agreement, kappa, order, rows = store.cached(
     queries.model_similarity, snapshot, tuple(model_order), tuple(condition_ids)
 )
