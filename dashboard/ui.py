@@ -16,7 +16,7 @@ import polars as pl
 import streamlit as st
 
 from compute.snapshot import SnapshotError
-from dashboard import queries, store
+from dashboard import formats, queries, store
 from dashboard.filters import CORRUPTION_FAMILIES, KEYS, Filters, read_query, shown_value
 
 log = logging.getLogger("prunescope")
@@ -225,47 +225,52 @@ def selection() -> Selection:
     return Selection(snapshot, filters, models, order, conditions, corrupted)
 
 
-#: display formats of the model columns, shared by every table of models
-MODEL_COLUMNS = {
-    "target_sparsity": st.column_config.NumberColumn("target sparsity", format="percent"),
-    "sparsity": st.column_config.NumberColumn("measured sparsity", format="percent"),
-    "params_nonzero": st.column_config.NumberColumn("nonzero params", format="localized"),
-    "flops": st.column_config.NumberColumn("multiply-adds / image", format="localized"),
-    "train_epochs": st.column_config.NumberColumn(
-        "training epochs",
-        help="every epoch of training behind the model, the dense training it was pruned from included",
-    ),
-    "clean_accuracy": st.column_config.NumberColumn("clean accuracy", format="percent"),
-    "mean_corruption_accuracy": st.column_config.NumberColumn("mean corruption accuracy", format="percent"),
-    "relative_robustness_pts": st.column_config.NumberColumn(
-        "relative robustness", format="%+.1f pts",
-        help="mean corruption accuracy minus the dense parent's, in percentage points",
-    ),
-    "clean_p": st.column_config.NumberColumn(
-        "clean p", format="%.3f", help="McNemar's exact test against the dense parent, on clean images"
-    ),
-    "p_value": st.column_config.NumberColumn(
-        "p", format="%.3f", help="McNemar's exact test against the dense parent, on the condition shown"
-    ),
-    "significant": st.column_config.TextColumn("✱", help="p below the stated level"),
-    "dead_relu": st.column_config.NumberColumn(
-        "dead ReLUs", format="percent", help="ReLU output units never active on the clean test images"
-    ),
-    "dynamic_dead_relu": st.column_config.NumberColumn(
-        "ReLUs at 0", format="percent",
-        help="per clean test image, the share of ReLU output units at zero, averaged over the images "
-        "(the dynamic dead neuron rate of Activating-while-Pruning)",
-    ),  # fmt: skip
-    "dist_init": st.column_config.NumberColumn(
-        "‖w − w_init‖", format="%.2f", help="ℓ2 distance of the conv and linear weights from the initialisation"
-    ),
-    "dist_dense": st.column_config.NumberColumn(
-        "‖w − w_dense‖", format="%.2f", help="ℓ2 distance of the conv and linear weights from the dense parent's"
-    ),
-    "vs_dense_pts": st.column_config.NumberColumn(
-        "vs dense", format="%+.1f pts", help="accuracy minus the dense parent's, in percentage points"
-    ),
-}
+def table(
+    frame: pl.DataFrame,
+    name: str,
+    key: str,
+    *,
+    labels: dict[str, str] | None = None,
+    kinds: dict[str, str] | None = None,
+    row_kinds: list[str | dict[str, str]] | None = None,
+    special: dict | None = None,
+    download: bool = True,
+    **options,
+):
+    """Every table of the app: each column labelled, in its unit and precision (dashboard/formats.py),
+    a missing value as "—", with CSV and Parquet downloads of the raw values. `labels` and `kinds`
+    override the catalogue per column; `row_kinds` gives one kind per row instead, or per row a kind
+    per column (a table whose rows are different quantities); `special` holds column configs that draw
+    a column themselves (images, progress bars, check boxes). Returns st.dataframe's value (the
+    selection, with on_select)."""
+    special = special or {}
+    labels, kinds = labels or {}, kinds or {}
+    shown_frame = frame.to_pandas()
+    styler = shown_frame.style
+    config = dict(special)
+    for name_, dtype in frame.schema.items():
+        if name_ in special:
+            continue
+        entry = formats.column(name_, str(dtype))
+        config[name_] = st.column_config.Column(labels.get(name_, entry.label), help=entry.help)
+        if row_kinds is None or entry.kind == "text":
+            kind = kinds.get(name_, entry.kind)
+            styler = styler.format(lambda v, kind=kind: formats.shown(v, kind), subset=[name_], na_rep=formats.MISSING)
+    if row_kinds is not None:
+        numeric = [c for c, t in frame.schema.items() if c not in special and formats.column(c, str(t)).kind != "text"]
+        for row, kind in enumerate(row_kinds):
+            by_column = kind if isinstance(kind, dict) else dict.fromkeys(numeric, kind)
+            for name_, one in by_column.items():
+                styler = styler.format(
+                    lambda v, one=one: formats.shown(v, one), subset=(shown_frame.index[[row]], [name_]),
+                    na_rep=formats.MISSING,
+                )  # fmt: skip
+    event = st.dataframe(
+        styler, hide_index=True, width="stretch", column_config=config, key=key, **options
+    )
+    if download:
+        download_buttons(frame, name, key=f"{key}_download")
+    return event
 
 
 def download_buttons(table: pl.DataFrame, name: str, key: str) -> None:

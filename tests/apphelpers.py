@@ -55,3 +55,19 @@ def figure_titled(at: AppTest, words: str) -> dict:
     found = [f for f in figures(at) if words in f["layout"].get("title", {}).get("text", "")]
     assert len(found) == 1, [f["layout"].get("title", {}).get("text") for f in figures(at)]
     return found[0]
+
+
+def shown_table(element) -> list[dict[str, str]]:
+    """A st.dataframe element's cells as the browser shows them (the Styler's display values)."""
+    import io
+
+    import pyarrow as pa
+
+    raw = element.proto.arrow_data.styler.display_values
+    return pa.ipc.open_stream(io.BytesIO(raw)).read_all().to_pylist() if raw else []
+
+
+def column_labels(element) -> dict[str, str]:
+    """Each column's label as the table's header shows it."""
+    configs = json.loads(element.proto.columns or "{}")
+    return {name: config.get("label", name) for name, config in configs.items() if name != "_index"}

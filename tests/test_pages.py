@@ -2,6 +2,7 @@
 snapshot's files directly, and how widgets change it."""
 
 import itertools
+import re
 
 import numpy as np
 import polars as pl
@@ -865,3 +866,24 @@ def test_the_sample_picker_marks_which_samples_keep_images_and_maps(demo_page):
         sample = int(option.split(" · ")[0])
         assert ("· corrupted images" in option) == (sample in with_images), option
         assert ("· occlusion maps" in option) == (sample in with_maps), option
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_table_labels_its_columns_and_shows_one_precision_per_unit(demo_page, path):
+    from tests.apphelpers import column_labels, shown_table
+
+    at = demo_page(path)
+    for element in at.dataframe:
+        labels = column_labels(element)
+        data = element.value
+        assert set(data.columns) <= set(labels), "every column has a label"
+        assert all(label != name for name, label in labels.items() if "_" in name), labels  # no raw header
+        for row in shown_table(element):
+            for name, text in row.items():
+                if name not in labels or text is None:
+                    continue
+                assert text not in ("None", "nan", "NaN") and not re.match(r"^-0(\.0+)?(?![\d.])", text), (name, text)
+                if text.endswith(" %"):
+                    assert re.fullmatch(r"\d{1,3}(,\d{3})*\.\d %", text), (name, text)
+                if text.endswith(" pts"):
+                    assert re.fullmatch(r"([+-]\d[\d,]*|0)\.\d pts", text), (name, text)

@@ -64,14 +64,4 @@ else:
         .select("class", "mean_vs_dense_pts", "worst_vs_dense_pts", "worst_model", "images_x_conditions")
     )
     st.caption(f"Over the {pruned['model_id'].n_unique()} selected pruned models, most hurt first.")
-    st.dataframe(
-        hurt,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "mean_vs_dense_pts": st.column_config.NumberColumn("mean change vs dense", format="%+.1f pts"),
-            "worst_vs_dense_pts": st.column_config.NumberColumn("worst change", format="%+.1f pts"),
-            "images_x_conditions": st.column_config.NumberColumn("images × conditions"),
-        },
-    )
-    ui.download_buttons(hurt, "classes-hurt", key="classes_download")
+    ui.table(hurt, "classes-hurt", key="classes_hurt")

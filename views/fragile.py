@@ -31,8 +31,9 @@ def rank_by() -> str:
     )  # fmt: skip
 
 
-def show(table: pl.DataFrame, columns: dict, key: str) -> None:
-    """A ranked table with thumbnails; selecting a row opens the sample detail page."""
+def show(table: pl.DataFrame, columns: list[str], key: str, special: dict) -> None:
+    """A ranked table with thumbnails; selecting a row opens the sample detail page. `special`: the
+    columns drawn by a config of their own (bars, check boxes)."""
     if classes:
         table = table.filter(pl.col("class_name").is_in(classes))
     table = table.head(int(top))
@@ -40,15 +41,10 @@ def show(table: pl.DataFrame, columns: dict, key: str) -> None:
     shown = table.with_columns(
         pl.col("sample_id").map_elements(lambda s: ui.image_uri(pictures.get(s)), return_dtype=pl.String).alias("image")
     ).select("image", "sample_id", "class_name", *columns)
-    event = st.dataframe(
-        shown,
-        hide_index=True,
-        width="stretch",
-        on_select="rerun",
-        selection_mode="single-row",
-        key=key,
-        column_config={"image": st.column_config.ImageColumn("image", width="small"), **columns},
-    )
+    event = ui.table(
+        shown, key, key=key, on_select="rerun", selection_mode="single-row", download=False,
+        special={"image": st.column_config.ImageColumn("image", width="small"), **special},
+    )  # fmt: skip
     ui.download_buttons(shown.drop("image"), key, key=f"{key}_download")
     if event.selection.rows:
         ui.open_sample(int(shown["sample_id"][event.selection.rows[0]]), clear=key)
@@ -61,11 +57,10 @@ def pruning_fragile() -> None:
         return
     order = rank_by()
     table = store.cached(queries.pruning_fragile_samples, snapshot, tuple(pruned), condition_ids)
-    show(queries.ranked(table, "fragile", "fragile_rate", order), {
-        "fragile": st.column_config.NumberColumn("pruned right→wrong", help="pruned model x condition pairs"),
-        "chances": st.column_config.NumberColumn("dense right", help="pairs where the dense parent is right"),
+    show(queries.ranked(table, "fragile", "fragile_rate", order), ["fragile", "chances", "fragile_rate"],
+         "pruning_fragile", {
         "fragile_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
-    }, "pruning_fragile")  # fmt: skip
+    })  # fmt: skip
 
 
 def corruption_fragile() -> None:
@@ -79,17 +74,15 @@ def corruption_fragile() -> None:
         return
     order = rank_by()
     table = store.cached(queries.corruption_fragile_samples, snapshot, tuple(selected), corrupted_ids)
-    show(queries.ranked(table, "broken", "broken_rate", order), {
-        "broken": st.column_config.NumberColumn("broken pairs", help="model x corruption pairs that break"),
+    show(queries.ranked(table, "broken", "broken_rate", order),
+         ["broken", "broken_rate", "lowest_severity", "mean_severity", "first_to_break"], "corruption_fragile", {
         "broken_rate": st.column_config.ProgressColumn("rate", format="percent", min_value=0.0, max_value=1.0),
-        "lowest_severity": st.column_config.NumberColumn("lowest breaking severity"),
-        "mean_severity": st.column_config.NumberColumn("mean breaking severity", format="%.1f"),
         "first_to_break": st.column_config.TextColumn(
             "breaks first under",
             help="at the lowest severity that breaks the sample, the corruption that breaks it for the most "
             "models; among equals, the first in the benchmark's order",
         ),
-    }, "corruption_fragile")  # fmt: skip
+    })  # fmt: skip
 
 
 def identified_exemplars() -> None:
@@ -110,23 +103,22 @@ def identified_exemplars() -> None:
         pl.col("dense_modal").list.eval(pl.element().cast(pl.String)).list.join("/"),
         pl.col("pruned_modal").list.eval(pl.element().cast(pl.String)).list.join("/"),
     )
-    show(table, {
+    show(table, ["is_pie", "dense_modal", "pruned_modal", "pruned_share"], "exemplars", {
         "is_pie": st.column_config.CheckboxColumn("PIE"),
         "dense_modal": st.column_config.TextColumn("dense says"),
         "pruned_modal": st.column_config.TextColumn("pruned say"),
         "pruned_share": st.column_config.ProgressColumn(
             "pruned agreeing with dense", format="percent", min_value=0.0, max_value=1.0
         ),
-    }, "exemplars")  # fmt: skip
+    })  # fmt: skip
 
 
 def robust() -> None:
     st.caption("Right for every selected model under every selected condition, or nearly so.")
     table = store.cached(queries.robust_samples, snapshot, tuple(selected), condition_ids)
-    show(table, {
+    show(table, ["accuracy", "pairs"], "robust", {
         "accuracy": st.column_config.ProgressColumn("accuracy", format="percent", min_value=0.0, max_value=1.0),
-        "pairs": st.column_config.NumberColumn("model x condition pairs"),
-    }, "robust")  # fmt: skip
+    })  # fmt: skip
 
 
 VIEWS = {

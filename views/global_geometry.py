@@ -36,8 +36,8 @@ hurt = None
 if model is not None:
     clean = tuple(queries.clean_condition_ids(snapshot.conditions))
     hurt = measures.most_hurt_class(store.cached(measures.class_breakdown, snapshot, (model,), clean), model)
-# the class follows the pruned model (the one it hurts most) until the user picks a class
-ui.follow_default("global_class", hurt or 0, list(range(len(class_names))), model)
+if model is not None:  # the class follows the pruned model (the one it hurts most) until the user picks a class
+    ui.follow_default("global_class", hurt or 0, list(range(len(class_names))), model)
 label = middle.selectbox(
     "Class", range(len(class_names)), key="global_class", format_func=lambda c: class_names[c],
     help="Its samples are the lines; its direction is the axis marked (true). Opens on the class the pruned model "
@@ -67,7 +67,16 @@ if per == "sample":
         st.caption(f"{dropped} rows with a zero feature vector (no angle to any class) are left out.")
     st.subheader("Means over the class, and the change")
     means = queries.global_geometry_means(rows, snapshot.models)
-    st.dataframe(queries.global_geometry_change(means, *pair, class_names), hide_index=True, width="stretch")
+    change = queries.global_geometry_change(means, *pair, class_names)
+    # rows are different quantities: angles in degrees, accuracy in % (its change in points), the rest plain
+    kinds = [
+        "degrees" if axis.startswith("angle to")
+        else {pair[0]: "percent", pair[1]: "percent", "change": "share_change"} if axis == "accuracy"
+        else "number"
+        for axis in change["axis"]
+    ]  # fmt: skip
+    ui.table(change, f"global-geometry-change-{class_names[label]}", key="global_change", row_kinds=kinds,
+             labels={pair[0]: f"{pair[0]} (dense parent)", pair[1]: f"{pair[1]} (pruned)"})  # fmt: skip
 else:
     rows = store.cached(queries.global_geometry, snapshot, tuple(model_order), label)
     means = queries.global_geometry_means(rows, models)
@@ -81,5 +90,6 @@ else:
     ui.subset_note(rows, snapshot, of_class=label)
     if dropped:
         st.caption(f"{dropped} models whose mean has no direction (every feature vector zero) are left out.")
-    st.dataframe(means, hide_index=True, width="stretch")
-    ui.download_buttons(means, f"global-geometry-{class_names[label]}", key="global_download")
+    angles = {queries.angle_column(c): f"angle to {name}" for c, name in enumerate(class_names)}
+    ui.table(means, f"global-geometry-{class_names[label]}", key="global_means", labels=angles,
+             kinds=dict.fromkeys(angles, "degrees"))  # fmt: skip

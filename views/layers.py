@@ -52,12 +52,4 @@ shown = queries.in_method_order(
     .select("model_id", "method", "target_sparsity", "seed", "layer", "kind", "prunable", "params", "nonzero",
             "sparsity", "flops")
 )  # fmt: skip
-st.dataframe(
-    shown, hide_index=True, width="stretch",
-    column_config={
-        "target_sparsity": st.column_config.NumberColumn("target sparsity", format="percent"),
-        "sparsity": st.column_config.NumberColumn("layer sparsity", format="percent"),
-        "flops": st.column_config.NumberColumn("multiply-adds / image", format="localized"),
-    },
-)  # fmt: skip
-ui.download_buttons(shown, "layers", key="layers_download")
+ui.table(shown, "layers", key="layers_table", labels={"sparsity": "layer sparsity"})

@@ -102,15 +102,7 @@ shown = queries.in_points(
         )  # fmt: skip
     )
 )
-st.dataframe(
-    shown,
-    hide_index=True,
-    width="stretch",
-    column_config={
-        **ui.MODEL_COLUMNS,
-        "accuracy": st.column_config.NumberColumn(label, format="percent"),
-        "significant_conditions": st.column_config.NumberColumn(f"conditions with p < {alpha:g}"),
-        "tested_conditions": st.column_config.NumberColumn("conditions tested"),
-    },
-)
-ui.download_buttons(shown, "method-comparison", key="methods_download")
+ui.table(
+    shown, "method-comparison", key="methods_table",
+    labels={"accuracy": label, "significant_conditions": f"conditions with p < {alpha:g}"},
+)  # fmt: skip

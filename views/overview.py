@@ -95,10 +95,4 @@ models_shown = queries.in_points(
         "dead_relu", "dynamic_dead_relu", "dist_init", "dist_dense",
     ).sort("relative_robustness", "clean_accuracy", descending=True, nulls_last=True)
 )  # fmt: skip
-st.dataframe(
-    models_shown,
-    hide_index=True,
-    width="stretch",
-    column_config=ui.MODEL_COLUMNS,
-)
-ui.download_buttons(models_shown, "models", key="overview_download")
+ui.table(models_shown, "models", key="overview_models")
