@@ -68,6 +68,8 @@ def sidebar() -> store.Snapshot | None:
             st.session_state["snapshot_notice"] = notice
     elif st.session_state[SNAPSHOT_KEY] not in by_name:
         st.session_state[SNAPSHOT_KEY] = entries[0].name
+    elif address_moved() and st.query_params.get("snapshot") in by_name:  # Back or Forward in the browser
+        st.session_state[SNAPSHOT_KEY] = st.query_params["snapshot"]
     with st.sidebar:
         name = st.selectbox(
             "Snapshot",
@@ -128,6 +130,8 @@ def filter_widgets(snapshot: store.Snapshot) -> Filters:
         "f_models": list(start.models or []),  # picked on the model map, not a widget of its own
     }
     new_snapshot = st.session_state.get("filters_for") != str(snapshot.path)
+    # Back or Forward in the browser brings an older address: the filters follow it
+    new_snapshot = new_snapshot or address_moved()
     if new_snapshot and ignored:
         notice = f"Left out of the filters, as this snapshot cannot use them: {'; '.join(ignored)}"
         st.session_state["address_notice"] = notice
@@ -162,15 +166,32 @@ def filter_widgets(snapshot: store.Snapshot) -> Filters:
     )
 
 
+WRITTEN_KEY = "address_written"
+
+
+def address_moved() -> bool:
+    """Whether the address holds other filters than this session last wrote: the browser went Back
+    or Forward. A page switch starts its run without the address's parameters, which is no move."""
+    written = st.session_state.get(WRITTEN_KEY)
+    if written is None or "snapshot" not in st.query_params:
+        return False
+    return {key: st.query_params[key] for key in ("snapshot", *KEYS) if key in st.query_params} != written
+
+
 def write_url(snapshot_name: str, filters: Filters) -> None:
-    """Keep the address in step: snapshot, filters, and whatever page parameters it has."""
+    """Keep the address in step: snapshot, filters, and whatever page parameters it has.
+
+    Every change of the query string is a browser history entry, so the changes go in one update:
+    a filter change is one Back press, and a page switch, which starts the new page's run without
+    the address's parameters, writes back the same query string (no entry of its own)."""
     wanted = {"snapshot": snapshot_name, **filters.to_query()}
-    for key in KEYS:
+    for key in KEYS:  # a filter back at "all" (one key at a time: the sidebar changes one widget per run)
         if key not in wanted and key in st.query_params:
             del st.query_params[key]
-    for key, value in wanted.items():
-        if st.query_params.get(key) != value:
-            st.query_params[key] = value
+    changed = {key: value for key, value in wanted.items() if st.query_params.get(key) != value}
+    if changed:
+        st.query_params.update(changed)
+    st.session_state[WRITTEN_KEY] = wanted
 
 
 def current_filters() -> Filters:

@@ -192,3 +192,33 @@ def test_a_fragile_tab_computes_on_click_and_goes_into_the_address(browser, serv
     assert page.locator("[data-testid='stDataFrame']").count() == 1
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()
+
+
+def test_back_undoes_a_filter_change_and_a_page_switch_one_press_each(browser, server):
+    page = open_page(browser, f"{server}/?snapshot=demo")
+    slider = page.locator("[data-testid='stSidebar'] [data-testid='stSlider'] input[type='range']").first
+
+    def state() -> tuple[int, str, str, str]:
+        return (page.evaluate("history.length"), page.url.split("/", 3)[3], page.locator("h1").first.inner_text(),
+                slider.get_attribute("aria-valuetext"))  # fmt: skip
+
+    length, _, _, _ = state()
+    slider.focus()
+    page.keyboard.press("ArrowRight")  # the lower end of the target sparsity range, 0.00 to 0.01
+    page.wait_for_url("**sparsity=0.01-1**", timeout=30_000)
+    settle(page)
+    assert state()[0] == length + 1, "a filter change is one history entry"
+    page.locator("[data-testid='stSidebarNavLink']", has_text="Method comparison").click()
+    page.wait_for_url("**/methods?**", timeout=30_000)
+    settle(page)
+    assert state() == (length + 2, "methods?snapshot=demo&sparsity=0.01-1", "Method comparison", "0.01")
+    page.go_back()
+    page.wait_for_url(lambda u: "/methods" not in u, timeout=30_000)
+    settle(page)
+    assert state()[1:] == ("?snapshot=demo&sparsity=0.01-1", "Overview", "0.01"), "one Back: the page before"
+    page.go_back()
+    page.wait_for_url(lambda u: "sparsity" not in u, timeout=30_000)
+    settle(page)
+    assert state()[1:] == ("?snapshot=demo", "Overview", "0.00"), "a second Back undoes the filter, in the widget too"
+    assert state()[0] == length + 2, "going back pushes nothing"
+    page.close()
