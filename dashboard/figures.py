@@ -79,6 +79,18 @@ def family_symbol(method: str) -> str:
     return FAMILY_SYMBOLS.get(schema.METHOD_FAMILIES.get(method, "unstructured"), "circle")
 
 
+#: above this many points a scatter is drawn with WebGL; below it SVG draws faster, with no GL context to set up
+WEBGL_POINTS = 2_000
+
+
+def points_trace(count: int, polar: bool = False, **trace):
+    """A scatter trace of `count` points in the cheaper renderer for that many: SVG for a few
+    hundred (a demo's), WebGL for the tens of thousands of a CIFAR snapshot."""
+    if polar:
+        return (go.Scatterpolargl if count > WEBGL_POINTS else go.Scatterpolar)(**trace)
+    return (go.Scattergl if count > WEBGL_POINTS else go.Scatter)(**trace)
+
+
 def _percent_axis(title: str, span: float = 1.0) -> dict:
     """An axis of shares drawn in %: whole percents, or tenths where the axis spans under 10 points
     (whole percents would repeat a tick label there)."""
@@ -275,8 +287,8 @@ def outcome_grid(rows: pl.DataFrame, model_order: list[str], class_names: list[s
         )
     )  # fmt: skip
     fig.add_trace(
-        go.Scatter(
-            x=wrong_x, y=wrong_y, mode="markers", name="wrong prediction", customdata=wrong_pred,
+        points_trace(
+            len(wrong_x), x=wrong_x, y=wrong_y, mode="markers", name="wrong prediction", customdata=wrong_pred,
             # white with a black edge: seen on the dark cells (low p(true class)) and in the legend
             marker={"symbol": "x", "size": 9 if len(labels) * len(models) <= 900 else 7, "color": "#FFFFFF",
                     "line": {"width": 1, "color": "#000000"}},
@@ -464,8 +476,9 @@ def polar_pair(rows: pl.DataFrame, model_ids: list[str], title: str) -> go.Figur
         for correct, colour, name in ((True, "#0F766E", "right"), (False, "#D55E00", "wrong")):
             points = part.filter(pl.col("correct") == correct)
             fig.add_trace(
-                go.Scatterpolar(
-                    r=points["feat_norm"], theta=points["angle_true"], mode="markers", name=name,
+                points_trace(
+                    rows.height, polar=True, r=points["feat_norm"], theta=points["angle_true"], mode="markers",
+                    name=name,
                     marker={"color": colour, "size": 6, "opacity": 0.75}, legendgroup=name, showlegend=col == 1,
                     customdata=points.select("sample_id", "class_name").to_numpy(),
                     hovertemplate=(
@@ -501,8 +514,8 @@ def shift_scatter(table: pl.DataFrame, model_id: str) -> go.Figure:
     for outcome, colour in colours.items():
         part = table.filter(pl.col("outcome") == outcome)
         fig.add_trace(
-            go.Scattergl(
-                x=part["d_length"], y=part["d_angle"], mode="markers", name=f"{outcome} ({len(part)})",
+            points_trace(
+                table.height, x=part["d_length"], y=part["d_angle"], mode="markers", name=f"{outcome} ({len(part)})",
                 marker={"color": colour, "size": 7, "opacity": 0.8},
                 customdata=part.select("sample_id", "class_name", "d_margin").to_numpy(),
                 hovertemplate=(
@@ -549,12 +562,12 @@ def class_norms(classes: pl.DataFrame, models: pl.DataFrame, model_ids: list[str
     return fig
 
 
-def _embedding_traces(points: pl.DataFrame, colour: str, legend: bool = True) -> list[go.Scattergl]:
+def _embedding_traces(points: pl.DataFrame, colour: str, legend: bool = True) -> list:
     """The points of one embedding, one trace per colour value (or one with a colour scale)."""
     if colour == "fragile":
         return [
-            go.Scattergl(
-                x=points["x"], y=points["y"], mode="markers", name="samples", showlegend=False,
+            points_trace(
+                points.height, x=points["x"], y=points["y"], mode="markers", name="samples", showlegend=False,
                 marker={
                     "color": points["fragile"], "colorscale": "Viridis", "size": 7, "showscale": legend,
                     # it counts (pruned model, condition) pairs, not models
@@ -578,8 +591,9 @@ def _embedding_traces(points: pl.DataFrame, colour: str, legend: bool = True) ->
         else:
             marker["color"] = {"right": "#0F766E", "wrong": "#D55E00"}.get(value)
         traces.append(
-            go.Scattergl(
-                x=part["x"], y=part["y"], mode="markers", name=str(value), marker=marker, legendgroup=str(value),
+            points_trace(
+                points.height, x=part["x"], y=part["y"], mode="markers", name=str(value), marker=marker,
+                legendgroup=str(value),
                 showlegend=legend, customdata=part.select("sample_id", "class_name").to_numpy(),
                 hovertemplate=(
                     f"sample %{{customdata[0]}} (class %{{customdata[1]}})<br>{colour}: {value}<extra></extra>"
@@ -627,7 +641,8 @@ def aligned_embeddings(
         xs = [v for triple in zip(pairs["x"], pairs["x2"], gaps, strict=True) for v in triple]
         ys = [v for triple in zip(pairs["y"], pairs["y2"], gaps, strict=True) for v in triple]
         fig.add_trace(
-            go.Scattergl(x=xs, y=ys, mode="lines", name="move from dense", line={"color": "#BBBBBB", "width": 1},
+            points_trace(pairs.height, x=xs, y=ys, mode="lines", name="move from dense",
+                         line={"color": "#BBBBBB", "width": 1},
                          hoverinfo="skip", hovertemplate="move<extra></extra>"),
             row=1, col=2,
         )  # fmt: skip
@@ -793,6 +808,35 @@ def parallel_geometry(
     (the true class's axis marked), the feature length, the margin and p(true). `colour` is
     `correct` (right or wrong) or `sparsity` (a colour scale). Brushing an axis is plotly's own.
     Rows need finite values (queries.with_direction): parcoords cannot draw a gap."""
+    figure = go.Figure(_parcoords(rows, class_names, label, colour, ranges))
+    figure.update_layout(**{**LAYOUT, "margin": {"l": 50, "r": 40, "t": 100, "b": 30}}, title=title, height=440)
+    return figure
+
+
+def parallel_geometry_pair(
+    panels: list[tuple[pl.DataFrame, str]], class_names: list[str], label: int, title: str,
+    ranges: dict[str, list[float]],
+) -> go.Figure:
+    """Two models' global geometry in one figure, one above the other on the same axes, each panel
+    (rows, heading) coloured right or wrong. One figure, not two: each parcoords figure costs the
+    browser its own WebGL canvases, and two of them doubled the page's drawing time."""
+    figure = go.Figure()
+    gap, count = 0.16, len(panels)
+    height = (1 - gap * (count - 1)) / count
+    for i, (rows, heading) in enumerate(panels):
+        top = 1 - i * (height + gap)
+        figure.add_trace(_parcoords(rows, class_names, label, "correct", ranges, domain=[top - height, top],
+                                    scale=i == 0))  # fmt: skip
+        figure.add_annotation(text=f"<b>{heading}</b>", x=0, y=top + 0.1, xref="paper", yref="paper",
+                              xanchor="left", yanchor="bottom", showarrow=False, font={"size": 13})  # fmt: skip
+    figure.update_layout(**{**LAYOUT, "margin": {"l": 50, "r": 40, "t": 110, "b": 30}}, title=title, height=820)
+    return figure
+
+
+def _parcoords(
+    rows: pl.DataFrame, class_names: list[str], label: int, colour: str, ranges: dict[str, list[float]],
+    domain: list[float] | None = None, scale: bool = True,
+) -> go.Parcoords:
     columns = [f"angle_{c}" for c in range(len(class_names))] + list(GLOBAL_TITLES)
     if colour == "correct":  # the wrong ones drawn last, on top
         rows = rows.sort("correct", descending=True, maintain_order=True)
@@ -811,14 +855,12 @@ def parallel_geometry(
         line = {
             "color": rows["correct"].cast(pl.Int8).to_list(),
             "colorscale": [[0, "#D55E00"], [0.5, "#D55E00"], [0.5, "#0F766E"], [1, "#0F766E"]],
-            "cmin": 0, "cmax": 1, "showscale": True,
+            "cmin": 0, "cmax": 1, "showscale": scale,
             "colorbar": {"title": {"text": "clean"}, "tickvals": [0, 1], "ticktext": ["wrong", "right"]},
         }  # fmt: skip
     else:
         line = {
-            "color": rows["sparsity"].to_list(), "colorscale": "Viridis", "cmin": 0, "cmax": 1, "showscale": True,
+            "color": rows["sparsity"].to_list(), "colorscale": "Viridis", "cmin": 0, "cmax": 1, "showscale": scale,
             "colorbar": {"title": {"text": "sparsity"}, "tickformat": ".0%"},
         }  # fmt: skip
-    figure = go.Figure(go.Parcoords(dimensions=dimensions, line=line))
-    figure.update_layout(**{**LAYOUT, "margin": {"l": 50, "r": 40, "t": 100, "b": 30}}, title=title, height=440)
-    return figure
+    return go.Parcoords(dimensions=dimensions, line=line, **({"domain": {"y": domain}} if domain else {}))

@@ -114,3 +114,10 @@ def spanning_tree(matrix: np.ndarray) -> list[tuple[int, int]]:
     np.fill_diagonal(distances, 0.0)
     tree = minimum_spanning_tree(csr_matrix(distances)).tocoo()
     return sorted((min(i, j), max(i, j)) for i, j in zip(tree.row.tolist(), tree.col.tolist(), strict=True))
+
+
+def placed_models(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...], how: str):
+    """(model ids, 2-D positions, spanning-tree edges, samples used): the whole map, so that a page
+    caches it with store.cached instead of projecting again on every rerun."""
+    ids, matrix, used = model_vectors(snapshot, model_ids, condition_ids)
+    return ids, project(matrix, how), spanning_tree(matrix), used

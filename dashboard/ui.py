@@ -219,6 +219,19 @@ def address_notice(value: str) -> None:
     st.caption(f":material/info: Left out of the address, as this page cannot use it: {value}")
 
 
+def open_tab(names: list[str], key: str):
+    """Tabs of which only the open one is computed and drawn (a browser without a GPU spends most of
+    a page's time drawing charts), kept in the address as `key`. Returns the open tab's name and its
+    container; an address value that names no tab gets the small notice."""
+    asked = st.query_params.get_all(key)
+    if len(asked) > 1 or (asked and asked[-1] not in names):
+        repeated = f" (given {len(asked)} times)" if len(asked) > 1 else ""
+        address_notice(f"{key}={shown_value(asked[-1])}{repeated}")
+    tabs = st.tabs(names, key=key, bind="query-params")
+    opened = next((i for i, tab in enumerate(tabs) if tab.open), 0)
+    return names[opened], tabs[opened]
+
+
 def no_pruned_model(snapshot: store.Snapshot, filters: Filters) -> None:
     """The message of a view that needs a pruned model when the filters select none: which filter."""
     st.info(filters.why_no_pruned(snapshot.models), icon=":material/filter_alt_off:")

@@ -42,7 +42,7 @@ def test_overview_renders_the_demo_snapshot(demo_page):
 
 
 def test_switching_the_measure_changes_the_plotted_curves(monkeypatch):
-    at = run_app(monkeypatch, DEMO.parent)
+    at = run_app(monkeypatch, DEMO.parent, {"overview_view": "Against sparsity"})
     models = pl.read_parquet(DEMO / schema.MODELS)
     clean_fig = figure_titled(at, "clean accuracy against sparsity")
     magnitude = models.filter(pl.col("method") == "magnitude").sort("target_sparsity")
@@ -65,7 +65,7 @@ def hand_family_accuracy(path) -> dict[tuple[str, str], float]:
 
 
 def test_family_heatmap_shows_accuracy_per_family_and_relative_to_dense(monkeypatch):
-    at = run_app(monkeypatch, DEMO.parent)
+    at = run_app(monkeypatch, DEMO.parent, {"overview_view": "By corruption family"})
     expected = hand_family_accuracy(DEMO)
     fig = figure_titled(at, "Accuracy by corruption family")
     heat = fig["data"][0]

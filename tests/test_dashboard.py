@@ -194,3 +194,10 @@ def test_store_follows_no_link_out_of_the_data_root_or_the_snapshot(tiny_snapsho
     partition.symlink_to(outside / partition.name)
     with pytest.raises(store.SnapshotError, match="links outside the snapshot"):
         store.open_snapshot(root / "inner")
+
+
+def test_scatters_use_webgl_only_for_many_points():
+    assert figures.points_trace(figures.WEBGL_POINTS, x=[0], y=[0]).type == "scatter"
+    assert figures.points_trace(figures.WEBGL_POINTS + 1, x=[0], y=[0]).type == "scattergl"
+    assert figures.points_trace(10, polar=True, r=[1], theta=[0]).type == "scatterpolar"
+    assert figures.points_trace(10**6, polar=True, r=[1], theta=[0]).type == "scatterpolargl"

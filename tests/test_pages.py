@@ -17,12 +17,12 @@ from tests.test_app import hand_mean_corruption_accuracy
 PAGES = {
     "views/overview.py": (
         "Overview",
-        ["Clean accuracy against mean corruption accuracy", "Accuracy by corruption family"],
+        ["Clean accuracy against mean corruption accuracy"],
     ),
     "views/methods.py": ("Method comparison", ["clean accuracy against sparsity"]),
     "views/corruptions.py": (
         "Corruption breakdown",
-        ["Accuracy per corruption", "Accuracy against severity", "Corruption correlation", "Prediction agreement"],
+        ["Accuracy per corruption"],
     ),
     "views/geometry.py": (
         "Geometry of the last layer",
@@ -31,7 +31,7 @@ PAGES = {
     "views/fragile.py": ("Fragile samples", []),
     "views/sample.py": ("Sample detail", ["every model's verdict"]),
     "views/embedding.py": ("Embedding", ["Clean features of"]),
-    "views/global_geometry.py": ("Global geometry", ["(dense parent):", "(pruned):"]),
+    "views/global_geometry.py": ("Global geometry", ["on clean images"]),
     "views/potential.py": ("Prune potential", ["Prune potential within", "Excess error per model"]),
     "views/classes.py": ("Per class", ["Accuracy per class"]),
     "views/modelmap.py": ("Model map", ["Model map (PCA"]),
@@ -130,11 +130,14 @@ def test_corruption_heatmap_severity_curves_and_similarity(monkeypatch, demo):
     want = accuracy(demo, "imp-0.9-s0", cid) - accuracy(demo, "dense-s0", cid)
     assert z[i, j] == pytest.approx(100 * want, abs=1e-4)  # percentage points
 
+    at = page(monkeypatch, "views/corruptions.py", query={"corruptions_view": "Severity curves"})
+    assert len(figures(at)) == 1, "only the open tab is drawn"
     curves = figure_titled(at, "Accuracy against severity: dense-s0")
     fog = trace(curves, "fog")
     assert list(values(fog["x"])) == [0, 1, 2, 3, 4, 5]
     assert values(fog["y"])[0] == pytest.approx(accuracy(demo, "dense-s0", 0), abs=1e-6)
 
+    at = page(monkeypatch, "views/corruptions.py", query={"corruptions_view": "Redundant corruptions"})
     corr = figure_titled(at, "Corruption correlation")["data"][0]
     matrix = values(corr["z"])
     assert matrix.shape == (19, 19) and np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
@@ -148,6 +151,7 @@ def test_corruption_heatmap_severity_curves_and_similarity(monkeypatch, demo):
     clean = demo["metrics"].filter(pl.col("condition_id") == 0)
     a = clean.filter(pl.col("model_id") == "dense-s0").sort("sample_id")["pred"].to_numpy()
     b = clean.filter(pl.col("model_id") == "magnitude-0.5-s0").sort("sample_id")["pred"].to_numpy()
+    at = page(monkeypatch, "views/corruptions.py", query={"corruptions_view": "Similar models"})
     sim = figure_titled(at, "Prediction agreement")["data"][0]
     z = values(sim["z"])
     i, j = sim["y"].index("dense-s0"), sim["x"].index("magnitude-0.5-s0")
@@ -225,11 +229,13 @@ def test_fragile_lists_match_a_hand_count_and_filter_by_class(monkeypatch, demo)
 def test_sample_detail_shows_the_stored_images_and_the_verdicts(monkeypatch, demo, demo_page):
     thumbs = pl.read_parquet(DEMO / schema.THUMBNAILS, columns=["sample_id"])
     stored = int(thumbs["sample_id"].unique().sort()[0])
+    images = demo_page("views/sample.py", query={"sample": str(stored), "sample_view": "Under each corruption"})
+    assert len(images.get("image")) == 1 + 19 * 5  # the clean image and every corrupted one
     at = demo_page("views/sample.py", query={"sample": str(stored)})
+    assert len(at.get("image")) == 1 and len(figures(at)) == 1, "only the open tab is drawn"
     clean = demo["metrics"].filter((pl.col("sample_id") == stored) & (pl.col("condition_id") == 0))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Right on clean images"] == f"{int(clean['correct'].sum())} of {len(clean)} models"
-    assert len(at.get("image")) == 1 + 19 * 5  # the clean image and every corrupted one
     heat, crosses = figure_titled(at, f"Sample {stored}: every model's verdict")["data"]
     samples = pl.read_parquet(DEMO / schema.SAMPLES, columns=["sample_id", "label"])
     true = int(samples.filter(pl.col("sample_id") == stored)["label"][0])
@@ -251,7 +257,7 @@ def test_sample_detail_shows_the_stored_images_and_the_verdicts(monkeypatch, dem
     assert layout["yaxis"]["tickvals"] == heat["y"], "every condition keeps its label"
 
     missing = sorted(set(demo["metrics"]["sample_id"].unique()) - set(thumbs["sample_id"]))[0]
-    at = page(monkeypatch, "views/sample.py", query={"sample": str(missing)})
+    at = page(monkeypatch, "views/sample.py", query={"sample": str(missing), "sample_view": "Under each corruption"})
     assert any("--thumbnail-samples" in t for t in texts(at, "info"))
 
 
@@ -317,6 +323,7 @@ def test_filters_come_from_the_url_and_go_back_into_it(monkeypatch, demo):
     assert set(table["method"]) == {"dense", "snip"}
     at.multiselect(key="f_families").set_value(["noise"]).run()
     assert at.query_params["families"] in ("noise", ["noise"])
+    at = page(monkeypatch, "views/overview.py", query={"families": "noise", "overview_view": "By corruption family"})
     heat = figure_titled(at, "Accuracy by corruption family")["data"][0]
     assert heat["x"] == ["clean", "noise"]
 
@@ -410,7 +417,8 @@ def test_an_unknown_snapshot_name_falls_back_to_demo_and_says_so(monkeypatch):
 
 @pytest.mark.parametrize("methods", ["dense", "dense,magnitude"])
 def test_no_corruption_correlation_of_accuracy_profiles_below_three_models(monkeypatch, methods):
-    at = page(monkeypatch, "views/corruptions.py", query={"methods": methods, "sparsity": "0.9-0.9"})
+    query = {"methods": methods, "sparsity": "0.9-0.9", "corruptions_view": "Redundant corruptions"}
+    at = page(monkeypatch, "views/corruptions.py", query=query)
     assert any("needs at least 3 models" in t for t in texts(at, "info"))
     titles = [f["layout"].get("title", {}).get("text", "") for f in figures(at)]
     assert not any("Corruption correlation" in t for t in titles)
@@ -460,7 +468,8 @@ def test_values_the_address_cannot_use_are_named_in_a_notice(monkeypatch):
 
 def test_a_single_severity_keeps_its_images_beside_their_labels(monkeypatch, demo):
     stored = int(pl.read_parquet(DEMO / schema.THUMBNAILS, columns=["sample_id"])["sample_id"].min())
-    at = page(monkeypatch, "views/sample.py", query={"sample": str(stored), "severities": "5"})
+    at = page(monkeypatch, "views/sample.py",
+              query={"sample": str(stored), "severities": "5", "sample_view": "Under each corruption"})  # fmt: skip
     rows = [at.columns[i : i + 6] for i, c in enumerate(at.columns) if c.weight == pytest.approx(2 / 7)]
     assert len(rows) == 19  # one row per corruption: a label column and five equal image columns
     for row in rows:
@@ -634,8 +643,9 @@ def test_only_the_extras_selected_says_there_is_no_mean_corruption_accuracy(monk
     assert any("No condition of the 15 CIFAR-10-C corruptions is selected" in c for c in texts(at, "caption"))
     scatter = figures(at)[0]
     assert "the extras do not count" in scatter["layout"]["annotations"][0]["text"]
+    at = page(monkeypatch, "views/overview.py", query={"families": "extra", "overview_view": "Against sparsity"})
     at.radio(key="overview_measure").set_value("corrupted images (mean)").run()
-    lines = figures(at)[1]
+    lines = figures(at)[0]
     assert "No condition of the 15 CIFAR-10-C corruptions" in lines["layout"]["annotations"][0]["text"]
 
 
@@ -741,7 +751,7 @@ def test_per_layer_profiles_are_the_share_of_each_dense_layer_removed(demo, demo
 def test_occlusion_maps_show_the_recorded_changes_over_the_image(demo, demo_page):
     occlusion = pl.read_parquet(DEMO / schema.OCCLUSION)
     sample = int(occlusion["sample_id"].min())
-    at = demo_page("views/sample.py", query={"sample": str(sample)})
+    at = demo_page("views/sample.py", query={"sample": str(sample), "sample_view": "Where the models look"})
     pruned = at.selectbox(key="occlusion_model").value  # the first pruned model in display order
     fig = figure_titled(at, f"Sample {sample}: occlusion")
     heats = [t for t in fig["data"] if t["type"] == "heatmap"]
@@ -789,7 +799,7 @@ def test_a_version_2_snapshot_opens_and_says_what_to_run(monkeypatch, tmp_path):
     at.switch_page("views/layers.py").run()
     assert any("predates the per-layer table" in i for i in texts(at, "info"))
     sample = int(pl.read_parquet(old / schema.THUMBNAILS, columns=["sample_id"])["sample_id"].min())
-    at = run_app(monkeypatch, tmp_path, {"sample": str(sample)})
+    at = run_app(monkeypatch, tmp_path, {"sample": str(sample), "sample_view": "Where the models look"})
     at.switch_page("views/sample.py").run()
     assert not at.exception and any("--occlusion-samples" in i for i in texts(at, "info"))
 
@@ -828,7 +838,7 @@ def test_a_range_between_the_targets_is_named_not_blamed_on_the_selection(monkey
 
 
 def test_only_dense_selected_gets_messages_not_degenerate_charts(monkeypatch):
-    at = page(monkeypatch, "views/corruptions.py", query={"methods": "dense"})
+    at = page(monkeypatch, "views/corruptions.py", query={"methods": "dense", "corruptions_view": "Similar models"})
     assert any("needs at least 2 models; 1 selected" in i for i in texts(at, "info"))
     assert not [f for f in figures(at) if "Prediction" in f["layout"].get("title", {}).get("text", "")]
     at = page(monkeypatch, "views/potential.py", query={"methods": "dense"})
@@ -887,3 +897,28 @@ def test_every_table_labels_its_columns_and_shows_one_precision_per_unit(demo_pa
                     assert re.fullmatch(r"\d{1,3}(,\d{3})*\.\d %", text), (name, text)
                 if text.endswith(" pts"):
                     assert re.fullmatch(r"([+-]\d[\d,]*|0)\.\d pts", text), (name, text)
+
+
+def test_sample_detail_follows_the_filters_and_keeps_the_dense_parent(monkeypatch, demo):
+    sample = int(demo["metrics"]["sample_id"].min())
+    query = {"sample": str(sample), "methods": "imp", "families": "noise,extra", "severities": "1,3"}
+    at = page(monkeypatch, "views/sample.py", query=query)
+    shown = ["dense-s0", *demo["models"].filter(pl.col("method") == "imp")["model_id"].to_list()]
+    noise = demo["conditions"].filter((pl.col("family") == "noise") & pl.col("severity").is_in([1, 3]))
+    rows = demo["metrics"].filter(pl.col("sample_id") == sample)
+    pairs = rows.filter(pl.col("model_id").is_in(shown) & pl.col("condition_id").is_in(noise["condition_id"].implode()))
+    assert pairs.height == len(shown) * 6  # 3 noise corruptions x 2 severities; the extras do not count
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Right under corruptions"] == f"{pairs['correct'].mean():.0%}"
+    dense_p = rows.filter((pl.col("model_id") == "dense-s0") & (pl.col("condition_id") == 0))["p_true"][0]
+    assert metrics["Dense parent's p(true class)"] == f"{dense_p:.2f}", "the parent stays without its method"
+    heat = figure_titled(at, "every model's verdict")["data"][0]
+    assert heat["x"][0] == "dense-s0" and set(heat["x"]) == set(shown)
+    extras = demo["conditions"].filter((pl.col("family") == "extra") & pl.col("severity").is_in([1, 3]))
+    assert len(heat["y"]) == 1 + noise.height + extras.height  # clean, and only the selected conditions
+
+    at = page(monkeypatch, "views/sample.py", query={**query, "sample_view": "Across severities"})
+    lines = figures(at)[0]["data"]
+    assert {int(x) for trace in lines for x in values(trace["x"])} == {0, 1, 3}
+    assert {trace["name"] for trace in lines} == {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
+                                                   "gaussian_blur", "spatter", "saturate"}  # fmt: skip

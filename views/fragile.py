@@ -4,7 +4,6 @@ import polars as pl
 import streamlit as st
 
 from dashboard import queries, roles, store, ui
-from dashboard.filters import shown_value
 
 snapshot = ui.current_snapshot()
 filters = ui.current_filters()
@@ -128,11 +127,6 @@ VIEWS = {
     "Robust": robust,
 }
 # Only the open tab runs (each one scans per-sample rows); the URL keeps which one is open.
-asked = st.query_params.get_all("fragile_view")
-if len(asked) > 1 or (asked and asked[-1] not in VIEWS):
-    repeated = f" (given {len(asked)} times)" if len(asked) > 1 else ""
-    ui.address_notice(f"fragile_view={shown_value(asked[-1])}{repeated}")
-for tab, render in zip(st.tabs(list(VIEWS), key="fragile_view", bind="query-params"), VIEWS.values(), strict=True):
-    with tab:
-        if tab.open:
-            render()
+opened, area = ui.open_tab(list(VIEWS), key="fragile_view")
+with area:
+    VIEWS[opened]()

@@ -20,17 +20,16 @@ if len(view.model_ids) < 2:
     st.stop()
 how = st.radio("Projection", modelmap.projections(), horizontal=True, key="modelmap_projection",
                help="UMAP appears when the umap-learn package is installed")  # fmt: skip
-ids, matrix, used = store.cached(
-    modelmap.model_vectors, snapshot, tuple(view.model_ids), tuple(conditions["condition_id"].to_list())
+ids, placed, edges, used = store.cached(
+    modelmap.placed_models, snapshot, tuple(view.model_ids), tuple(conditions["condition_id"].to_list()), how
 )
-placed = modelmap.project(matrix, how)
 points = (
     pl.DataFrame({"model_id": ids, "x": placed[:, 0], "y": placed[:, 1]})
     .join(queries.models_table(snapshot, conditions), on="model_id")
     .select("model_id", "method", "is_dense", "target_sparsity", "x", "y", "clean_accuracy", "relative_robustness")
 )
 event = st.plotly_chart(
-    figures.model_map(points, modelmap.spanning_tree(matrix), f"Model map ({how}, {len(ids)} models)"),
+    figures.model_map(points, edges, f"Model map ({how}, {len(ids)} models)"),
     width="stretch", on_select="rerun", selection_mode=("points", "box", "lasso"), key="modelmap_chart",
 )  # fmt: skip
 if used < snapshot.samples.height:

@@ -8,6 +8,7 @@ from dashboard import figures, measures, queries, roles, store, ui
 snapshot = ui.current_snapshot()
 filters = ui.current_filters()
 selected = set(filters.select_models(snapshot.models)["model_id"])
+view_filters_message = filters.why_no_pruned(snapshot.models)
 conditions = filters.select_conditions(snapshot.conditions)
 every_model = queries.models_table(snapshot, conditions)
 table = every_model.filter(pl.col("model_id").is_in(selected))
@@ -42,33 +43,34 @@ if not best.is_empty() and best["relative_robustness"][0] is not None:
     )
     d.caption(best["model_id"][0])
 
-chart, facts = st.columns([3, 1.2])
-with_parents = pl.concat([table, dense.filter(~pl.col("model_id").is_in(table["model_id"].implode()))])
-chart.plotly_chart(figures.robustness_scatter(with_parents), width="stretch")
-facts.markdown("**Snapshot**\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in queries.snapshot_facts(snapshot).items()))
-
-measure = st.radio(
-    "Accuracy on",
-    ["clean images", "corrupted images (mean)"],
-    horizontal=True,
-    key="overview_measure",
-)
-value = "clean_accuracy" if measure == "clean images" else "mean_corruption_accuracy"
-curves = queries.comparison_curves(table.filter(~pl.col("is_dense")).drop_nulls(value), value, "sparsity")
-dense_value = dense[value].mean() if not dense.is_empty() else None
-y_title = "clean accuracy" if value == "clean_accuracy" else "mean corruption accuracy"
-empty = NO_BENCHMARK if value == "mean_corruption_accuracy" and not averaged else "No pruned models in this selection"
-st.plotly_chart(
-    figures.method_lines(curves, dense_value, y_title, queries.X_AXES["sparsity"], x_percent=True, empty=empty),
-    width="stretch",
-)
-
-st.subheader("By corruption family")
-relative = st.toggle(
-    "Relative to the dense model", key="overview_family_relative", help="accuracy minus the dense parent's, per family"
-)
-families = queries.family_accuracy(snapshot.summary, conditions, relative=relative, models=snapshot.models)
-st.plotly_chart(figures.family_heatmap(families, table["model_id"].to_list(), relative), width="stretch")
+# one chart at a time: only the open tab is drawn
+shown_view, area = ui.open_tab(["Robustness lottery", "Against sparsity", "By corruption family"], "overview_view")
+with area:
+    if shown_view == "Robustness lottery":
+        chart, facts = st.columns([3, 1.2])
+        with_parents = pl.concat([table, dense.filter(~pl.col("model_id").is_in(table["model_id"].implode()))])
+        chart.plotly_chart(figures.robustness_scatter(with_parents), width="stretch")
+        facts.markdown(
+            "**Snapshot**\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in queries.snapshot_facts(snapshot).items())
+        )
+    elif shown_view == "Against sparsity":
+        measure = st.radio("Accuracy on", ["clean images", "corrupted images (mean)"], horizontal=True,
+                           key="overview_measure")  # fmt: skip
+        value = "clean_accuracy" if measure == "clean images" else "mean_corruption_accuracy"
+        curves = queries.comparison_curves(table.filter(~pl.col("is_dense")).drop_nulls(value), value, "sparsity")
+        dense_value = dense[value].mean() if not dense.is_empty() else None
+        y_title = "clean accuracy" if value == "clean_accuracy" else "mean corruption accuracy"
+        no_model = NO_BENCHMARK if value == "mean_corruption_accuracy" and not averaged else None
+        empty = no_model or view_filters_message
+        st.plotly_chart(
+            figures.method_lines(curves, dense_value, y_title, queries.X_AXES["sparsity"], x_percent=True, empty=empty),
+            width="stretch",
+        )
+    else:
+        relative = st.toggle("Relative to the dense model", key="overview_family_relative",
+                             help="accuracy minus the dense parent's, per family")  # fmt: skip
+        families = queries.family_accuracy(snapshot.summary, conditions, relative=relative, models=snapshot.models)
+        st.plotly_chart(figures.family_heatmap(families, table["model_id"].to_list(), relative), width="stretch")
 
 st.subheader("Models")
 ALPHA = 0.05

@@ -62,97 +62,115 @@ with right:
         f"{queries.benchmark_conditions_text(conditions)}."
     )
 
-# --- the image under each corruption ------------------------------------------------------------
-st.subheader("Under each corruption")
-pictures = store.sample_thumbnails(snapshot, sample_id)
-if pictures.is_empty():
-    st.info(
-        "This snapshot keeps corrupted images for other samples only "
-        f"({len(with_images)} of {len(ids)}). Rebuild with `--thumbnail-samples N` to keep more."
-    )
-else:
-    shown = pictures.join(snapshot.conditions, on="condition_id").sort("condition_id")
-    shown = shown.filter(pl.col("condition_id").is_in(conditions["condition_id"].implode()))
-    # as many equal columns as the snapshot has severities, filled from the left: a narrow selection
-    # keeps its images beside their label instead of spreading them over the page
-    columns = len(set(snapshot.conditions.filter(pl.col("severity") > 0)["severity"].to_list()))
-    for corruption in [c for c in schema.CORRUPTION_FAMILIES if c in set(shown["corruption"])]:
-        row = shown.filter(pl.col("corruption") == corruption).sort("severity")
-        cells = st.columns([2] + [1] * columns)
-        cells[0].markdown(f"**{corruption}**  \n{schema.CORRUPTION_FAMILIES[corruption]}")
-        for cell, (severity, png) in zip(cells[1:], row.select("severity", "thumbnail").iter_rows(), strict=False):
-            cell.image(png, caption=f"severity {severity}", width=64)
 
-# --- model x condition ----------------------------------------------------------------------------
-st.subheader("Every model on every condition")
-st.caption(
-    "Colour: probability of the true class. A cross marks a wrong prediction; hover over a cell for the "
-    "predicted class."
-)
-grid = outcomes
-st.plotly_chart(
-    figures.outcome_grid(grid, model_order, snapshot.class_names, f"Sample {sample_id}: every model's verdict"),
-    width="stretch",
-)
-
-# --- occlusion -------------------------------------------------------------------------------------
-st.subheader("Where the models look")
-settings = snapshot.manifest.get("occlusion") or {}
-occluded = store.occlusion(snapshot, sample_id, model_order) if store.has_occlusion(snapshot) else None
-if occluded is None:
-    st.info(
-        "This snapshot has no occlusion maps. Compute with `--occlusion-samples N` to record them for the first N "
-        "samples whose corrupted images it keeps."
-    )
-elif occluded.is_empty():
-    st.info(
-        f"The snapshot records occlusion maps for {len(with_maps)} other samples only (marked "
-        "'occlusion maps' in the sample picker)."
-    )
-else:
+def verdicts() -> None:
+    """Every model's p(true class) on every selected condition."""
     st.caption(
-        f"A {settings.get('patch', '?')} px grey square is slid over the image (stride {settings.get('stride', '?')} "
-        "px); each cell is how much blanking it out changes the model's feature vector: red, the angle to the true "
-        "class grows (the patch held evidence for the class) or the feature gets longer; blue, the opposite."
+        "Colour: probability of the true class. A cross marks a wrong prediction; hover over a cell for the "
+        "predicted class."
     )
-    mapped = set(occluded["model_id"])
-    pruned_ids = [m for m in model_order if m not in dense_everywhere and m in mapped]
-    names = conditions.join(
-        occluded.select("condition_id").unique(), on="condition_id"
-    ).sort("condition_id")  # the conditions the maps were recorded for, as the filters select them
-    corrupted_names = names.filter(pl.col("corruption") != schema.CLEAN)
-    a, b, c = st.columns(3)
-    pruned_pick = a.selectbox("Pruned model", pruned_ids or dense_ids, key="occlusion_model")
-    corrupted_pick = b.selectbox(
-        "Under", corrupted_names["condition_id"].to_list(), key="occlusion_condition",
-        format_func=lambda cid: queries.condition_label(*corrupted_names.filter(pl.col("condition_id") == cid)
-                                                        .select("corruption", "severity").row(0)),
-    )  # fmt: skip
-    value = c.radio("Change of", ["d_angle_true", "d_feat_norm"], horizontal=True, key="occlusion_value",
-                    format_func={"d_angle_true": "angle to the true class", "d_feat_norm": "feature length"}.get)
-    clean_id = queries.clean_condition_ids(snapshot.conditions)[0]
-    images = dict(store.sample_thumbnails(snapshot, sample_id).iter_rows())
-    images[clean_id] = store.thumbnails(snapshot, [sample_id])[sample_id]
-    shown = [clean_id] + ([corrupted_pick] if corrupted_pick is not None else [])
-    panels = queries.occlusion_panels(occluded, snapshot.conditions, images, shown,
-                                      [roles.parent_of(snapshot.models, pruned_pick), pruned_pick])
     st.plotly_chart(
-        figures.occlusion_maps(panels, value, int(settings.get("patch", 8)), f"Sample {sample_id}: occlusion"),
+        figures.outcome_grid(outcomes, model_order, snapshot.class_names, f"Sample {sample_id}: every model's verdict"),
+        width="stretch",
+    )
+    ui.download_buttons(outcomes.drop("family"), f"sample-{sample_id}", key="sample_download")
+
+
+def under_corruptions() -> None:
+    """The image as the models saw it under each corruption and severity."""
+    pictures = store.sample_thumbnails(snapshot, sample_id)
+    if pictures.is_empty():
+        st.info(
+            "This snapshot keeps corrupted images for other samples only "
+            f"({len(with_images)} of {len(ids)}). Rebuild with `--thumbnail-samples N` to keep more."
+        )
+    else:
+        shown = pictures.join(snapshot.conditions, on="condition_id").sort("condition_id")
+        shown = shown.filter(pl.col("condition_id").is_in(conditions["condition_id"].implode()))
+        # as many equal columns as the snapshot has severities, filled from the left: a narrow selection
+        # keeps its images beside their label instead of spreading them over the page
+        columns = len(set(snapshot.conditions.filter(pl.col("severity") > 0)["severity"].to_list()))
+        for corruption in [c for c in schema.CORRUPTION_FAMILIES if c in set(shown["corruption"])]:
+            row = shown.filter(pl.col("corruption") == corruption).sort("severity")
+            cells = st.columns([2] + [1] * columns)
+            cells[0].markdown(f"**{corruption}**  \n{schema.CORRUPTION_FAMILIES[corruption]}")
+            for cell, (severity, png) in zip(cells[1:], row.select("severity", "thumbnail").iter_rows(), strict=False):
+                cell.image(png, caption=f"severity {severity}", width=64)
+
+
+def where_models_look() -> None:
+    """Occlusion maps: where hiding a patch moves the feature vector."""
+    settings = snapshot.manifest.get("occlusion") or {}
+    occluded = store.occlusion(snapshot, sample_id, model_order) if store.has_occlusion(snapshot) else None
+    if occluded is None:
+        st.info(
+            "This snapshot has no occlusion maps. Compute with `--occlusion-samples N` to record them for the first "
+            "N samples whose corrupted images it keeps."
+        )
+    elif occluded.is_empty():
+        st.info(
+            f"The snapshot records occlusion maps for {len(with_maps)} other samples only (marked "
+            "'occlusion maps' in the sample picker)."
+        )
+    else:
+        st.caption(
+            f"A {settings.get('patch', '?')} px grey square is slid over the image (stride "
+            f"{settings.get('stride', '?')} px); each cell is how much blanking it out changes the model's feature "
+            "vector: red, the angle to the true class grows (the patch held evidence for the class) or the feature "
+            "gets longer; blue, the opposite."
+        )
+        mapped = set(occluded["model_id"])
+        pruned_ids = [m for m in model_order if m not in dense_everywhere and m in mapped]
+        names = conditions.join(
+            occluded.select("condition_id").unique(), on="condition_id"
+        ).sort("condition_id")  # the conditions the maps were recorded for, as the filters select them
+        corrupted_names = names.filter(pl.col("corruption") != schema.CLEAN)
+        a, b, c = st.columns(3)
+        pruned_pick = a.selectbox("Pruned model", pruned_ids or dense_ids, key="occlusion_model")
+        corrupted_pick = b.selectbox(
+            "Under", corrupted_names["condition_id"].to_list(), key="occlusion_condition",
+            format_func=lambda cid: queries.condition_label(*corrupted_names.filter(pl.col("condition_id") == cid)
+                                                            .select("corruption", "severity").row(0)),
+        )  # fmt: skip
+        value = c.radio("Change of", ["d_angle_true", "d_feat_norm"], horizontal=True, key="occlusion_value",
+                        format_func={"d_angle_true": "angle to the true class", "d_feat_norm": "feature length"}.get)
+        clean_id = queries.clean_condition_ids(snapshot.conditions)[0]
+        images = dict(store.sample_thumbnails(snapshot, sample_id).iter_rows())
+        images[clean_id] = store.thumbnails(snapshot, [sample_id])[sample_id]
+        shown = [clean_id] + ([corrupted_pick] if corrupted_pick is not None else [])
+        panels = queries.occlusion_panels(occluded, snapshot.conditions, images, shown,
+                                          [roles.parent_of(snapshot.models, pruned_pick), pruned_pick])
+        st.plotly_chart(
+            figures.occlusion_maps(panels, value, int(settings.get("patch", 8)), f"Sample {sample_id}: occlusion"),
+            width="stretch",
+        )
+
+
+def across_severities() -> None:
+    """One model's metric on this sample against severity."""
+    left, right = st.columns(2)
+    model = left.selectbox("Model", model_order, key="sample_model")
+    metric = right.selectbox(
+        "Metric", ["p_true", "geom_margin", "feat_norm", "angle_true", "loss"], key="sample_metric",
+        format_func=lambda m: figures.METRIC_TITLES[m],
+    )  # fmt: skip
+    curves = queries.severity_curve_rows(outcomes.filter(pl.col("model_id") == model), metric)
+    st.caption(
+        f"On the clean images (severity 0) and the selected corruptions and severities ({view.filters.describe()})."
+    )
+    st.plotly_chart(
+        figures.severity_lines(curves, model, metric, figures.METRIC_TITLES[metric], f"Sample {sample_id}: {model}"),
         width="stretch",
     )
 
-# --- metrics across severities -----------------------------------------------------------------------
-st.subheader("Across severities")
-left, right = st.columns(2)
-model = left.selectbox("Model", model_order, key="sample_model")
-metric = right.selectbox(
-    "Metric", ["p_true", "geom_margin", "feat_norm", "angle_true", "loss"], key="sample_metric",
-    format_func=lambda m: figures.METRIC_TITLES[m],
-)  # fmt: skip
-curves = queries.severity_curve_rows(outcomes.filter(pl.col("model_id") == model), metric)
-st.caption(f"On the clean images (severity 0) and the selected corruptions and severities ({view.filters.describe()}).")
-st.plotly_chart(
-    figures.severity_lines(curves, model, metric, figures.METRIC_TITLES[metric], f"Sample {sample_id}: {model}"),
-    width="stretch",
-)
-ui.download_buttons(grid.drop("family"), f"sample-{sample_id}", key="sample_download")
+
+# one section at a time: only the open tab is computed and drawn
+SECTIONS = {
+    "Every model on every condition": verdicts,
+    "Under each corruption": under_corruptions,
+    "Where the models look": where_models_look,
+    "Across severities": across_severities,
+}
+opened, area = ui.open_tab(list(SECTIONS), key="sample_view")
+with area:
+    SECTIONS[opened]()
