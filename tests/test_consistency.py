@@ -237,6 +237,7 @@ def test_every_page_opens_and_finds_the_dense_model_by_its_role(snapshots, monke
             # the distributions open on a dense model against pruned ones, never a model against itself
             chosen = at.multiselect(key="geometry_models").value
             assert set(chosen) & dense and set(chosen) - dense
+            at = open_at(monkeypatch, snapshots, name, path, {"geometry_view": "How pruning moved each sample"})
             moved = at.selectbox(key="geometry_shift_model").value
             assert moved not in dense
             title = figure_titled(at, "each sample's move")["layout"]["title"]["text"]

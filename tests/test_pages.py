@@ -26,7 +26,7 @@ PAGES = {
     ),
     "views/geometry.py": (
         "Geometry of the last layer",
-        ["per model", "Length against angle", "each sample's move", "Class directions", "Angle between class"],
+        ["per model"],
     ),
     "views/fragile.py": ("Fragile samples", []),
     "views/sample.py": ("Sample detail", ["every model's verdict"]),
@@ -175,6 +175,8 @@ def test_geometry_distributions_and_shift_match_the_rows(monkeypatch, demo):
     np.testing.assert_allclose(got, np.sort(rows["angle_true"].drop_nans().to_numpy()), rtol=1e-6)
     assert got.min() >= 0 and got.max() <= 180
 
+    at = page(monkeypatch, "views/geometry.py", query={"geometry_view": "How pruning moved each sample"})
+    assert len(figures(at)) == 1, "only the open tab is drawn"
     shift = figure_titled(at, "each sample's move")
     model = shift["layout"]["title"]["text"].split("to ")[1].split(":")[0]
     pruned = demo["metrics"].filter((pl.col("model_id") == model) & (pl.col("condition_id") == 0)).sort("sample_id")
@@ -527,7 +529,7 @@ def test_single_condition_views_open_where_the_models_differ_most(monkeypatch, d
 
 
 def test_angle_length_plots_span_the_angles_the_data_has(demo, demo_page):
-    at = demo_page("views/geometry.py")
+    at = demo_page("views/geometry.py", query={"geometry_view": "Angle and length"})
     fig = figure_titled(at, "Length against angle to the true class")
     angles = np.concatenate([values(t["theta"]) for t in fig["data"] if len(t.get("theta", []))])
     for polar in ("polar", "polar2"):
@@ -831,7 +833,8 @@ NO_PRUNED_PAGES = ["views/potential.py", "views/layers.py", "views/classes.py", 
 
 @pytest.mark.parametrize("path", NO_PRUNED_PAGES)
 def test_a_range_between_the_targets_is_named_not_blamed_on_the_selection(monkeypatch, path):
-    at = page(monkeypatch, path, query={"sparsity": "0.6-0.7"})
+    tab = {"geometry_view": "How pruning moved each sample"} if path == "views/geometry.py" else {}
+    at = page(monkeypatch, path, query={"sparsity": "0.6-0.7", **tab})
     infos = texts(at, "info")
     assert any("No pruned model's target sparsity lies in 60%–70%" in i and "50%, 80%, 90%, 95%" in i for i in infos)
     assert not any("Select at least one pruned model" in i for i in infos)
@@ -922,3 +925,15 @@ def test_sample_detail_follows_the_filters_and_keeps_the_dense_parent(monkeypatc
     assert {int(x) for trace in lines for x in values(trace["x"])} == {0, 1, 3}
     assert {trace["name"] for trace in lines} == {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
                                                    "gaussian_blur", "spatter", "saturate"}  # fmt: skip
+
+
+def test_class_directions_show_each_models_weight_norms_by_role(demo_page):
+    at = demo_page("views/geometry.py", query={"geometry_view": "Class directions"})
+    norms = figure_titled(at, "Class directions")
+    classes = pl.read_parquet(DEMO / schema.CLASSES)
+    for bar in norms["data"]:
+        want = classes.filter(pl.col("model_id") == bar["name"]).sort("class")["weight_norm"].to_numpy()
+        np.testing.assert_allclose(values(bar["y"]), want, rtol=1e-6)
+        assert (bar["marker"]["pattern"]["shape"] == "") == (bar["name"] == "dense-s0")  # dense: plain bars
+    angles = figure_titled(at, "Angle between class directions")["data"][0]
+    assert values(angles["z"]).shape == (10, 10)
