@@ -359,8 +359,10 @@ def method_lines(
             annotation_position="top right",
         )  # fmt: skip
     xaxis = _percent_axis(x_title) if x_percent else {"title": {"text": x_title}, "type": "log"}
-    unit = "pts" if relative else "%"
-    yaxis = {"title": {"text": f"{y_title} ({unit})"}, "ticksuffix": "" if relative else "%"}
+    # the axis says the unit, the chart's title the measure: a long measure ("change in accuracy under contrast
+    # (severity 3)") written up the axis ran past the plot and over the title
+    yaxis = {"title": {"text": "change vs dense (pts)" if relative else "accuracy (%)"},
+             "ticksuffix": "" if relative else "%"}  # fmt: skip
     if relative:
         yaxis["tickformat"] = "+.0f"
     fig.update_layout(
@@ -648,10 +650,13 @@ def aligned_embeddings(
         )  # fmt: skip
     for trace in _embedding_traces(aligned, colour, legend=False):
         fig.add_trace(trace, row=1, col=2)
+    # the legend in a row above the panels: at the right it would sit on the colour bar's title
+    legend = {"title": {"text": colour.replace("_", " ")}, "orientation": "h", "x": 0, "y": 1.12,
+              "xanchor": "left", "yanchor": "bottom"}  # fmt: skip
     fig.update_layout(
-        **{**LAYOUT, "legend": {"title": {"text": colour.replace("_", " ")}}},
+        **{**LAYOUT, "legend": legend, "margin": {**LAYOUT["margin"], "t": 110}},
         title={"text": "Aligned with the dense parent (orthogonal Procrustes, the same axes)"},
-        height=520,
+        height=560,
     )
     fig.update_xaxes(title_text="first principal component (parent's axes)")
     fig.update_yaxes(title_text="second principal component", row=1, col=1)
@@ -767,8 +772,11 @@ def occlusion_maps(
             ),
             row=r, col=c,
         )  # fmt: skip
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x")
+    fig.update_xaxes(showticklabels=False, constrain="domain")
+    # each panel's y axis keeps its own x axis's scale: one image pixel is square in every panel
+    for k in range(len(panels)):
+        fig.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x" if k == 0 else f"x{k + 1}",
+                         constrain="domain", row=k // 2 + 1, col=k % 2 + 1)  # fmt: skip
     fig.update_layout(**{**LAYOUT, "legend": {}}, title={"text": title}, height=330 * ((len(panels) + 1) // 2) + 80)
     return fig
 

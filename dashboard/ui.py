@@ -300,7 +300,7 @@ def table(
                     na_rep=formats.MISSING,
                 )  # fmt: skip
     event = st.dataframe(
-        styler, hide_index=True, width="stretch", column_config=config, key=key, **options
+        styler, hide_index=True, width="stretch", column_config=config, key=key, placeholder=formats.MISSING, **options
     )
     if download:
         download_buttons(frame, name, key=f"{key}_download")

@@ -201,3 +201,17 @@ def test_scatters_use_webgl_only_for_many_points():
     assert figures.points_trace(figures.WEBGL_POINTS + 1, x=[0], y=[0]).type == "scattergl"
     assert figures.points_trace(10, polar=True, r=[1], theta=[0]).type == "scatterpolar"
     assert figures.points_trace(10**6, polar=True, r=[1], theta=[0]).type == "scatterpolargl"
+
+
+def test_occlusion_panels_keep_square_pixels_and_the_aligned_legend_clears_the_colour_bar():
+    rows = pl.DataFrame({"row": [0, 0, 4, 4], "col": [0, 4, 0, 4], "d_angle_true": [1.0, -2.0, 0.5, 0.0]})
+    panels = [(f"m{k}", None, rows) for k in range(4)]
+    layout = figures.occlusion_maps(panels, "d_angle_true", 8, "t").layout
+    for k, name in enumerate(["yaxis", "yaxis2", "yaxis3", "yaxis4"]):
+        assert layout[name].scaleanchor == ("x" if k == 0 else f"x{k + 1}")  # each panel to its own x axis
+    points = pl.DataFrame(
+        {"sample_id": [0, 1], "label": [0, 1], "class_name": ["a", "b"], "x": [0.0, 1.0], "y": [1.0, 0.0],
+         "fragile": [0, 3]}
+    )  # fmt: skip
+    fig = figures.aligned_embeddings(points, points, "fragile", ("dense", "pruned"), moves=True)
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y > 1
