@@ -7,7 +7,6 @@ conditions and samples, pruned from identical dense models.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +15,7 @@ import polars as pl
 
 from compute import schema
 from compute.config import InputError
-from compute.output import check_target
+from compute.output import check_apart, check_target
 from compute.snapshot import SnapshotWriter, read_manifest
 from compute.validate import Violation, check_file_schema, metric_partitions
 
@@ -123,12 +122,8 @@ def run(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> st
     paths = [Path(p) for p in parts]
     if len(paths) < 2:
         raise InputError(f"merge needs two or more shard folders (got {len(paths)})")
+    check_apart(out, [("the part", path) for path in paths])
     check_target(out, overwrite)  # before reading the parts
-    destination = Path(os.path.abspath(out))
-    for path in paths:
-        part = Path(os.path.abspath(path))
-        if destination == part or part in destination.parents or destination in part.parents:
-            raise InputError(f"--out {out} overlaps the part {path}; merge into a folder apart from every part")
     parts_checked = check_parts(paths)
     paths = [path for path, _ in parts_checked]
     shared = {name: read_table(paths[0], name) for name in SHARED_TABLES}

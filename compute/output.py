@@ -123,6 +123,12 @@ def check_target(out: str | Path, overwrite: bool, flag: str = "--out") -> Targe
             if not os.access(ancestor, os.W_OK | os.X_OK):
                 raise InputError(f"{flag} {text}: {ancestor} is not writable; choose another {flag}")
             break
+    inside = enclosing_snapshot(absolute.parent)
+    if inside is not None:  # its work folder, and then the snapshot, would land inside that snapshot
+        raise InputError(
+            f"{flag} {text} lies inside the snapshot {inside}, which prunescope never writes into; choose a folder "
+            "outside it"
+        )
     if path.exists():
         if not path.is_dir():
             raise InputError(f"{flag} {text} is a file, not a folder; choose another {flag}")
@@ -137,6 +143,31 @@ def check_target(out: str | Path, overwrite: bool, flag: str = "--out") -> Targe
                 f"or an empty folder, so choose another {flag}"
             )
     return Target(absolute, identity(absolute))
+
+
+def enclosing_snapshot(path: Path) -> Path | None:
+    """The snapshot folder that is `path` or holds it, if any."""
+    for folder in (path, *path.parents):
+        if is_snapshot_folder(folder):
+            return folder
+    return None
+
+
+def check_apart(out: str | Path, inputs: list[tuple[str, str | Path | None]]) -> None:
+    """A command never writes or deletes inside its own inputs: InputError (one line) when `out` is,
+    contains or lies inside an input (`inputs`: (flag, path) pairs; an absent one's path is None).
+    Paths are compared with their links resolved, so a link to an input is the input."""
+    destination = Path(os.path.realpath(Path(out).expanduser()))
+    for flag, given in inputs:
+        if not given or not Path(given).expanduser().exists():
+            continue
+        source = Path(os.path.realpath(Path(given).expanduser()))
+        if destination == source or source in destination.parents or destination in source.parents:
+            how = "is" if destination == source else "lies inside" if source in destination.parents else "holds"
+            raise InputError(
+                f"--out {out} {how} {flag} {given}, an input of this command; write the snapshot to a folder apart "
+                "from every input"
+            )
 
 
 # --- the work folder ---------------------------------------------------------------------
@@ -244,9 +275,10 @@ class OutputSlot:
             kept = path.with_name(f"{path.name}.finished-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
             os.replace(self.staging, kept)
             fsync_path(kept.parent)
+            self.remove()  # the snapshot is whole at `kept`: nothing in the work folder is left to resume
             raise InputError(
                 f"{path} changed while this command worked (another program wrote there); it was left alone "
-                f"and the finished snapshot is at {kept}"
+                f"and the finished snapshot is at {kept} (its work folder {self.root.name} is removed)"
             )
         if path.exists():
             shutil.rmtree(self.replaced, ignore_errors=True)

@@ -29,7 +29,7 @@ from compute.config import ComputeConfig, InputError, parse_shard, shard_jobs
 from compute.corrupted import ConditionImages
 from compute.evaluate import evaluate_model
 from compute.occlusion import plan_occlusion
-from compute.output import check_target, finish_interrupted_placement, stale_work_folders
+from compute.output import check_apart, check_target, finish_interrupted_placement, stale_work_folders
 from compute.plan import PlannedModel, method_table, planned_models, resolve_config, resolve_device
 from compute.snapshot import SnapshotWriter
 from compute.sweep import Sweep
@@ -102,6 +102,7 @@ def run(
     """Run the whole compute step (or what an interrupted run left) and place the snapshot
     at `out`; with `add_to`, only the models that snapshot lacks, and a snapshot of all."""
     cfg = resolve_config(cfg)
+    check_output(out, overwrite, cfg, [("--add-to", add_to)])
     existing, keep = None, []
     if add_to:
         finish_interrupted_placement(add_to)
@@ -150,6 +151,8 @@ def run_given(
     from compute.given import GivenSweep, load_given
 
     cfg = resolve_config(cfg)
+    models_path = source if Path(source).expanduser().exists() else source.rpartition(":")[0]
+    check_output(out, overwrite, cfg, [("--models", models_path or None), ("--add-to", add_to)])
     given, where = load_given(source)
     planned = [PlannedModel(m.model_id, m.method, m.target_sparsity or 0.0, m.seed) for m in given]
     existing, keep = None, []
@@ -173,6 +176,14 @@ def run_given(
     }
     growth = (existing, keep)
     return drive(cfg, out, overwrite, progress, planned, given_sweep, described, identity, growth, trains=False)
+
+
+def check_output(out, overwrite: bool, cfg: ComputeConfig, inputs: list[tuple[str, str | None]]) -> None:
+    """Before any work: `out` may hold the snapshot (compute.output.check_target) and lies apart from
+    every input, the data's included (a replaced --out would take them with it)."""
+    data_inputs = [("--data-root", cfg.data_root), ("--test-root", cfg.test_root), ("--cifar10c", cfg.cifar10c)]
+    check_apart(out, inputs + data_inputs)
+    check_target(out, overwrite)
 
 
 def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity, growth, trains) -> RunSummary:

@@ -232,7 +232,9 @@ def test_a_folder_of_checkpoints_with_a_manifest(cifar, tmp_path):
     assert rows.collect().sort("sample_id")["pred"].to_list() == logits.argmax(1).tolist()
 
     (folder / "pruned.pt").write_bytes(b"garbage")
-    result = evaluate("--models", str(folder), "--dataset", "cifar10", "--data-root", str(cifar), "--out", str(out))
+    result = evaluate(
+        "--models", str(folder), "--dataset", "cifar10", "--data-root", str(cifar), "--out", str(tmp_path / "again")
+    )
     assert result.returncode == 2 and "pruned.pt does not load into conv4" in result.stderr
 
 

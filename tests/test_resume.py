@@ -226,12 +226,14 @@ def test_a_folder_that_appears_during_the_run_is_never_replaced(empty_at_start, 
     assert (out / "notes.txt").read_text() == "keep" and not (out / schema.MANIFEST).exists()
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("run.finished-")]
     assert len(kept) == 1 and run_cli("validate", str(kept[0])).returncode == 0
+    # nothing is left to resume: the work folder goes, and the line says so
+    assert not (tmp_path / ".run.work").exists() and "work folder .run.work is removed" in stderr
 
 
 def test_merge_refuses_an_out_that_is_or_is_inside_a_part(tiny_snapshot, tmp_path):
     for out in (tiny_snapshot, tiny_snapshot / "inner"):
         result = run_cli_here("merge", str(tiny_snapshot), str(tmp_path), "--out", str(out), "--overwrite")
-        assert result.returncode == 2 and "overlaps the part" in result.stderr
+        assert result.returncode == 2 and "the part" in result.stderr and "an input of this command" in result.stderr
     assert run_cli("validate", str(tiny_snapshot)).returncode == 0
 
 
