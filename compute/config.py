@@ -362,7 +362,7 @@ def check_basic(cfg: ComputeConfig) -> None:
     for name in positive:
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be at least 1")
-    for name in ("finetune_epochs", "n_test", "n_train", "thumbnail_samples", "occlusion_samples"):
+    for name in ("finetune_epochs", "n_test", "n_train", "thumbnail_samples", "occlusion_samples", "split_seed"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{flag_name(name)}: {getattr(cfg, name)} is not allowed; it must be 0 or more")
     for name in ("imp_rate", "dst_drop_fraction", "dst_end"):

@@ -6,6 +6,7 @@ corruptions work on x/255 and truncate back to uint8.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,24 @@ def register(name: str) -> Callable[[Loader], Loader]:
 def load(spec: DataSpec) -> Dataset:
     if spec.name not in DATASETS:
         raise DataError(f"unknown data set {spec.name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[spec.name](spec)
+    dataset = DATASETS[spec.name](spec)
+    check_classes(dataset, spec)
+    return dataset
+
+
+def check_classes(dataset: Dataset, spec: DataSpec) -> None:
+    """A classifier's metrics need two classes: a test split of one class has no margin to another
+    (every logit margin would be infinite), and training on one class learns nothing."""
+    where = spec.root or spec.name
+    for split, labels in (("test", dataset.test_labels), ("training", dataset.train_labels)):
+        if split == "training" and len(labels) == 0:
+            continue  # evaluate needs no training split
+        found = len(set(labels.tolist()))
+        if found < 2:
+            raise DataError(
+                f"the {split} split of {where} holds {'no image' if not len(labels) else f'{found} class only'}; "
+                "prunescope needs images of at least two classes"
+            )
 
 
 def _subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -289,8 +307,9 @@ def load_npz(spec: DataSpec) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path} is not a readable .npz file ({err})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a text file, a cut-off archive
+        reason = "it is cut short or not a zip archive" if isinstance(err, (zipfile.BadZipFile, EOFError)) else err
+        raise DataError(f"{path} is not a readable .npz file ({reason}); write it with numpy.savez") from None
     missing = [key for key in NPZ_KEYS if key not in arrays]
     if missing:
         raise DataError(f"{path} holds {', '.join(sorted(arrays)) or 'no arrays'}; it needs {', '.join(NPZ_KEYS)}")
@@ -298,12 +317,17 @@ def load_npz(spec: DataSpec) -> Dataset:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
             raise DataError(f"{path}: x_{split} is {x.dtype} {x.shape}; it must be uint8 (N, H, W, 3)")
+        if split == "test" and len(x) == 0:
+            raise DataError(f"{path}: x_test holds no image; it needs the test images, uint8 (N, H, W, 3)")
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
             raise DataError(f"{path}: y_{split} must hold one label 0, 1, ... per image of x_{split}")
-    n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    n_classes = int(np.concatenate([arrays["y_train"], arrays["y_test"]]).max()) + 1  # x_test is never empty
     names = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else tuple(map(str, range(n_classes)))
     if len(names) < n_classes:
-        raise DataError(f"{path}: `classes` names {len(names)} classes but the labels reach {n_classes - 1}")
+        raise DataError(
+            f"{path}: `classes` names {len(names)} classes, but the labels go up to {n_classes - 1} ({n_classes} "
+            "classes); give one name per class"
+        )
     train = (arrays["x_train"], arrays["y_train"].astype(np.int64))
     test = (arrays["x_test"], arrays["y_test"].astype(np.int64))
     return _from_splits("npz", spec, train, test, names, flip=False)

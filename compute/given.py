@@ -276,7 +276,38 @@ def load_given(source: str) -> tuple[list[GivenModel], str]:
                 f"--models: {model.model_id}'s parent_id {model.parent_id!r} is not among the models "
                 f"({', '.join(ids[:5])}); give the dense parent too"
             )
+    check_roles(models)
     return models, where
+
+
+def check_roles(models: list[GivenModel]) -> None:
+    """What validate holds every snapshot to, checked before any work: a target sparsity in [0, 1];
+    a pruned model's parent is a dense model (one whose parent is itself), so no cycle and no chain;
+    and a pruned model has no more nonzero weights than its parent has weights (its sparsity, 1 -
+    nonzero / the parent's weights, would be negative)."""
+    by_id = {m.model_id: m for m in models}
+    for model in models:
+        target = model.target_sparsity
+        if target is not None and not 0.0 <= target <= 1.0:  # NaN fails both comparisons
+            raise InputError(
+                f"--models: {model.model_id}'s target_sparsity {target} is not allowed; it must be between 0 and 1"
+            )
+        parent = by_id[model.parent_id]
+        if parent is model:
+            continue
+        if parent.parent_id != parent.model_id:
+            raise InputError(
+                f"--models: {model.model_id}'s parent {parent.model_id} is not a dense model (its parent is "
+                f"{parent.parent_id}); a pruned model's parent_id names a model whose parent is itself"
+            )
+        if model.policy is None:  # a prunescope snapshot's models were measured by compute
+            mine, theirs = weights(model.module)[1], weights(parent.module)[0]
+            if mine > theirs:
+                raise InputError(
+                    f"--models: {model.model_id} has {mine:,} nonzero conv and linear weights, more than its parent "
+                    f"{parent.model_id} has ({theirs:,}); a pruned model is smaller than its dense parent, so "
+                    "check its parent_id"
+                )
 
 
 def make_permanent(module: nn.Module) -> nn.Module:

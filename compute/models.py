@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compute.config import InputError
+
 
 class Normalize(nn.Module):
     def __init__(self, mean: list[float], std: list[float]):
@@ -271,6 +273,28 @@ def add_mask_buffers(model: nn.Module) -> nn.Module:
         if not hasattr(module, "weight_mask"):
             module.register_buffer("weight_mask", torch.ones_like(module.weight, dtype=torch.bool))
     return model
+
+
+def spec_for(architecture: str, dataset) -> ModelSpec:
+    """The architecture's spec for a data set: its classes, channel statistics and image size."""
+    mean, std = dataset.channel_stats()
+    return ModelSpec(architecture, dataset.num_classes, tuple(mean), tuple(std), tuple(dataset.image_shape[1:]))
+
+
+def check_fits(spec: ModelSpec) -> None:
+    """InputError (one line) when the architecture cannot take images of the spec's size: its pooling
+    would shrink them below one pixel. One forward of a blank image on the CPU, before any work."""
+    height, width = spec.image_size
+    try:
+        model = build(spec).eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, height, width))
+    except (RuntimeError, ValueError) as err:  # a builder's own size rule, or a pooling with nothing left
+        reason = str(err).strip().splitlines()[0][:120]
+        raise InputError(
+            f"--architecture {spec.architecture} cannot take {height}x{width} images ({reason}); choose an "
+            "architecture that pools less, such as small_cnn, or larger images"
+        ) from None
 
 
 def build(spec: ModelSpec) -> Classifier:

@@ -23,7 +23,7 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from compute import cifar10c, data, grow, schema
+from compute import cifar10c, data, grow, models, schema
 from compute.assemble import RunFacts, assemble, corruption_source
 from compute.config import ComputeConfig, InputError, parse_shard, shard_jobs
 from compute.corrupted import ConditionImages
@@ -205,6 +205,8 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
     occlusion = plan_occlusion(cfg, dataset)
     if trains and len(dataset.train_labels) == 0:
         raise InputError(f"the {cfg.dataset} data set has no training images; give them with --data-root")
+    if trains:
+        models.check_fits(models.spec_for(cfg.architecture, dataset))
     existing, keep = growth
     conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
     if existing is not None:

@@ -75,10 +75,7 @@ class Sweep:
         fingerprints: dict[str, str] | None = None,
     ):  # fmt: skip
         self.cfg, self.dataset, self.work, self.device, self.progress = cfg, dataset, work, device, progress
-        mean, std = dataset.channel_stats()
-        self.spec = models.ModelSpec(
-            cfg.architecture, dataset.num_classes, tuple(mean), tuple(std), tuple(dataset.image_shape[1:])
-        )
+        self.spec = models.spec_for(cfg.architecture, dataset)
         self.plans = schedules(cfg)
         self.policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
         self.rewind_step = round(cfg.rewind_epochs * steps_per_epoch(len(dataset.train_labels), cfg.batch_size))

@@ -145,6 +145,15 @@ def check_snapshot(path: str | Path) -> dict:
     bad = models.filter(~pl.col("parent_id").is_in(models["model_id"].implode()))
     if len(bad):
         raise Violation(schema.MODELS, "parent_id", "names no model of this snapshot", _rows(bad))
+    # a pruned model's parent is a dense model, one that is its own parent: no cycle, no chain
+    dense = models.filter(pl.col("parent_id") == pl.col("model_id"))["model_id"].implode()
+    bad = models.filter((pl.col("parent_id") != pl.col("model_id")) & ~pl.col("parent_id").is_in(dense))
+    if len(bad):
+        raise Violation(schema.MODELS, "parent_id", "names a model that is not dense (not its own parent)", _rows(bad))
+    target = pl.col("target_sparsity")
+    bad = models.filter(~target.is_between(0.0, 1.0) | target.is_nan())
+    if len(bad):
+        raise Violation(schema.MODELS, "target_sparsity", "outside [0, 1]", _rows(bad))
     partition_ids = {folder.name.split("=", 1)[1] for folder in partitions}
     if partition_ids != set(models["model_id"]):
         extra = sorted(partition_ids - set(models["model_id"]))

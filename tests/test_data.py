@@ -221,3 +221,51 @@ def test_an_image_folder_and_an_npz_go_through_compute_end_to_end(tmp_path, kind
     if kind == "imagefolder":
         assert manifest["dataset"]["image_shape"] == [3, 48, 40] and manifest["dataset"]["classes"] == ["a", "b", "c"]
         assert manifest["corruptions"]["spatial_scale"] == 40 / 32
+
+
+def test_npz_files_a_user_gets_wrong_are_one_line_each(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x[:0], y_test=np.arange(0))
+    with pytest.raises(DataError, match="x_test holds no image"):
+        load(DataSpec("npz", 0, 0, root=str(path)))
+    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.arange(12) % 3)
+    path.write_bytes(path.read_bytes()[:300])  # cut short
+    with pytest.raises(DataError, match="cut short or not a zip archive"):
+        load(DataSpec("npz", 0, 0, root=str(path)))
+    path.write_text("not an archive at all")
+    with pytest.raises(DataError, match="not a readable .npz file"):
+        load(DataSpec("npz", 0, 0, root=str(path)))
+    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.arange(12) % 3, classes=np.array(["a"]))
+    with pytest.raises(DataError, match="`classes` names 1 classes, but the labels go up to 2 \\(3 classes\\)"):
+        load(DataSpec("npz", 0, 0, root=str(path)))
+
+
+def test_a_single_class_is_refused_at_load(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    path = tmp_path / "one.npz"
+    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.zeros(12, dtype=np.int64))
+    with pytest.raises(DataError, match="the test split of .* holds 1 class only; .* at least two classes"):
+        load(DataSpec("npz", 0, 0, root=str(path)))
+    np.savez(path, x_train=x, y_train=np.zeros(12, dtype=np.int64), x_test=x, y_test=np.arange(12) % 3)
+    with pytest.raises(DataError, match="the training split of .* holds 1 class only"):
+        load(DataSpec("npz", 0, 0, root=str(path)))
+
+
+def test_an_architecture_that_pools_small_images_away_is_one_line(tmp_path):
+    from tests.conftest import run_cli_here
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 7, 9, 3), dtype=np.uint8)
+    path = tmp_path / "small.npz"
+    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.arange(12) % 3)
+    result = run_cli_here("compute", "--preset", "tiny", "--dataset", "npz", "--data-root", str(path),
+                          "--architecture", "conv8", "--out", str(tmp_path / "out"))  # fmt: skip
+    line = result.stderr.strip()
+    assert result.returncode == 2 and len(line.splitlines()) == 1 and "Traceback" not in line, line
+    assert "--architecture conv8 cannot take 7x9 images" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.npz"]
+    result = run_cli_here("compute", "--preset", "tiny", "--split-seed", "-3", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "--split-seed: -3 is not allowed; it must be 0 or more" in result.stderr

@@ -16,7 +16,7 @@ from torch import nn
 from compute import schema
 from compute.data import DataSpec, load
 from compute.snapshot import scan_metrics
-from tests.conftest import REPO, relu_rates_by_hooks, run_cli
+from tests.conftest import REPO, relu_rates_by_hooks, run_cli, run_cli_here
 from tests.test_data import write_cifar10
 
 EXAMPLE = REPO / "examples" / "my_models.py"
@@ -280,3 +280,45 @@ def test_a_misnamed_head_is_one_line(cifar, tmp_path):
                       "--out", str(tmp_path / "o"))  # fmt: skip
     assert result.returncode == 2 and "no layer named 'fc'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+NET = "from torch import nn\ndef net(width=10):\n    return nn.Sequential(nn.Flatten(), nn.Linear(3072, width))\n"
+ROLE_CASES = {
+    "target above 1": (
+        "def models():\n    return [{'model_id': 'd', 'model': net()},\n"
+        "            {'model_id': 'p', 'model': net(), 'parent_id': 'd', 'target_sparsity': 1.7}]\n",
+        "p's target_sparsity 1.7 is not allowed; it must be between 0 and 1",
+    ),
+    "target NaN": (
+        "def models():\n    return [{'model_id': 'd', 'model': net()},\n"
+        "            {'model_id': 'p', 'model': net(), 'parent_id': 'd', 'target_sparsity': float('nan')}]\n",
+        "p's target_sparsity nan is not allowed",
+    ),
+    "cycle": (
+        "def models():\n    return [{'model_id': 'a', 'model': net(), 'parent_id': 'b'},\n"
+        "            {'model_id': 'b', 'model': net(), 'parent_id': 'a'}]\n",
+        "a's parent b is not a dense model (its parent is a)",
+    ),
+    "chain": (
+        "def models():\n    return [{'model_id': 'a', 'model': net()},\n"
+        "            {'model_id': 'b', 'model': net(), 'parent_id': 'a'},\n"
+        "            {'model_id': 'c', 'model': net(), 'parent_id': 'b'}]\n",
+        "c's parent b is not a dense model (its parent is a)",
+    ),
+    "larger than its parent": (
+        "def models():\n    return [{'model_id': 'd', 'model': net()}, {'model_id': 'big', 'model': nn.Sequential("
+        "nn.Flatten(), nn.Linear(3072, 64), nn.ReLU(), nn.Linear(64, 10)), 'parent_id': 'd'}]\n",
+        "big has 197,248 nonzero conv and linear weights, more than its parent d has (30,720)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ROLE_CASES))
+def test_roles_validate_would_reject_are_refused_up_front(tmp_path, case):
+    source, message = ROLE_CASES[case]
+    (tmp_path / "bad.py").write_text(NET + source)
+    result = run_cli_here("evaluate", "--models", str(tmp_path / "bad.py"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line and message in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py"]

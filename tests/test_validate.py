@@ -332,3 +332,27 @@ def test_planted_occlusion_violations_are_caught(synthetic, tmp_path, capsys, ch
     assert validate(str(copy)) == 1
     line = capsys.readouterr().out.strip()
     assert "\n" not in line and "occlusion.parquet" in line and message in line
+
+
+def parent_of(model: str, parent: str):
+    return lambda f: f.with_columns(
+        pl.when(pl.col("model_id") == model).then(pl.lit(parent)).otherwise(pl.col("parent_id")).alias("parent_id")
+    )
+
+
+@pytest.mark.parametrize(
+    "change,column,message",
+    [
+        (first_row("target_sparsity", 1.7), "target_sparsity", "outside [0, 1]"),
+        (first_row("target_sparsity", float("nan")), "target_sparsity", "outside [0, 1]"),
+        (parent_of("dense-s0", "magnitude-0.5-s0"), "parent_id", "not dense"),  # a cycle
+        (parent_of("random-0.5-s0", "magnitude-0.5-s0"), "parent_id", "not dense"),  # a chain
+    ],
+)
+def test_planted_parent_graph_and_target_violations_are_caught(snapshot_copy, capsys, change, column, message):
+    models = pl.read_parquet(snapshot_copy / schema.MODELS)
+    assert {"dense-s0", "magnitude-0.5-s0", "random-0.5-s0"} <= set(models["model_id"])
+    rewrite_table(snapshot_copy, schema.MODELS, change)
+    assert validate(str(snapshot_copy)) == 1
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "models.parquet" in line and column in line and message in line, line
