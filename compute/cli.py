@@ -163,8 +163,9 @@ def report(command: str, work) -> int:
         print(f"prunescope {command}: error: {err.strerror or err}{where}; check that path and its permissions",
               file=sys.stderr)  # fmt: skip
         return 2
-    except KeyboardInterrupt as err:  # compute's Interrupted says how far it got
-        print(f"prunescope {command}: {err or 'interrupted'}", file=sys.stderr)
+    except KeyboardInterrupt as err:  # compute's Interrupted says how far it got; a bare one came before any model
+        text = str(err) or "interrupted before any model was evaluated; run the same command to continue"
+        print(f"prunescope {command}: {text}", file=sys.stderr)
         return 130
     for text in line.splitlines():
         print(f"prunescope {command}: {text}")

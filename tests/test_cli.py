@@ -366,3 +366,16 @@ def test_switches_and_unset_fields_read_back_from_text():
     assert cfg.augment is False and cfg.checkpoints is True and cfg.sparse_epochs is None
     with pytest.raises(ConfigError, match="--augment"):
         apply_overrides(get_preset("tiny"), {"augment": "yes"})
+
+
+def test_an_interrupt_before_any_model_says_so(monkeypatch, tmp_path):
+    from compute import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    out = []
+    monkeypatch.setattr("sys.stderr", type("E", (), {"write": lambda self, t: out.append(t), "flush": lambda s: 0})())
+    assert cli.report("evaluate", interrupted) == 130
+    line = "".join(out).strip()
+    assert line == "prunescope evaluate: interrupted before any model was evaluated; run the same command to continue"
