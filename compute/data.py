@@ -308,7 +308,9 @@ def load_npz(spec: DataSpec) -> Dataset:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a text file, a cut-off archive
-        reason = "it is cut short or not a zip archive" if isinstance(err, (zipfile.BadZipFile, EOFError)) else err
+        # numpy calls any file that is not an archive "pickled data": say what it is instead
+        unreadable = isinstance(err, OSError) and not isinstance(err, zipfile.BadZipFile)
+        reason = err.strerror or err if unreadable else "it is cut short or not a zip archive of arrays"
         raise DataError(f"{path} is not a readable .npz file ({reason}); write it with numpy.savez") from None
     missing = [key for key in NPZ_KEYS if key not in arrays]
     if missing:

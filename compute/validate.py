@@ -142,11 +142,16 @@ def check_snapshot(path: str | Path) -> dict:
     bad = models.filter(pl.col("train_epochs") < 0)
     if len(bad):
         raise Violation(schema.MODELS, "train_epochs", "is negative", _rows(bad))
-    bad = models.filter(~pl.col("parent_id").is_in(models["model_id"].implode()))
+    # a shard (compute --shard K/N) may hold models whose dense parent another shard trained; its
+    # manifest records those parents (their weights' SHA-256), and merge brings them together
+    elsewhere = list(manifest.get("parents", {})) if shard_count(manifest) > 1 else []
+    known = pl.col("parent_id").is_in(models["model_id"].implode()) | pl.col("parent_id").is_in(elsewhere)
+    bad = models.filter(~known)
     if len(bad):
         raise Violation(schema.MODELS, "parent_id", "names no model of this snapshot", _rows(bad))
     # a pruned model's parent is a dense model, one that is its own parent: no cycle, no chain
-    dense = models.filter(pl.col("parent_id") == pl.col("model_id"))["model_id"].implode()
+    dense = pl.concat([models.filter(pl.col("parent_id") == pl.col("model_id"))["model_id"], pl.Series(elsewhere,
+                      dtype=pl.String)]).implode()  # fmt: skip
     bad = models.filter((pl.col("parent_id") != pl.col("model_id")) & ~pl.col("parent_id").is_in(dense))
     if len(bad):
         raise Violation(schema.MODELS, "parent_id", "names a model that is not dense (not its own parent)", _rows(bad))
@@ -320,7 +325,10 @@ def check_snapshot(path: str | Path) -> dict:
     if (path / schema.OCCLUSION).exists():
         check_occlusion(pl.read_parquet(path / schema.OCCLUSION), manifest, models, conditions, samples)
 
+    absent = sorted(set(models["parent_id"]) - set(models["model_id"]))
     return {
+        "shard": manifest.get("shard") if absent else None,
+        "absent_parents": absent,
         "models": n_models,
         "conditions": n_conditions,
         "samples": n_samples,
@@ -463,8 +471,20 @@ def main(path: str) -> int:
         if counts["schema_version"] != schema.SCHEMA_VERSION
         else ""
     )
+    shard = counts["shard"]
+    part = (
+        f" (shard {shard['index']}/{shard['count']}: the dense parents {', '.join(counts['absent_parents'])} are in "
+        "another shard; merge the shards before opening them in the app)"
+        if shard
+        else ""
+    )
     print(
-        f"prunescope validate: {path} is a valid snapshot{older}: {counts['models']} models x "
+        f"prunescope validate: {path} is a valid snapshot{older}{part}: {counts['models']} models x "
         f"{counts['conditions']} conditions x {counts['samples']} samples = {counts['rows']:,} rows"
     )
     return 0
+
+
+def shard_count(manifest: dict) -> int:
+    shard = manifest.get("shard") or {}
+    return int(shard.get("count", 1)) if isinstance(shard, dict) else 1

@@ -164,3 +164,16 @@ def test_merge_checks_every_part_before_writing(shards, tmp_path, damage):
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line and str(bad) in line
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
+def test_every_shard_validates_and_says_what_it_lacks(shards):
+    for k in (1, 2):
+        result = run_cli_here("validate", str(shards / f"part{k}"))
+        assert result.returncode == 0, result.stdout
+        models = pl.read_parquet(shards / f"part{k}" / schema.MODELS)
+        absent = sorted(set(models["parent_id"]) - set(models["model_id"]))
+        # the part without the dense model names it, and where it is; the part with it is plain
+        assert ("another shard" in result.stdout) == bool(absent), result.stdout
+        assert all(parent in result.stdout for parent in absent)
+    lines = [run_cli_here("validate", str(shards / f"part{k}")).stdout for k in (1, 2)]
+    assert any("another shard" in line for line in lines), "the tiny sweep deals the dense job to one shard only"
