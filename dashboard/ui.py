@@ -232,6 +232,13 @@ def open_tab(names: list[str], key: str):
     return names[opened], tabs[opened]
 
 
+def show_open_tab(sections: dict, key: str) -> None:
+    """A page's sections as tabs (name -> a function that draws it); only the open one runs."""
+    opened, area = open_tab(list(sections), key)
+    with area:
+        sections[opened]()
+
+
 def no_pruned_model(snapshot: store.Snapshot, filters: Filters) -> None:
     """The message of a view that needs a pruned model when the filters select none: which filter."""
     st.info(filters.why_no_pruned(snapshot.models), icon=":material/filter_alt_off:")

@@ -134,12 +134,12 @@ def similar_models() -> None:
 
 
 # one section at a time: only the open tab is computed and drawn
-SECTIONS = {
-    "Per corruption": per_corruption,
-    "Severity curves": severity_curves,
-    "Redundant corruptions": redundant_corruptions,
-    "Similar models": similar_models,
-}
-opened, area = ui.open_tab(list(SECTIONS), key="corruptions_view")
-with area:
-    SECTIONS[opened]()
+ui.show_open_tab(
+    {
+        "Per corruption": per_corruption,
+        "Severity curves": severity_curves,
+        "Redundant corruptions": redundant_corruptions,
+        "Similar models": similar_models,
+    },
+    key="corruptions_view",
+)

@@ -120,13 +120,13 @@ def robust() -> None:
     })  # fmt: skip
 
 
-VIEWS = {
-    "Pruning-fragile": pruning_fragile,
-    "Corruption-fragile": corruption_fragile,
-    "Pruning identified exemplars": identified_exemplars,
-    "Robust": robust,
-}
 # Only the open tab runs (each one scans per-sample rows); the URL keeps which one is open.
-opened, area = ui.open_tab(list(VIEWS), key="fragile_view")
-with area:
-    VIEWS[opened]()
+ui.show_open_tab(
+    {
+        "Pruning-fragile": pruning_fragile,
+        "Corruption-fragile": corruption_fragile,
+        "Pruning identified exemplars": identified_exemplars,
+        "Robust": robust,
+    },
+    key="fragile_view",
+)

@@ -108,12 +108,12 @@ def class_directions() -> None:
 
 
 # one section at a time: only the open tab is computed and drawn
-SECTIONS = {
-    "Distributions": distributions,
-    "Angle and length": angle_and_length,
-    "How pruning moved each sample": moves,
-    "Class directions": class_directions,
-}
-opened, area = ui.open_tab(list(SECTIONS), key="geometry_view")
-with area:
-    SECTIONS[opened]()
+ui.show_open_tab(
+    {
+        "Distributions": distributions,
+        "Angle and length": angle_and_length,
+        "How pruning moved each sample": moves,
+        "Class directions": class_directions,
+    },
+    key="geometry_view",
+)

@@ -165,12 +165,12 @@ def across_severities() -> None:
 
 
 # one section at a time: only the open tab is computed and drawn
-SECTIONS = {
-    "Every model on every condition": verdicts,
-    "Under each corruption": under_corruptions,
-    "Where the models look": where_models_look,
-    "Across severities": across_severities,
-}
-opened, area = ui.open_tab(list(SECTIONS), key="sample_view")
-with area:
-    SECTIONS[opened]()
+ui.show_open_tab(
+    {
+        "Every model on every condition": verdicts,
+        "Under each corruption": under_corruptions,
+        "Where the models look": where_models_look,
+        "Across severities": across_severities,
+    },
+    key="sample_view",
+)
