@@ -52,6 +52,11 @@ def read_existing(path: str | Path) -> Existing:
 def grown_config(existing: Existing, cfg: ComputeConfig) -> ComputeConfig:
     """The configuration of the whole grown sweep: the existing one with the methods and
     sparsities of both (each in the order a single run would have them)."""
+    if existing.manifest.get("architecture") == "given":
+        raise InputError(
+            f"--add-to: {existing.path} was written by prunescope evaluate, not compute; add models to it with "
+            "prunescope evaluate --add-to"
+        )
     old = existing.manifest.get("config", {})
     new = cfg.as_dict()
     differing = sorted(k for k in new if k not in MAY_DIFFER and _same(old.get(k)) != _same(new[k]))

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from compute import cifar10c, data, grow, models, schema
 from compute.assemble import RunFacts, assemble, corruption_source
-from compute.config import ComputeConfig, InputError, parse_shard, shard_jobs
+from compute.config import EVALUATE_FIELDS, ComputeConfig, InputError, parse_shard, shard_jobs
 from compute.corrupted import ConditionImages
 from compute.evaluate import evaluate_model
 from compute.occlusion import plan_occlusion
@@ -169,7 +169,9 @@ def run_given(
         return GivenSweep(given, dataset, work, device)
 
     def described(sweep: GivenSweep) -> dict:
-        return {"architecture": "given", "source": where, "methods": sweep.method_table(), "config": cfg.as_dict()}
+        # what evaluate used (the data, the conditions, how it evaluated), not compute's training settings
+        used = {k: v for k, v in cfg.as_dict().items() if k in (*EVALUATE_FIELDS, *grow.OCCLUSION_FIELDS)}
+        return {"architecture": "given", "source": where, "methods": sweep.method_table(), "config": used}
 
     identity = {
         "source": where, "models": sorted(m.model_id for m in given), "add_to": str(add_to or ""), "replace": replace

@@ -3,6 +3,7 @@ result equals computing all of them in one run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -10,7 +11,7 @@ import pytest
 
 from compute import schema
 from compute.snapshot import scan_metrics
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_here
 
 TINY = ("compute", "--preset", "tiny", "--thumbnail-samples", "4", "--occlusion-samples", "2", "--quiet")
 
@@ -112,6 +113,19 @@ def test_evaluate_adds_given_models_to_a_snapshot(tmp_path):
     whole = run_cli("evaluate", "--models", str(tmp_path / "both.py"), *data, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     assert_same_tables(tmp_path / "sab", tmp_path / "whole")
+
+    # the manifest records what evaluate used, none of compute's training settings
+    from compute.config import EVALUATE_FIELDS
+    from compute.grow import OCCLUSION_FIELDS
+
+    config = json.loads((tmp_path / "sa" / schema.MANIFEST).read_text())["config"]
+    assert set(config) == set(EVALUATE_FIELDS) | set(OCCLUSION_FIELDS)
+    assert config["corruptions"] == ["fog"] and config["dataset"] == "cifar10"
+    # compute cannot grow what it did not write, and says so in one line
+    grow_it = ("compute", "--preset", "tiny", "--add-to", str(tmp_path / "sa"), "--out", str(tmp_path / "c"))
+    refused = run_cli_here(*grow_it)
+    assert refused.returncode == 2 and "was written by prunescope evaluate, not compute" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_evaluate_grows_a_compute_snapshot_keeping_its_account_and_checkpoints(tmp_path):
