@@ -91,6 +91,12 @@ def load_function(source: str):
     """The function a source names: `file.py[:function]` or `package.module:function`."""
     target, _, name = source.partition(":")
     name = name or DEFAULT_FUNCTION
+    if not target.endswith(".py") and ("/" in target or target.startswith(".")) and not Path(target).exists():
+        # a path, not a module name: say it is missing instead of failing to import it
+        raise InputError(
+            f"--models: {target} does not exist; give a Python file, module:function, a snapshot written with "
+            "--checkpoints or a folder of checkpoints with models.json"
+        )
     if target.endswith(".py"):
         path = Path(target).expanduser()
         if not path.is_file():
@@ -125,7 +131,11 @@ def from_function(source: str) -> tuple[list[GivenModel], str]:
     except Exception as err:  # noqa: BLE001
         raise InputError(f"--models: {where}() raised {type(err).__name__}: {err}") from None
     if not isinstance(entries, (list, tuple)) or not all(isinstance(e, dict) for e in entries) or not entries:
-        got = repr(entries)[:80]
+        # the type, never a repr: a module's repr runs over many lines
+        got = f"a dict with keys {', '.join(map(str, list(entries)[:4]))}" if isinstance(entries, dict) else (
+            f"an empty {type(entries).__name__}" if isinstance(entries, (list, tuple)) and not entries
+            else f"a {type(entries).__name__}"
+        )  # fmt: skip
         raise InputError(f"--models: {where}() must return a non-empty list of dicts, one per model (got {got})")
     out = []
     for i, entry in enumerate(entries):
@@ -203,15 +213,22 @@ def from_checkpoint_folder(path: Path) -> tuple[list[GivenModel], str]:
     (mean and std: the normalisation the architecture's first layer applies, when a
     checkpoint does not hold it)."""
     manifest_path = path / FOLDER_MANIFEST
+    needs = "it needs architecture, num_classes and models (one entry per checkpoint)"
     try:
         manifest = json.loads(manifest_path.read_text())
+    except OSError:
+        raise InputError(
+            f"--models: {path} holds no {FOLDER_MANIFEST} (nor a snapshot's manifest.json); {needs}"
+        ) from None
+    except ValueError as err:  # json.JSONDecodeError
+        raise InputError(f"--models: {manifest_path} is not valid JSON ({err}); {needs}") from None
+    try:
         architecture, entries = manifest["architecture"], manifest["models"]
         num_classes = int(manifest["num_classes"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise InputError(
-            f"--models: {manifest_path} is missing or lacks {err}; it needs architecture, num_classes and models "
-            "(one entry per checkpoint)"
-        ) from None
+    except KeyError as err:
+        raise InputError(f"--models: {manifest_path} lacks {err}; {needs}") from None
+    except (ValueError, TypeError):
+        raise InputError(f"--models: {manifest_path}: num_classes must be a whole number; {needs}") from None
     if architecture not in architectures.ARCHITECTURES:
         raise InputError(f"--models: {manifest_path} names architecture {architecture!r}; "
                          f"choose one of {', '.join(architectures.ARCHITECTURES)}")  # fmt: skip
@@ -228,10 +245,32 @@ def from_checkpoint_folder(path: Path) -> tuple[list[GivenModel], str]:
             model = architectures.build(spec)
             state = {**{k: v for k, v in model.state_dict().items() if k.startswith("normalize.")}, **state}
             model = fit_to_state(model, state)
-            model.load_state_dict(state)
         except Exception as err:  # noqa: BLE001 - any checkpoint that does not load is reported in one line
+            first = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
             raise InputError(f"--models: {file} does not load into {architecture} ({type(err).__name__}: "
-                             f"{str(err)[:120]})") from None  # fmt: skip
+                             f"{first})") from None  # fmt: skip
+        missing = [k for k in model.state_dict() if k not in state]
+        if missing:
+            masks = [k for k in missing if k.endswith("weight_mask")]
+            what = (
+                f"prunescope's weight_mask buffers ({len(masks)}, e.g. {masks[0]}): a plain state dict needs a "
+                "weight_mask beside each conv and linear weight (True where the weight is kept), or give the "
+                "models through a models file"
+                if masks and len(masks) == len(missing)
+                else f"{len(missing)} of {architecture}'s keys ({', '.join(missing[:3])})"
+            )
+            raise InputError(f"--models: {file} lacks {what}")
+        try:
+            model.load_state_dict(state)
+        except Exception as err:  # noqa: BLE001
+            first = str(err).strip().splitlines()[0][:120]
+            raise InputError(f"--models: {file} does not load into {architecture} ({first})") from None
+        outputs = model.classifier.out_features
+        if outputs != num_classes:
+            raise InputError(
+                f"--models: {manifest_path} says num_classes {num_classes}, but {file.name}'s classifier has {outputs} "
+                "outputs; give the number of classes the checkpoints were trained for"
+            )
         parent = entry.get("parent_id", model_id)
         try:
             numbers = int(entry.get("seed", 0)), float(entry.get("train_epochs", 0))

@@ -322,3 +322,48 @@ def test_roles_validate_would_reject_are_refused_up_front(tmp_path, case):
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line and message in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py"]
+
+
+def test_a_checkpoint_folder_a_user_gets_wrong_is_one_line_that_says_what_to_do(tmp_path):
+    from compute import models
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    spec = models.ModelSpec("conv4", 10, (0.5,) * 3, (0.25,) * 3)
+    state = models.build(spec).state_dict()
+    plain = {k: v for k, v in state.items() if not k.endswith("weight_mask")}  # a state dict of plain torch
+    torch.save(plain, folder / "plain.pt")
+    torch.save(state, folder / "whole.pt")
+    cases = {
+        "no manifest": (None, "holds no models.json"),
+        "bad json": ("{architecture: conv4", "is not valid JSON"),
+        "no models": ({"architecture": "conv4", "num_classes": 10}, "lacks 'models'"),
+        "no masks": (
+            {"architecture": "conv4", "num_classes": 10, "models": [{"model_id": "p", "checkpoint": "plain.pt"}]},
+            "plain.pt lacks prunescope's weight_mask buffers (",
+        ),
+        "classes": (
+            {"architecture": "conv4", "num_classes": 100, "models": [{"model_id": "w", "checkpoint": "whole.pt"}]},
+            "says num_classes 100, but whole.pt's classifier has 10 outputs",
+        ),
+    }
+    for case, (manifest, message) in cases.items():
+        (folder / "models.json").unlink(missing_ok=True)
+        if manifest is not None:
+            (folder / "models.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+        result = run_cli_here("evaluate", "--models", str(folder), "--out", str(tmp_path / "out"))
+        line = result.stderr.strip()
+        assert result.returncode == 2 and len(line.splitlines()) == 1 and message in line, (case, line)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_models_source_that_is_not_there_or_returns_a_dict_is_one_line(tmp_path):
+    result = run_cli_here("evaluate", "--models", str(tmp_path / "no_such_folder"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "no_such_folder does not exist" in result.stderr, result.stderr
+    assert "ModuleNotFoundError" not in result.stderr
+    (tmp_path / "d.py").write_text(
+        "from torch import nn\ndef models():\n    return {'a': nn.Sequential(nn.Flatten(), nn.Linear(3072, 10))}\n"
+    )
+    result = run_cli_here("evaluate", "--models", str(tmp_path / "d.py"), "--out", str(tmp_path / "out"))
+    line = result.stderr.strip()
+    assert result.returncode == 2 and len(line.splitlines()) == 1 and "(got a dict with keys a)" in line, line
