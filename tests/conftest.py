@@ -16,12 +16,28 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"
 
 
+WRITERS = ("compute", "evaluate", "merge", "synth")
+
+
+def check_what_it_wrote(args: tuple[str, ...], result: subprocess.CompletedProcess, cwd: Path | None) -> None:
+    """Every snapshot a command of the tests writes passes validate: the check runs after each
+    successful compute, evaluate, merge and synth, on its --out."""
+    if result.returncode != 0 or not args or args[0] not in WRITERS or "--out" not in args:
+        return
+    from compute.validate import check_snapshot
+
+    out = Path(args[args.index("--out") + 1])
+    check_snapshot(out if out.is_absolute() else (cwd or REPO) / out)  # raises on the first violation
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`prunescope ARGS` in a subprocess, as a user runs it."""
+    """`prunescope ARGS` in a subprocess, as a user runs it; what it writes is validated."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "compute", *args], capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=600
     )
+    check_what_it_wrote(args, result, cwd)
+    return result
 
 
 def run_cli_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -40,7 +56,9 @@ def run_cli_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
                 code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
     finally:
         os.chdir(here)
-    return subprocess.CompletedProcess(["prunescope", *args], code, out.getvalue(), err.getvalue())
+    result = subprocess.CompletedProcess(["prunescope", *args], code, out.getvalue(), err.getvalue())
+    check_what_it_wrote(args, result, cwd)
+    return result
 
 
 def relu_rates_by_hooks(module, images) -> tuple[float, float]:
