@@ -821,29 +821,8 @@ def parallel_geometry(
     return figure
 
 
-def parallel_geometry_pair(
-    panels: list[tuple[pl.DataFrame, str]], class_names: list[str], label: int, title: str,
-    ranges: dict[str, list[float]],
-) -> go.Figure:
-    """Two models' global geometry in one figure, one above the other on the same axes, each panel
-    (rows, heading) coloured right or wrong. One figure, not two: each parcoords figure costs the
-    browser its own WebGL canvases, and two of them doubled the page's drawing time."""
-    figure = go.Figure()
-    gap, count = 0.16, len(panels)
-    height = (1 - gap * (count - 1)) / count
-    for i, (rows, heading) in enumerate(panels):
-        top = 1 - i * (height + gap)
-        figure.add_trace(_parcoords(rows, class_names, label, "correct", ranges, domain=[top - height, top],
-                                    scale=i == 0))  # fmt: skip
-        figure.add_annotation(text=f"<b>{heading}</b>", x=0, y=top + 0.1, xref="paper", yref="paper",
-                              xanchor="left", yanchor="bottom", showarrow=False, font={"size": 13})  # fmt: skip
-    figure.update_layout(**{**LAYOUT, "margin": {"l": 50, "r": 40, "t": 110, "b": 30}}, title=title, height=820)
-    return figure
-
-
 def _parcoords(
-    rows: pl.DataFrame, class_names: list[str], label: int, colour: str, ranges: dict[str, list[float]],
-    domain: list[float] | None = None, scale: bool = True,
+    rows: pl.DataFrame, class_names: list[str], label: int, colour: str, ranges: dict[str, list[float]]
 ) -> go.Parcoords:
     columns = [f"angle_{c}" for c in range(len(class_names))] + list(GLOBAL_TITLES)
     if colour == "correct":  # the wrong ones drawn last, on top
@@ -863,12 +842,12 @@ def _parcoords(
         line = {
             "color": rows["correct"].cast(pl.Int8).to_list(),
             "colorscale": [[0, "#D55E00"], [0.5, "#D55E00"], [0.5, "#0F766E"], [1, "#0F766E"]],
-            "cmin": 0, "cmax": 1, "showscale": scale,
+            "cmin": 0, "cmax": 1, "showscale": True,
             "colorbar": {"title": {"text": "clean"}, "tickvals": [0, 1], "ticktext": ["wrong", "right"]},
         }  # fmt: skip
     else:
         line = {
-            "color": rows["sparsity"].to_list(), "colorscale": "Viridis", "cmin": 0, "cmax": 1, "showscale": scale,
+            "color": rows["sparsity"].to_list(), "colorscale": "Viridis", "cmin": 0, "cmax": 1, "showscale": True,
             "colorbar": {"title": {"text": "sparsity"}, "tickformat": ".0%"},
         }  # fmt: skip
-    return go.Parcoords(dimensions=dimensions, line=line, **({"domain": {"y": domain}} if domain else {}))
+    return go.Parcoords(dimensions=dimensions, line=line)

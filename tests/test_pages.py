@@ -31,7 +31,7 @@ PAGES = {
     "views/fragile.py": ("Fragile samples", []),
     "views/sample.py": ("Sample detail", ["every model's verdict"]),
     "views/embedding.py": ("Embedding", ["Clean features of"]),
-    "views/global_geometry.py": ("Global geometry", ["on clean images"]),
+    "views/global_geometry.py": ("Global geometry", ["(dense parent):", "(pruned):"]),
     "views/potential.py": ("Prune potential", ["Prune potential within", "Excess error per model"]),
     "views/classes.py": ("Per class", ["Accuracy per class"]),
     "views/modelmap.py": ("Model map", ["Model map (PCA"]),

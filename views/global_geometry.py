@@ -55,17 +55,14 @@ if per == "sample":
     parts = [drawn.filter(pl.col("model_id") == m) for m in pair]
     axes = [c for c in rows.columns if c.startswith("angle_")] + list(queries.GLOBAL_AXES)
     ranges = figures.axis_ranges(parts, axes)
-    headings = [
-        f"{model_id} ({'dense parent' if model_id == pair[0] else 'pruned'}): {part.height} samples"
-        for model_id, part in zip(pair, parts, strict=True)
-    ]
-    st.plotly_chart(
-        figures.parallel_geometry_pair(
-            list(zip(parts, headings, strict=True)), class_names, label,
-            f"Class {class_names[label]}: {pair[0]} against {pair[1]}, on clean images", ranges,
-        ),
-        width="stretch", key="global_pair",
-    )  # fmt: skip
+    # two figures: plotly draws the lines of only one parcoords trace per figure
+    for model_id, part in zip(pair, parts, strict=True):
+        kind = "dense parent" if model_id == pair[0] else "pruned"
+        title = f"{model_id} ({kind}): {part.height} samples of class {class_names[label]}"
+        st.plotly_chart(
+            figures.parallel_geometry(part, class_names, label, "correct", title, ranges),
+            width="stretch", key=f"global_{kind}",
+        )  # fmt: skip
     ui.subset_note(rows, snapshot, of_class=label)
     if dropped:
         st.caption(f"{dropped} rows with a zero feature vector (no angle to any class) are left out.")
