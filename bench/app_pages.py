@@ -19,7 +19,6 @@ Run: python bench/app_pages.py [--data data] [--repeats 3] [--pages overview,met
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import sys
@@ -30,6 +29,8 @@ from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from machine import cpu_model  # noqa: E402 - bench/ is the script's folder
+
 from tests.test_browser import ARGS, CHROMIUM, READY, start_server  # noqa: E402 - the browser test's server
 
 PAGES = {
@@ -87,14 +88,6 @@ def visits(browser, path: str, repeats: int, **server) -> tuple[float, float]:
     return cold, warm
 
 
-def cpu_model() -> str:
-    """The processor's name, as lscpu gives it: figures are compared within one run, named by machine."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO / "data"), help="data root holding the demo (default data/)")
@@ -109,7 +102,7 @@ def main() -> None:
         one_chart.write_text(ONE_CHART)
         framework = visits(browser, "", args.repeats, data=empty)
         floor = visits(browser, "", args.repeats, data=empty, script=one_chart)
-        print(f"machine: {cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, chromium headless "
+        print(f"machine: {cpu_model()}, {platform.machine()}, chromium headless "
               "(software rendering)")  # fmt: skip
         print(f"baseline, no snapshot: cold {framework[0]:.2f} s, warm {framework[1]:.2f} s")
         print(f"baseline, one-chart app: cold {floor[0]:.2f} s, warm {floor[1]:.2f} s")

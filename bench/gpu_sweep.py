@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `compute` imports without an install (spawned workers too)
 
+from machine import cpu_model  # noqa: E402 - bench/ is the script's folder
+
 NO_GPU = "no GPU: bench/gpu_sweep.py needs a CUDA device"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -53,16 +55,6 @@ VARIANTS = ("sweep", "no-aug", "bare")
 ALL_COMBOS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))  # (precision, channels_last)
 BENCHMARK_COMBOS = (("fp32", False), ("bf16", True))
 SMOKE_SIZES = {"n_images": 64, "batch": 8, "eval_batch": 16}  # --cpu-smoke: tiny, to check the code paths
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
 
 
 # --- one model -----------------------------------------------------------------------------

@@ -61,6 +61,16 @@ def run_cli_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
     return result
 
 
+def assert_refused(result: subprocess.CompletedProcess, *words: str) -> str:
+    """A command refused its input as the project promises: exit 2 and one line, no traceback,
+    holding every one of `words`. Returns the line."""
+    line = result.stderr.strip()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(line.splitlines()) == 1 and "Traceback" not in line, line
+    assert all(w in line for w in words), line
+    return line
+
+
 def relu_rates_by_hooks(module, images) -> tuple[float, float]:
     """(dead_relu, dynamic_dead_relu) of `module` on `images`, recomputed with plain torch: one
     forward keeping the output of every application of every nn.ReLU; the share of units at

@@ -223,14 +223,20 @@ def test_an_image_folder_and_an_npz_go_through_compute_end_to_end(tmp_path, kind
         assert manifest["corruptions"]["spatial_scale"] == 40 / 32
 
 
+def write_npz(path, y_train=None, y_test=None, size=(8, 8), **arrays):
+    """An npz data set of 12 random images in each split, three classes unless labels are given."""
+    x = np.random.default_rng(0).integers(0, 256, (12, *size, 3), dtype=np.uint8)
+    three = np.arange(12) % 3
+    split = {"x_train": x, "y_train": three if y_train is None else y_train, "x_test": x}
+    np.savez(path, **{**split, "y_test": three if y_test is None else y_test, **arrays})
+    return path
+
+
 def test_npz_files_a_user_gets_wrong_are_one_line_each(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
-    path = tmp_path / "d.npz"
-    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x[:0], y_test=np.arange(0))
+    path = write_npz(tmp_path / "d.npz", x_test=np.zeros((0, 8, 8, 3), np.uint8), y_test=np.arange(0))
     with pytest.raises(DataError, match="x_test holds no image"):
         load(DataSpec("npz", 0, 0, root=str(path)))
-    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.arange(12) % 3)
+    write_npz(path)
     path.write_bytes(path.read_bytes()[:300])  # cut short
     with pytest.raises(DataError, match="cut short or not a zip archive"):
         load(DataSpec("npz", 0, 0, root=str(path)))
@@ -238,19 +244,16 @@ def test_npz_files_a_user_gets_wrong_are_one_line_each(tmp_path):
     with pytest.raises(DataError, match="not a zip archive of arrays") as caught:
         load(DataSpec("npz", 0, 0, root=str(path)))
     assert "pickled" not in str(caught.value)
-    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.arange(12) % 3, classes=np.array(["a"]))
+    write_npz(path, classes=np.array(["a"]))
     with pytest.raises(DataError, match="`classes` names 1 classes, but the labels go up to 2 \\(3 classes\\)"):
         load(DataSpec("npz", 0, 0, root=str(path)))
 
 
 def test_a_single_class_is_refused_at_load(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
-    path = tmp_path / "one.npz"
-    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.zeros(12, dtype=np.int64))
+    path = write_npz(tmp_path / "one.npz", y_test=np.zeros(12, dtype=np.int64))
     with pytest.raises(DataError, match="the test split of .* holds 1 class only; .* at least two classes"):
         load(DataSpec("npz", 0, 0, root=str(path)))
-    np.savez(path, x_train=x, y_train=np.zeros(12, dtype=np.int64), x_test=x, y_test=np.arange(12) % 3)
+    write_npz(path, y_train=np.zeros(12, dtype=np.int64))
     with pytest.raises(DataError, match="the training split of .* holds 1 class only"):
         load(DataSpec("npz", 0, 0, root=str(path)))
 
@@ -258,10 +261,7 @@ def test_a_single_class_is_refused_at_load(tmp_path):
 def test_an_architecture_that_pools_small_images_away_is_one_line(tmp_path):
     from tests.conftest import run_cli_here
 
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (12, 7, 9, 3), dtype=np.uint8)
-    path = tmp_path / "small.npz"
-    np.savez(path, x_train=x, y_train=np.arange(12) % 3, x_test=x, y_test=np.arange(12) % 3)
+    path = write_npz(tmp_path / "small.npz", size=(7, 9))
     result = run_cli_here("compute", "--preset", "tiny", "--dataset", "npz", "--data-root", str(path),
                           "--architecture", "conv8", "--out", str(tmp_path / "out"))  # fmt: skip
     line = result.stderr.strip()

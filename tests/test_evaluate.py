@@ -16,7 +16,7 @@ from torch import nn
 from compute import schema
 from compute.data import DataSpec, load
 from compute.snapshot import scan_metrics
-from tests.conftest import REPO, relu_rates_by_hooks, run_cli, run_cli_here
+from tests.conftest import REPO, assert_refused, relu_rates_by_hooks, run_cli, run_cli_here
 from tests.test_data import write_cifar10
 
 EXAMPLE = REPO / "examples" / "my_models.py"
@@ -171,9 +171,7 @@ def test_bad_models_get_one_line_and_write_nothing(cifar, tmp_path, case):
         "--models", str(tmp_path / "bad.py"), "--dataset", "cifar10", "--data-root", str(cifar),
         "--corruptions", "fog", "--severities", "1", "--out", str(out),
     )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    line = result.stderr.strip()
-    assert len(line.splitlines()) == 1 and "Traceback" not in line and message in line, line
+    assert_refused(result, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py"]
 
 
@@ -318,9 +316,7 @@ def test_roles_validate_would_reject_are_refused_up_front(tmp_path, case):
     source, message = ROLE_CASES[case]
     (tmp_path / "bad.py").write_text(NET + source)
     result = run_cli_here("evaluate", "--models", str(tmp_path / "bad.py"), "--out", str(tmp_path / "out"))
-    assert result.returncode == 2, result.stderr
-    line = result.stderr.strip()
-    assert len(line.splitlines()) == 1 and "Traceback" not in line and message in line, line
+    assert_refused(result, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py"]
 
 

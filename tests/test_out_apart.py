@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from compute import schema
+from tests.conftest import assert_refused as refused
 from tests.conftest import run_cli, run_cli_here
 
 
@@ -26,13 +27,6 @@ def with_checkpoints(snapshot_copy) -> Path:
     folder.mkdir()
     (folder / "dense-s0.pt").write_bytes(b"the user's weights")
     return snapshot_copy
-
-
-def refused(result, *words: str) -> None:
-    assert result.returncode == 2, result.stdout + result.stderr
-    line = result.stderr.strip()
-    assert len(line.splitlines()) == 1 and "Traceback" not in line, line
-    assert all(w in line for w in words), line
 
 
 def test_evaluate_never_replaces_its_own_models_source(with_checkpoints):

@@ -452,12 +452,32 @@ def test_overview_follows_the_family_and_severity_filters(monkeypatch, demo):
         {"methods": "imp,snip"},  # dense unselected
         {"methods": "magnitude", "sparsity": "0.9-0.9"},  # one model
         {"methods": "x\u00b2", "sparsity": "a-b", "families": "\u00b2", "severities": "-1", "snapshot": "\u00b2",
-         "sample": "-3", "fragile_view": "\u00b2"},  # fmt: skip
+         "sample": "-3", "fragile_view": "\u00b2", "overview_view": "\u00b2", "corruptions_view": "x",
+         "geometry_view": "-1", "sample_view": "\u00b2"},  # fmt: skip
     ],
     ids=["dense-unselected", "one-model", "nonsense-everywhere"],
 )
 def test_every_page_opens_without_dense_with_one_model_and_with_nonsense(monkeypatch, path, query):
     page(monkeypatch, path, query=query)
+
+
+#: the pages whose sections are tabs that only run when open, and their tabs
+TABS = {
+    "views/overview.py": ("overview_view", ["Against sparsity", "By corruption family"]),
+    "views/corruptions.py": ("corruptions_view", ["Severity curves", "Redundant corruptions", "Similar models"]),
+    "views/geometry.py": ("geometry_view", ["Angle and length", "How pruning moved each sample", "Class directions"]),
+    "views/sample.py": ("sample_view", ["Under each corruption", "Where the models look", "Across severities"]),
+    "views/fragile.py": ("fragile_view", ["Corruption-fragile", "Pruning identified exemplars", "Robust"]),
+}
+
+
+@pytest.mark.parametrize("path,key,tab", [(p, k, t) for p, (k, tabs) in TABS.items() for t in tabs])
+@pytest.mark.parametrize(
+    "query", [{"methods": "imp,snip"}, {"methods": "magnitude", "sparsity": "0.9-0.9"}], ids=["no-dense", "one-model"]
+)
+def test_every_tab_opens_without_dense_and_with_one_model(monkeypatch, path, key, tab, query):
+    at = page(monkeypatch, path, query={**query, key: tab})
+    assert not [c for c in texts(at, "caption") if f"{key}=" in c], "the tab was found"
 
 
 def test_values_the_address_cannot_use_are_named_in_a_notice(monkeypatch):

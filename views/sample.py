@@ -20,8 +20,9 @@ samples = snapshot.samples.sort("sample_id")
 ids = samples["sample_id"].to_list()
 known = set(ids)
 queue = [s for s in st.session_state.get("sample_queue", []) if s in known]
-with_images = set(store.thumbnail_samples(snapshot))
-with_maps = set(store.occlusion_samples(snapshot))
+# read once per snapshot version, not on every rerun of the page
+with_images = set(store.cached(store.thumbnail_samples, snapshot))
+with_maps = set(store.cached(store.occlusion_samples, snapshot))
 wanted = ui.requested_sample(ids)
 names = dict(zip(samples["sample_id"], samples["class_name"], strict=True))
 queued = set(queue)
