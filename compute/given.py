@@ -168,27 +168,53 @@ def from_function(source: str) -> tuple[list[GivenModel], str]:
 
 def from_snapshot(path: Path) -> tuple[list[GivenModel], str]:
     """The models of a snapshot written with --checkpoints, with the metadata it recorded."""
-    manifest = read_manifest(path)
-    config, notes = manifest.get("config", {}), manifest.get("model_notes", {})
-    policy = LayerPolicy(bool(config.get("prune_first_layer")), bool(config.get("prune_last_layer")))
     if not (path / schema.CHECKPOINTS_DIR).is_dir():
         raise InputError(f"--models: {path} holds no checkpoints/; recompute it with --checkpoints")
     rows = pl.read_parquet(path / schema.MODELS)
+    return [snapshot_model(path, row) for row in rows.iter_rows(named=True)], f"checkpoints of {path}"
+
+
+def snapshot_model(path: Path, row: dict) -> GivenModel:
+    """One model of a snapshot's checkpoints (`row`: its models.parquet row), with what it recorded."""
+    manifest = read_manifest(path)
+    config, notes = manifest.get("config", {}), manifest.get("model_notes", {})
+    policy = LayerPolicy(bool(config.get("prune_first_layer")), bool(config.get("prune_last_layer")))
+    try:
+        model = load_model(path, row["model_id"])
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is reported in one line
+        file = path / schema.CHECKPOINTS_DIR / f"{row['model_id']}.pt"
+        raise InputError(f"--models: {file} does not load ({type(err).__name__}: {str(err)[:120]})") from None
+    return GivenModel(
+        row["model_id"], model, row["method"], row["family"], row["target_sparsity"], row["seed"],
+        row["parent_id"], "classifier", float(row["train_epochs"]), policy,
+        notes.get(row["model_id"], {}).get("kept_filters"),
+    )  # fmt: skip
+
+
+def parents_in_snapshot(models: list[GivenModel], snapshot: Path, held: pl.DataFrame) -> list[GivenModel]:
+    """The dense parents that given models name and the snapshot they are added to holds
+    (`held`: its models.parquet rows), loaded from its checkpoints: the weights a child's
+    sparsity and distance are measured against. InputError when the snapshot kept none."""
+    ids = {m.model_id for m in models}
+    rows = {row["model_id"]: row for row in held.iter_rows(named=True)}
     out = []
-    for row in rows.iter_rows(named=True):
-        try:
-            model = load_model(path, row["model_id"])
-        except Exception as err:  # noqa: BLE001 - a damaged or foreign checkpoint is reported in one line
-            file = path / schema.CHECKPOINTS_DIR / f"{row['model_id']}.pt"
-            raise InputError(f"--models: {file} does not load ({type(err).__name__}: {str(err)[:120]})") from None
-        out.append(
-            GivenModel(
-                row["model_id"], model, row["method"], row["family"], row["target_sparsity"], row["seed"],
-                row["parent_id"], "classifier", float(row["train_epochs"]), policy,
-                notes.get(row["model_id"], {}).get("kept_filters"),
-            )  # fmt: skip
-        )
-    return out, f"checkpoints of {path}"
+    for parent_id in sorted({m.parent_id for m in models} - ids):
+        if parent_id not in rows:
+            continue  # load_given names it
+        child = next(m.model_id for m in models if m.parent_id == parent_id)
+        row = rows[parent_id]
+        if row["parent_id"] != parent_id:
+            raise InputError(
+                f"--models: {child}'s parent {parent_id} in {snapshot} is not a dense model (its parent is "
+                f"{row['parent_id']}); a pruned model's parent_id names a model whose parent is itself"
+            )
+        if not (snapshot / schema.CHECKPOINTS_DIR / f"{parent_id}.pt").is_file():
+            raise InputError(
+                f"--models: {child}'s parent {parent_id} is in {snapshot}, but not its weights (it was written "
+                f"without --checkpoints); give {parent_id} in --models too and pass --replace"
+            )
+        out.append(snapshot_model(snapshot, row))
+    return out
 
 
 FOLDER_MANIFEST = "models.json"
@@ -288,8 +314,10 @@ def from_checkpoint_folder(path: Path) -> tuple[list[GivenModel], str]:
     return out, f"checkpoints in {path}"
 
 
-def load_given(source: str) -> tuple[list[GivenModel], str]:
-    """The models of a source, checked: unique ids, parents among them. InputError otherwise."""
+def load_given(source: str, existing=None) -> tuple[list[GivenModel], list[GivenModel], str]:
+    """The models of a source, checked: unique ids, each parent among them or a dense model of
+    the snapshot they are added to (`existing`, a grow.Existing), which comes back loaded as
+    the second item. InputError otherwise."""
     path = Path(source).expanduser()
     if path.is_dir():
         models, where = from_snapshot(path) if (path / schema.MANIFEST).is_file() else from_checkpoint_folder(path)
@@ -309,22 +337,24 @@ def load_given(source: str) -> tuple[list[GivenModel], str]:
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
         raise InputError(f"--models: model id {twice[0]!r} is given twice by {where}; give each model once")
+    parents = parents_in_snapshot(models, existing.path, existing.models) if existing is not None else []
+    known = ids + [p.model_id for p in parents]
     for model in models:
-        if model.parent_id not in ids:
+        if model.parent_id not in known:
             raise InputError(
                 f"--models: {model.model_id}'s parent_id {model.parent_id!r} is not among the models "
-                f"({', '.join(ids[:5])}); give the dense parent too"
+                f"({', '.join(ids[:5])}{' or the snapshot added to' if parents else ''}); give the dense parent too"
             )
-    check_roles(models)
-    return models, where
+    check_roles(models, parents)
+    return models, parents, where
 
 
-def check_roles(models: list[GivenModel]) -> None:
+def check_roles(models: list[GivenModel], parents: list[GivenModel] = ()) -> None:
     """What validate holds every snapshot to, checked before any work: a target sparsity in [0, 1];
     a pruned model's parent is a dense model (one whose parent is itself), so no cycle and no chain;
     and a pruned model has no more nonzero weights than its parent has weights (its sparsity, 1 -
     nonzero / the parent's weights, would be negative)."""
-    by_id = {m.model_id: m for m in models}
+    by_id = {m.model_id: m for m in [*parents, *models]}
     for model in models:
         target = model.target_sparsity
         if target is not None and not 0.0 <= target <= 1.0:  # NaN fails both comparisons
@@ -385,18 +415,34 @@ def find_head(module: nn.Module, probe: torch.Tensor, model_id: str, head: str |
         head = linear[-1] if linear else None
     elif head not in modules:
         raise InputError(f"--models: {model_id} has no layer named {head!r} (its 'head'); name its final nn.Linear")
+    elif not isinstance(modules[head], nn.Linear):
+        raise InputError(
+            f"--models: {model_id}'s 'head' {head!r} is a {type(modules[head]).__name__}, not an nn.Linear; "
+            "name the final nn.Linear, the layer whose input is the feature vector"
+        )
     last_name = order[-1][0] if order else "nothing"
     last = f"{type(modules[last_name]).__name__} {last_name!r}" if order else "no layer"
-    if head is None or not isinstance(modules[head], nn.Linear):
+    if head is None:
         raise InputError(
-            f"--models: {model_id} has no final nn.Linear (its last layer is {last}); give the name of the linear "
-            "layer whose input is the feature vector as 'head'"
+            f"--models: {model_id} has no nn.Linear (its last layer is {last}); prunescope needs models whose "
+            "last operation is a linear classifier on a feature vector"
         )
-    outputs = [out for name, out in order if name == head]
-    if not outputs or outputs[-1].shape != logits.shape or not torch.allclose(outputs[-1], logits):
+
+    def gives_output(name: str) -> bool:
+        outputs = [out for n, out in order if n == name]
+        return bool(outputs) and outputs[-1].shape == logits.shape and torch.allclose(outputs[-1], logits)
+
+    if not gives_output(head):
+        linear = [name for name, _ in order if isinstance(modules[name], nn.Linear) and gives_output(name)]
+        if linear:  # another linear layer computes the output: naming it helps
+            advice = f"give {linear[-1]!r} as 'head'"
+        elif last_name != head:
+            advice = f"return the logits of {head!r}, without the {last} that follows it (a softmax, say)"
+        else:
+            advice = f"its forward changes {head!r}'s output after it (a softmax, say): return the logits themselves"
         raise InputError(
             f"--models: {model_id}'s output is not that of its linear layer {head!r} (its last layer is {last}); "
-            "prunescope needs models whose last operation is the classifier: give that layer as 'head'"
+            f"prunescope needs models whose last operation is the classifier: {advice}"
         )
     return head
 
@@ -404,11 +450,27 @@ def find_head(module: nn.Module, probe: torch.Tensor, model_id: str, head: str |
 def ready(given: GivenModel, probe: torch.Tensor, num_classes: int) -> HeadedModel:
     """The given model with its head found and its output width checked on `probe`."""
     module = given.module.eval()
+    broken = [name for name, t in [*module.named_parameters(), *module.named_buffers()]
+              if t.is_floating_point() and not torch.isfinite(t).all()]  # fmt: skip
+    if broken:
+        raise InputError(
+            f"--models: {given.model_id}'s {broken[0]} holds NaN or infinite values"
+            f"{f' (and {len(broken) - 1} more tensors)' if len(broken) > 1 else ''}; check how it was trained or saved"
+        )
     head = find_head(module, probe, given.model_id, given.head)
     width = module.get_submodule(head).out_features
     if width != num_classes:
         raise InputError(
             f"--models: {given.model_id} has {width} outputs; the data set has {num_classes} classes"
+        )
+    rows = module.get_submodule(head).weight.detach()
+    same = [(a, b) for a in range(width) for b in range(a + 1, width) if torch.equal(rows[a], rows[b])]
+    if same:  # no decision boundary between them: the geometric margin would be infinite
+        (a, b), more = same[0], f" (and {len(same) - 1} more pairs)" if len(same) > 1 else ""
+        raise InputError(
+            f"--models: {given.model_id}'s classifier {head!r} has the same weights for classes {a} and {b}{more} "
+            "(all pruned, say); prunescope measures distances to the boundaries between class directions, "
+            "so keep at least one weight that tells them apart"
         )
     return HeadedModel(module, head).eval()
 
@@ -423,8 +485,9 @@ class GivenSweep:
     """The given models, each made ready and recorded as it is handed on for evaluation;
     what an interrupted run evaluated is skipped."""
 
-    def __init__(self, given: list[GivenModel], dataset, work, device: torch.device):
+    def __init__(self, given: list[GivenModel], dataset, work, device: torch.device, parents: list[GivenModel] = ()):
         self.given, self.dataset, self.work, self.device = given, dataset, work, device
+        self.parents = list(parents)  # dense models of the snapshot added to, not evaluated again
         self.fingerprints: dict[str, str] = {}  # no dense model of ours was pruned
 
     def method_table(self) -> dict[str, dict]:
@@ -436,16 +499,19 @@ class GivenSweep:
     def models(self) -> Iterator[Trained]:
         probe = to_float(self.dataset.test_images[:2])
         classes = self.dataset.num_classes
-        parents = {m.model_id: m for m in self.given}
+        parents = {m.model_id: m for m in [*self.parents, *self.given]}
         for given in self.given:
             if self.work.evaluated(given.model_id):
                 continue
             model = ready(given, probe, classes)
             parent = parents[given.parent_id].module
             counts = layer_counts(model.module, self.dataset.image_shape)
-            if given.policy is not None:  # as the compute step measured it: over the prunable layers
-                sparsity = prunable_sparsity(model.module, parent, given.policy)
-                prunable = {name for name, _ in prunable_layers(model.module, given.policy)}
+            # a model of a prunescope snapshot, or a child of one's dense model, is measured as the
+            # compute step measured its sweep: over the prunable layers of the snapshot's policy
+            policy = given.policy if given.policy is not None else parents[given.parent_id].policy
+            if policy is not None:
+                sparsity = prunable_sparsity(model.module, parent, policy)
+                prunable = {name for name, _ in prunable_layers(model.module, policy)}
             else:
                 sparsity = 1.0 - weights(model)[1] / weights(parent)[0]
                 prunable = {count.layer for count in counts}

@@ -153,12 +153,13 @@ def run_given(
     cfg = resolve_config(cfg)
     models_path = source if Path(source).expanduser().exists() else source.rpartition(":")[0]
     check_output(out, overwrite, cfg, [("--models", models_path or None), ("--add-to", add_to)])
-    given, where = load_given(source)
-    planned = [PlannedModel(m.model_id, m.method, m.target_sparsity or 0.0, m.seed) for m in given]
     existing, keep = None, []
     if add_to:
         finish_interrupted_placement(add_to)
         existing = grow.read_existing(add_to)
+    given, parents, where = load_given(source, existing)
+    planned = [PlannedModel(m.model_id, m.method, m.target_sparsity or 0.0, m.seed) for m in given]
+    if existing is not None:
         keep = grow.check_new_ids(existing, [m.model_id for m in given], replace)
         cfg = grow.with_occlusion_of(existing, cfg)  # the given models are occluded as the kept ones were
         kept = existing.models.filter(pl.col("model_id").is_in(keep))
@@ -166,7 +167,7 @@ def run_given(
         planned += [PlannedModel(m.model_id, m.method, m.target_sparsity or 0.0, m.seed) for m in given]
 
     def given_sweep(dataset: data.Dataset, work: WorkFolder, device: torch.device) -> GivenSweep:
-        return GivenSweep(given, dataset, work, device)
+        return GivenSweep(given, dataset, work, device, parents)
 
     def described(sweep: GivenSweep) -> dict:
         # what evaluate used (the data, the conditions, how it evaluated), not compute's training settings

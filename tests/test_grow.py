@@ -11,7 +11,7 @@ import pytest
 
 from compute import schema
 from compute.snapshot import scan_metrics
-from tests.conftest import run_cli, run_cli_here
+from tests.conftest import assert_refused, run_cli, run_cli_here
 
 TINY = ("compute", "--preset", "tiny", "--thumbnail-samples", "4", "--occlusion-samples", "2", "--quiet")
 
@@ -172,3 +172,62 @@ def test_a_version_2_snapshot_is_not_grown(first, tmp_path):
     result = run_cli(*TINY, "--methods", "magnitude", "--add-to", str(old), "--out", str(out))
     assert result.returncode == 2 and "is a snapshot of schema version 2" in result.stderr, result.stderr
     assert "recompute it" in result.stderr and not out.exists()
+
+
+def test_evaluate_adds_a_child_of_a_dense_model_the_snapshot_holds(tmp_path):
+    """A new model may name a dense parent that the snapshot it is added to holds: its
+    sparsity and distance are measured against the parent's weights from the snapshot's
+    checkpoints; without checkpoints, or naming a pruned model, one line says what to do."""
+    import torch
+
+    from compute.checkpoints import load_model
+
+    base = tmp_path / "base"
+    assert run_cli(*TINY, "--methods", "dense,magnitude", "--sparsities", "0.5", "--checkpoints",
+                   "--out", str(base)).returncode == 0  # fmt: skip
+    (tmp_path / "child.py").write_text(
+        "import sys, torch\nfrom torch import nn\nfrom compute.checkpoints import load_model\n"
+        "def models():\n"
+        f"    net = load_model({str(base)!r}, 'dense-s0')\n"
+        "    with torch.no_grad():\n"
+        "        for m in net.modules():\n"
+        "            if isinstance(m, (nn.Conv2d, nn.Linear)):\n"
+        "                m.weight[m.weight.abs() < m.weight.abs().quantile(0.7)] = 0\n"
+        "    return [{'model_id': 'mine-70', 'model': net, 'parent_id': 'dense-s0', 'method': 'mine',\n"
+        "             'family': 'unstructured', 'target_sparsity': 0.7}]\n"
+    )
+    data = ("--dataset", "digits", "--n-test", "60", "--corruptions", "gaussian_noise,defocus_blur,contrast",
+            "--severities", "1,3", "--quiet")  # fmt: skip
+    grown = tmp_path / "grown"
+    child = ("evaluate", "--models", str(tmp_path / "child.py"), *data)
+    result = run_cli(*child, "--add-to", str(base), "--out", str(grown))
+    assert result.returncode == 0, result.stderr
+
+    # independently: the child's nonzero weights over the parent's, both over the layers the sweep
+    # prunes (its siblings' sparsity is measured so), and the distance over every conv and linear layer
+    parent = load_model(base, "dense-s0")
+    layers = [n for n, m in parent.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    weights = {n: parent.get_submodule(n).weight.detach().double() for n in layers}
+    cut = {n: torch.where(w.abs() < w.abs().quantile(0.7), 0.0, w) for n, w in weights.items()}
+    table = pl.read_parquet(base / schema.LAYERS).filter((pl.col("model_id") == "dense-s0") & pl.col("prunable"))
+    pruned = table["layer"].to_list()
+    assert 0 < len(pruned) < len(layers)  # the tiny preset keeps its first and last layer dense
+    total = sum(weights[n].numel() for n in pruned)
+    nonzero = sum(int((cut[n] != 0).sum()) for n in pruned)
+    distance = float(sum((cut[n] - weights[n]).square().sum() for n in layers).sqrt())
+    row = pl.read_parquet(grown / schema.MODELS).filter(pl.col("model_id") == "mine-70").row(0, named=True)
+    assert row["parent_id"] == "dense-s0" and row["target_sparsity"] == pytest.approx(0.7)
+    assert row["sparsity"] == pytest.approx(1 - nonzero / total, abs=1e-7)  # stored as float32
+    assert row["dist_dense"] == pytest.approx(distance, rel=1e-6)
+    kept = pl.read_parquet(base / schema.MODELS)["model_id"].to_list()
+    assert pl.read_parquet(grown / schema.MODELS)["model_id"].to_list() == [*kept, "mine-70"]
+
+    # a snapshot without the parent's weights, and a pruned model named as parent: one line each
+    bare = tmp_path / "bare"
+    assert run_cli(*TINY, "--methods", "dense,magnitude", "--sparsities", "0.5", "--out", str(bare)).returncode == 0
+    refused = run_cli_here(*child, "--add-to", str(bare), "--out", str(tmp_path / "x"))
+    assert_refused(refused, "dense-s0", "not its weights", "--checkpoints", "--replace")
+    (tmp_path / "child.py").write_text((tmp_path / "child.py").read_text().replace(
+        "'parent_id': 'dense-s0'", "'parent_id': 'magnitude-0.5-s0'"))  # fmt: skip
+    refused = run_cli_here(*child, "--add-to", str(base), "--out", str(tmp_path / "y"))
+    assert_refused(refused, "magnitude-0.5-s0", "not a dense model")

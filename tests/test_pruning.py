@@ -579,6 +579,12 @@ def test_l1_filter_records_the_dense_filters_it_kept(method_ctx):
         largest = sorted(torch.argsort(norms, descending=True)[: len(indices)].tolist())
         assert indices == largest  # the filters of largest L1 norm, in the dense order
         assert result.model.get_submodule(producer).out_channels == len(indices) == result.notes["channels"][producer]
+    # small_cnn has one conv that can lose filters (the one feeding the classifier keeps its width):
+    # the note says the model is that bottleneck, with the filters it kept of the dense width
+    ((producer, indices),) = kept.items()
+    width = method_ctx.dense.get_submodule(producer).out_channels
+    assert f"only {producer} can lose filters" in result.notes["bottleneck"]
+    assert f"keeps {len(indices)} of its {width}" in result.notes["bottleneck"] and len(indices) < width
 
 
 def test_l1_filter_needs_filter_groups():

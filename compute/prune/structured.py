@@ -169,6 +169,7 @@ class L1Filter(Method):
         groups = prunable_groups(model, set(names))
         fraction = fraction_for(model, groups, names, sparsity)
         keep = choose_filters(model, groups, fraction)
+        widths = {p: model.get_submodule(p).out_channels for p in keep}
         shrink(model, groups, keep)
         prune_seconds = time.perf_counter() - start
         result = ctx.fit(model, ctx.finetune, f"{self.name} {sparsity:g}")
@@ -178,4 +179,10 @@ class L1Filter(Method):
             # the dense filters each pruned conv kept, in order: where its weights sit in the dense shapes
             "kept_filters": {p: i.tolist() for p, i in keep.items()},
         }
+        if len(keep) == 1:  # the whole sparsity falls on one conv: a bottleneck, unlike the unstructured methods
+            (layer, kept), = keep.items()
+            notes["bottleneck"] = (
+                f"only {layer} can lose filters in this architecture, so it keeps {len(kept)} of its "
+                f"{widths[layer]}: this model's robustness is that bottleneck's"
+            )
         return PrunedModel(model, sparsity, prune_seconds, result.seconds, ctx.dense_epochs + result.epochs, notes)
