@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from compute import data, schema
+from compute import answers, data, schema
 from compute.config import ComputeConfig
 from compute.corrupted import ConditionImages
 from compute.occlusion import OcclusionPlan
@@ -177,6 +177,7 @@ def assemble(
             }
         ),
     )
+    writer.write_table(schema.ANSWERS, answers.from_metrics(writer.tmp, [r["model_id"] for r in records]))
     rows = len(records) * len(conditions) * len(sample_ids)
     timings = {**facts.timings, "write": time.perf_counter() - tick, "total": time.perf_counter() - started}
     manifest = {

@@ -24,6 +24,10 @@ from compute.workdir import EVALUATED_TABLES, WorkFolder
 MAY_DIFFER = ("methods", "sparsities", "shard", "checkpoints", "thumbnail_samples", "device")
 
 
+#: the oldest schema version a snapshot may have to be grown: every later table comes from its metrics/
+GROWABLE_FROM = 4
+
+
 @dataclasses.dataclass
 class Existing:
     path: Path
@@ -40,10 +44,10 @@ def read_existing(path: str | Path) -> Existing:
     manifest = read_manifest(path)
     if "shard" in manifest and manifest["shard"].get("count", 1) != 1:
         raise InputError(f"--add-to: {path} is one shard of a sweep; merge the shards first, then add to the merge")
-    if manifest["schema_version"] != schema.SCHEMA_VERSION:
+    if manifest["schema_version"] < GROWABLE_FROM:  # version 4 lacks only answers.parquet, made from metrics/
         raise InputError(
             f"--add-to: {path} is a snapshot of schema version {manifest['schema_version']}, without tables of "
-            f"version {schema.SCHEMA_VERSION} that need the models' weights; "
+            f"version {GROWABLE_FROM} that need the models' weights; "
             "recompute it with the command that wrote it, then add to it"
         )
     return Existing(path, manifest, pl.read_parquet(path / schema.MODELS))

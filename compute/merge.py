@@ -19,7 +19,7 @@ from compute.output import check_apart, check_target
 from compute.snapshot import SnapshotWriter, read_manifest
 from compute.validate import Violation, check_file_schema, metric_partitions
 
-PER_MODEL_TABLES = (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS)
+PER_MODEL_TABLES = (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS, schema.ANSWERS)
 SHARED_TABLES = (schema.CONDITIONS, schema.SAMPLES)
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
-#: versions a reader accepts (`table_schemas` says what each lacks): version 3 lacks the
-#: class angles of embedding.parquet and the dynamic dead-ReLU rate; version 2 also the per-layer table, the occlusion
-#: table and the model diagnostics of models.parquet
-READABLE_VERSIONS: tuple[int, ...] = (2, 3, 4)
+SCHEMA_VERSION = 5
+#: versions a reader accepts (`table_schemas` says what each lacks): version 4 lacks answers.parquet (the app
+#: computes it from metrics/); version 3 also the class angles of embedding.parquet and the dynamic dead-ReLU
+#: rate; version 2 also the per-layer table, the occlusion table and the model diagnostics of models.parquet
+READABLE_VERSIONS: tuple[int, ...] = (2, 3, 4, 5)
 
 MANIFEST = "manifest.json"
 MODELS = "models.parquet"
@@ -25,6 +25,7 @@ SUMMARY = "summary.parquet"
 CLASSES = "classes.parquet"
 EMBEDDING = "embedding.parquet"
 LAYERS = "layers.parquet"
+ANSWERS = "answers.parquet"  # per model and condition: correctness bits over the samples, clean predictions
 THUMBNAILS = "thumbnails.parquet"  # optional: corrupted images of a subset of samples
 OCCLUSION = "occlusion.parquet"  # optional: patch occlusion of the first thumbnail samples
 CHECKPOINTS_DIR = "checkpoints"  # optional: <model_id>.pt state dicts (torch.load(..., weights_only=True))
@@ -251,6 +252,16 @@ OCCLUSION_SCHEMA = pa.schema(
 )
 
 #: optional tables: written on request, checked when present
+#: answers.parquet (compute.answers): one row per model x condition
+ANSWERS_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("condition_id", pa.int16()),
+        ("correct", pa.binary()),  # bit i: correct on the i-th sample in sample_id order (numpy.packbits)
+        ("pred", pa.list_(pa.int16())),  # every sample's prediction, on clean conditions only (else null)
+    ]
+)
+
 OPTIONAL_SCHEMAS: dict[str, pa.Schema] = {THUMBNAILS: THUMBNAILS_SCHEMA, OCCLUSION: OCCLUSION_SCHEMA}
 
 #: file name -> schema for every single-file table of a snapshot.
@@ -262,16 +273,20 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     CLASSES: CLASSES_SCHEMA,
     EMBEDDING: EMBEDDING_SCHEMA,
     LAYERS: LAYERS_SCHEMA,
+    ANSWERS: ANSWERS_SCHEMA,
 }
 
 
 def table_schemas(version: int) -> dict[str, pa.Schema]:
-    """The single-file tables a snapshot of schema `version` must hold: version 3 has no
-    class angles in embedding.parquet and no dynamic_dead_relu in models.parquet; version 2
-    neither, nor layers.parquet, nor any diagnostics in models.parquet."""
-    if version >= 4:
+    """The single-file tables a snapshot of schema `version` must hold: version 4 has no
+    answers.parquet; version 3 neither, nor class angles in embedding.parquet, nor
+    dynamic_dead_relu in models.parquet; version 2 neither, nor layers.parquet, nor any
+    diagnostics in models.parquet."""
+    if version >= 5:
         return TABLE_SCHEMAS
-    older = dict(TABLE_SCHEMAS)
+    older = {name: table for name, table in TABLE_SCHEMAS.items() if name != ANSWERS}
+    if version == 4:
+        return older
     older[EMBEDDING] = pa.schema([f for f in EMBEDDING_SCHEMA if f.name != "angles"])
     older[MODELS] = pa.schema([f for f in MODELS_SCHEMA if f.name != "dynamic_dead_relu"])
     if version == 3:

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from compute import geometry, schema
+from compute import answers, geometry, schema
 from compute.config import InputError
 from compute.evaluate import clean_geometry
 from compute.occlusion import patch_corners
@@ -160,7 +161,7 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
     sample_ids = np.arange(spec.samples, dtype=np.int32)
     rows_total = spec.models * len(conditions) * spec.samples
     with SnapshotWriter(out, overwrite=overwrite) as writer:
-        class_rows, embedding_rows, summaries = [], [], []
+        class_rows, embedding_rows, summaries, answer_rows = [], [], [], []
         bar = tqdm(total=spec.models, desc="synth", unit="model", disable=not progress)
         for model_id, sparsity in models.select("model_id", "target_sparsity").iter_rows():
             weight = base_w + torch.randn(base_w.shape, generator=gen, dtype=torch.float64) * sparsity
@@ -184,6 +185,7 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
                     embedding_rows.append(clean_geometry(model_id, sample_ids, feats, weight, 23))
             table = pl.concat(frames)
             writer.write_metrics(model_id, table)
+            answer_rows.append(answers.model_answers(model_id, table, sample_ids, [0]))
             summaries.append(summarize(table.with_columns(pl.lit(model_id).alias("model_id"))))
             geo = geometry.class_geometry(weight, bias)
             class_rows.append(
@@ -227,6 +229,7 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
             ),
         )
         writer.write_table(schema.SUMMARY, summary)
+        writer.write_table(schema.ANSWERS, pa.concat_tables(answer_rows))
         writer.write_table(schema.CLASSES, pl.concat(class_rows))
         writer.write_table(schema.EMBEDDING, pl.concat(embedding_rows))
         writer.write_table(schema.CONDITIONS, pl.DataFrame([c.__dict__ for c in conditions]))

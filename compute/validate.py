@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -316,6 +317,8 @@ def check_snapshot(path: str | Path) -> dict:
     if len(bad) or set(per_model["model_id"]) != set(models["model_id"]):
         raise Violation(schema.EMBEDDING, "sample_id", "every model needs one point per sample", _rows(bad))
 
+    if version >= 5:
+        check_answers(path, models["model_id"].to_list(), conditions, samples, n_classes)
     if version >= 4:
         clean_angles = metrics.filter(pl.col("condition_id") == clean_id).select("model_id", "sample_id", "angle_true")
         check_class_angles(embedding, clean_angles.collect(), samples, n_classes)
@@ -335,6 +338,70 @@ def check_snapshot(path: str | Path) -> dict:
         "rows": n_models * n_conditions * n_samples,
         "schema_version": version,
     }
+
+
+#: per-sample rows of metrics/ that validate compares with answers.parquet; beyond it, an evenly spaced subset of models
+ANSWER_CHECK_ROWS = 20_000_000
+
+
+def check_answers(path: Path, model_ids: list[str], conditions: pl.DataFrame, samples: pl.DataFrame, n_classes: int):
+    """One row per model x condition; `correct` holds one bit per sample (zero padding) and
+    `pred` every sample's prediction on exactly the clean conditions; both agree with
+    metrics/ (for a large snapshot, on an evenly spaced subset of its models, listed in the
+    line of a disagreement)."""
+    table = pl.read_parquet(path / schema.ANSWERS)
+    n = samples.height
+    keys = table.select("model_id", "condition_id")
+    expected = pl.DataFrame({"model_id": model_ids}).join(conditions.select("condition_id"), how="cross")
+    if (
+        keys.height != expected.height
+        or keys.is_duplicated().any()
+        or len(expected.join(keys, on=keys.columns, how="anti"))
+    ):
+        raise Violation(schema.ANSWERS, "*", f"needs one row per model x condition ({expected.height})")
+    width = (n + 7) // 8
+    bad = table.filter(pl.col("correct").bin.size() != width)
+    if len(bad):
+        raise Violation(
+            schema.ANSWERS, "correct", f"must hold {width} bytes, one bit per sample", _rows(bad.select(keys.columns))
+        )
+    clean = conditions.filter(pl.col("corruption") == schema.CLEAN)["condition_id"].to_list()
+    on_clean = pl.col("condition_id").is_in(clean)
+    bad = table.filter(on_clean.ne(pl.col("pred").is_not_null()) | (on_clean & (pl.col("pred").list.len() != n)))
+    if len(bad):
+        raise Violation(
+            schema.ANSWERS,
+            "pred",
+            f"lists the {n} predictions on clean conditions only",
+            _rows(bad.select(keys.columns)),
+        )
+    per_model = n * conditions.height
+    checked = model_ids if len(model_ids) * per_model <= ANSWER_CHECK_ROWS else [
+        model_ids[i] for i in np.linspace(0, len(model_ids) - 1, max(1, ANSWER_CHECK_ROWS // per_model)).astype(int)
+    ]  # fmt: skip
+    order = np.sort(samples["sample_id"].to_numpy())
+    for model_id in dict.fromkeys(checked):
+        rows = (
+            pl.read_parquet(path / schema.metrics_partition(model_id) / "*.parquet",
+                            columns=["condition_id", "sample_id", "correct", "pred"])
+            .sort("condition_id", "sample_id")
+        )  # fmt: skip
+        mine = table.filter(pl.col("model_id") == model_id).sort("condition_id")
+        bits = np.frombuffer(b"".join(mine["correct"].to_list()), np.uint8).reshape(mine.height, width)
+        unpacked = np.unpackbits(bits, axis=1)
+        if unpacked[:, n:].any():
+            raise Violation(schema.ANSWERS, "correct", "has bits set beyond the last sample", f"model_id={model_id}")
+        if not np.array_equal(
+            rows["sample_id"].to_numpy().reshape(mine.height, n), np.broadcast_to(order, (mine.height, n))
+        ):
+            raise Violation(schema.ANSWERS, "*", "cannot be checked: metrics/ lacks samples", f"model_id={model_id}")
+        if not np.array_equal(unpacked[:, :n].astype(bool), rows["correct"].to_numpy().reshape(mine.height, n)):
+            raise Violation(schema.ANSWERS, "correct", "disagrees with metrics/", f"model_id={model_id}")
+        stored = mine.filter(pl.col("pred").is_not_null())
+        want = rows.filter(pl.col("condition_id").is_in(stored["condition_id"].to_list()))["pred"].to_numpy()
+        got = stored["pred"].explode().to_numpy()
+        if not np.array_equal(got, want) or (len(got) and not 0 <= got.min() <= got.max() < n_classes):
+            raise Violation(schema.ANSWERS, "pred", "disagrees with metrics/", f"model_id={model_id}")
 
 
 def check_class_angles(embedding: pl.DataFrame, clean: pl.DataFrame, samples: pl.DataFrame, n_classes: int) -> None:
@@ -452,6 +519,14 @@ def check_occlusion(
         raise Violation(name, "d_feat_norm", "is infinite", _rows(bad))
 
 
+#: what each schema version added, for the line about an older snapshot
+LATER_TABLES = {
+    3: "layers.parquet, occlusion.parquet and the model diagnostics",
+    4: "the class angles of embedding.parquet and the dynamic dead-ReLU rate",
+    5: "answers.parquet, which the app then computes from metrics/ on opening",
+}
+
+
 def main(path: str) -> int:
     try:
         counts = check_snapshot(path)
@@ -464,13 +539,8 @@ def main(path: str) -> int:
     except Violation as err:
         print(f"prunescope validate: {path}/{err}")
         return 1
-    older = (
-        f" (of schema version {counts['schema_version']}, which predates "
-        + ("layers.parquet, occlusion.parquet, the model diagnostics and " if counts["schema_version"] < 3 else "")
-        + "the class angles of embedding.parquet and the dynamic dead-ReLU rate)"
-        if counts["schema_version"] != schema.SCHEMA_VERSION
-        else ""
-    )
+    lacks = [what for version, what in LATER_TABLES.items() if counts["schema_version"] < version]
+    older = f" (of schema version {counts['schema_version']}, which predates {'; '.join(lacks)})" if lacks else ""
     shard = counts["shard"]
     part = (
         f" (shard {shard['index']}/{shard['count']}: the dense parents {', '.join(counts['absent_parents'])} are in "

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import polars as pl
 
 from compute import schema
+from compute.answers import Answers
 from dashboard import roles
 from dashboard.store import Snapshot, class_angles, scan_metrics
+from dashboard.store import answers as snapshot_answers
 
 METHOD_ORDER = list(schema.METHOD_FAMILIES)
-SCAN_BATCH_ROWS = 2_000_000  # per-sample rows a batched query reads at once (about 100 MB)
+BATCH_CELLS = 20_000_000  # per-sample answers a batched query unpacks at once (one byte each: about 20 MB)
 SIMILARITY_CELLS = 4_000_000  # predictions (rows x models) behind the agreement matrices
 GEOMETRY_POINTS = 300_000  # per-sample values behind one distribution or polar plot
 GLOBAL_LINES = 1_000  # samples of one class drawn as lines of a parallel-coordinates plot, per model
@@ -59,14 +63,12 @@ def mean_corruption_accuracy(summary: pl.DataFrame, conditions: pl.DataFrame) ->
     """model_id -> plain mean of accuracy over the benchmark conditions among `conditions`
     (docs/DESIGN.md): the one definition every page's mean over corruptions uses."""
     ids = benchmark_condition_ids(conditions)
-    counted = summary.filter(pl.col("condition_id").is_in(ids)).group_by("model_id").agg(
-        pl.len().alias("corruption_conditions")
+    counted = (
+        summary.filter(pl.col("condition_id").is_in(ids))
+        .group_by("model_id")
+        .agg(pl.len().alias("corruption_conditions"))
     )
-    return (
-        accuracy_on(summary, ids)
-        .rename({"accuracy": "mean_corruption_accuracy"})
-        .join(counted, on="model_id")
-    )
+    return accuracy_on(summary, ids).rename({"accuracy": "mean_corruption_accuracy"}).join(counted, on="model_id")
 
 
 def family_accuracy(
@@ -267,124 +269,98 @@ def pruning_identified_exemplars(clean_preds: pl.DataFrame, dense_ids, pruned_id
     )
 
 
-def _model_codes(models: pl.DataFrame) -> pl.LazyFrame:
-    """model_id -> a small integer code, with the parent's code, for joins on millions of
-    rows (string keys there cost several times the time and memory)."""
-    coded = models.select("model_id", "parent_id", roles.is_dense().alias("dense")).with_row_index("model_code")
-    parent = coded.select(pl.col("model_id").alias("parent_id"), pl.col("model_code").alias("parent_code"))
-    return coded.join(parent, on="parent_id", how="left").lazy()
+def model_batches(model_ids: list[str], cells_per_model: int) -> list[list[str]]:
+    """`model_ids` in consecutive batches of about BATCH_CELLS unpacked answers each."""
+    size = max(1, BATCH_CELLS // max(1, cells_per_model))
+    return [model_ids[i : i + size] for i in range(0, len(model_ids), size)]
 
 
-def pruning_fragility(metrics: pl.LazyFrame | pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
-    """Per sample: over every pruned model x condition in `metrics`, how often the dense
-    parent is right and the pruned model wrong (`fragile`), out of how many pairs the
-    parent is right (`chances`). `metrics` needs model_id, condition_id, sample_id, correct."""
-    frame = (
-        metrics.lazy()
-        .select("model_id", "condition_id", "sample_id", "correct")
-        .join(_model_codes(models), on="model_id")
-        .drop("model_id", "parent_id")
-    )
-    pruned = frame.filter(~pl.col("dense"))
-    dense = frame.filter(pl.col("dense")).select(
-        pl.col("model_code").alias("parent_code"),
-        "condition_id",
-        "sample_id",
-        pl.col("correct").alias("parent_correct"),
-    )
-    pairs = pruned.join(dense, on=["parent_code", "condition_id", "sample_id"])
+def pruning_fragility(
+    answers: Answers, models: pl.DataFrame, model_ids: Sequence[str], condition_ids: Sequence[int]
+) -> pl.DataFrame:
+    """Per sample: over every pruned model of `model_ids` x condition of `condition_ids`, how
+    often the dense parent is right and the pruned model wrong (`fragile`), out of how many
+    pairs the parent is right (`chances`) and how many pairs there are (`pairs`)."""
+    pruned = models.filter(pl.col("model_id").is_in(list(model_ids)) & ~roles.is_dense())
+    conditions = [int(c) for c in condition_ids]
+    n = len(answers.sample_ids)
+    fragile, chances = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    ids, parents = pruned["model_id"].to_list(), pruned["parent_id"].to_list()
+    for batch in model_batches(list(range(len(ids))), 2 * len(conditions) * n):
+        mine = answers.correct([ids[i] for i in batch], conditions)
+        theirs = answers.correct([parents[i] for i in batch], conditions)
+        fragile += (theirs & ~mine).sum(axis=(0, 1))
+        chances += theirs.sum(axis=(0, 1))
+    table = pl.DataFrame(
+        {"sample_id": answers.sample_ids, "fragile": fragile, "chances": chances},
+        schema={"sample_id": pl.Int32, "fragile": pl.Int64, "chances": pl.Int64},
+    ).with_columns(pl.lit(len(ids) * len(conditions), dtype=pl.Int64).alias("pairs"))
+    if not ids or not conditions:
+        table = table.clear()
+    return table.with_columns(
+        (pl.col("fragile") / pl.col("chances")).fill_nan(0.0).fill_null(0.0).alias("fragile_rate")
+    ).sort("fragile", "fragile_rate", "sample_id", descending=[True, True, False])
+
+
+def corruption_fragility(
+    answers: Answers, conditions: pl.DataFrame, model_ids: Sequence[str], condition_ids: Sequence[int]
+) -> pl.DataFrame:
+    """Per sample, over every model of `model_ids` x corruption of `condition_ids` where the
+    model is right on the clean image (every clean condition): how many pairs break (`broken`,
+    wrong at some chosen severity) out of how many (`pairs`); the lowest and the mean breaking
+    severity, a pair's being the lowest chosen severity at which the model is wrong; and the
+    corruption that breaks it first: at its lowest breaking severity, the one that breaks it
+    for the most models, among equals the first in the benchmark's order. Samples without a
+    pair are left out."""
+    clean = clean_condition_ids(conditions)
+    chosen = conditions.filter(
+        pl.col("condition_id").is_in([int(c) for c in condition_ids]) & (pl.col("corruption") != schema.CLEAN)
+    ).sort("condition_id")
+    names = chosen["corruption"].unique(maintain_order=True).to_list()
+    severities = np.sort(chosen["severity"].unique().to_numpy())
+    per_corruption = [chosen.filter(pl.col("corruption") == name).sort("severity") for name in names]
+    n = len(answers.sample_ids)
+    broken, pairs, severity_sum = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    lowest = np.full(n, np.iinfo(np.int64).max)
+    counts = np.zeros((n, len(names), len(severities)), np.int64)  # models breaking there first
+    for batch in model_batches(list(model_ids), (len(clean) + chosen.height) * n):
+        clean_right = answers.correct(batch, clean).all(axis=1)  # model, sample
+        for k, rows in enumerate(per_corruption):
+            wrong = ~answers.correct(batch, rows["condition_id"].to_list())  # model, severity, sample
+            breaks = clean_right & wrong.any(axis=1)
+            severity = rows["severity"].to_numpy()[wrong.argmax(axis=1)]
+            broken += breaks.sum(axis=0)
+            pairs += clean_right.sum(axis=0)
+            severity_sum += np.where(breaks, severity, 0).sum(axis=0)
+            lowest = np.minimum(lowest, np.where(breaks, severity, lowest.max()).min(axis=0))
+            at = np.searchsorted(severities, severity)
+            for j in range(len(severities)):
+                counts[:, k, j] += (breaks & (at == j)).sum(axis=0)
+    first_severity = (counts.sum(axis=1) > 0).argmax(axis=1)
+    first = counts[np.arange(n), :, first_severity].argmax(axis=1) if names else np.zeros(n, np.int64)
     return (
-        pairs.group_by("sample_id")
-        .agg(
-            (pl.col("parent_correct") & ~pl.col("correct")).sum().alias("fragile"),
-            pl.col("parent_correct").sum().alias("chances"),
-            pl.len().alias("pairs"),
+        pl.DataFrame(
+            {
+                "sample_id": answers.sample_ids,
+                "broken": broken,
+                "pairs": pairs,
+                "lowest_severity": np.where(broken > 0, lowest, 0),
+                "first_to_break": np.asarray(names or [""], dtype=object)[first],
+                "severity_sum": severity_sum,
+            },
+            schema_overrides={"sample_id": pl.Int32, "first_to_break": pl.String},
         )
-        .with_columns((pl.col("fragile") / pl.col("chances")).fill_nan(0.0).fill_null(0.0).alias("fragile_rate"))
-        .sort("fragile", "fragile_rate", "sample_id", descending=[True, True, False])
-        .collect()
-    )
-
-
-def breaking_severity(metrics: pl.LazyFrame | pl.DataFrame, conditions: pl.DataFrame) -> pl.DataFrame:
-    """Per model, sample and corruption where the model is right on the clean image: the
-    lowest severity at which it is wrong (null when it never breaks).
-
-    Groups first and joins the (20x smaller) groups, on categorical keys, so a snapshot
-    of tens of millions of rows fits in a few hundred MB."""
-    names = conditions.filter(pl.col("corruption") != schema.CLEAN)["corruption"].unique(maintain_order=True)
-    corruption = pl.Enum([schema.CLEAN, *names])
-    cond = conditions.lazy().select("condition_id", pl.col("corruption").cast(corruption), "severity")
-    groups = (
-        metrics.lazy()
-        .select(pl.col("model_id").cast(pl.Categorical), "condition_id", "sample_id", "correct")
-        .join(cond, on="condition_id")
-        .group_by("model_id", "sample_id", "corruption")
-        .agg(pl.col("severity").filter(~pl.col("correct")).min().alias("breaking_severity"))
-    )
-    clean_right = groups.filter((pl.col("corruption") == schema.CLEAN) & pl.col("breaking_severity").is_null()).select(
-        "model_id", "sample_id"
-    )
-    return (
-        groups.filter(pl.col("corruption") != schema.CLEAN)
-        .join(clean_right, on=["model_id", "sample_id"], how="semi")
-        .with_columns(pl.col("model_id").cast(pl.String))
-        .collect()
-    )
-
-
-def _fragility_parts(breaks: pl.DataFrame) -> pl.DataFrame:
-    """Per sample, sums and minima of `breaking_severity` rows that add up across models."""
-    return breaks.group_by("sample_id").agg(
-        pl.col("breaking_severity").is_not_null().sum().alias("broken"),
-        pl.len().alias("pairs"),
-        pl.col("breaking_severity").sum().alias("severity_sum"),
-        pl.col("breaking_severity").min().alias("lowest_severity"),
-    )
-
-
-def _breaking_counts(breaks: pl.DataFrame) -> pl.DataFrame:
-    """Per sample, corruption and breaking severity: how many models break there (adds up
-    across batches of models)."""
-    return (
-        breaks.filter(pl.col("breaking_severity").is_not_null())
-        .group_by("sample_id", "corruption", "breaking_severity")
-        .agg(pl.len().alias("models"))
-    )
-
-
-def _first_to_break(counts: pl.DataFrame) -> pl.DataFrame:
-    """Per sample, the corruption that breaks it first: at its lowest breaking severity, the
-    one that breaks it for the most models; among equals, the first in benchmark order."""
-    counts = counts.group_by("sample_id", "corruption", "breaking_severity").agg(pl.col("models").sum())
-    lowest = counts.group_by("sample_id").agg(pl.col("breaking_severity").min().alias("lowest"))
-    return (
-        counts.join(lowest, on="sample_id")
-        .filter(pl.col("breaking_severity") == pl.col("lowest"))
-        .sort("sample_id", "models", "corruption", descending=[False, True, False])
-        .group_by("sample_id", maintain_order=True)
-        .agg(pl.col("corruption").first().alias("first_to_break"))
-    )
-
-
-def _combine_fragility(parts: pl.DataFrame, counts: pl.DataFrame) -> pl.DataFrame:
-    return (
-        parts.group_by("sample_id")
-        .agg(pl.col("broken", "pairs", "severity_sum").sum(), pl.col("lowest_severity").min())
-        .join(_first_to_break(counts), on="sample_id", how="left")
+        .filter(pl.col("pairs") > 0)
         .with_columns(
-            (pl.col("severity_sum") / pl.col("broken")).fill_nan(None).alias("mean_severity"),
+            pl.when(pl.col("broken") > 0).then(pl.col(c)).alias(c) for c in ("lowest_severity", "first_to_break")
+        )
+        .with_columns(
+            pl.when(pl.col("broken") > 0).then(pl.col("severity_sum") / pl.col("broken")).alias("mean_severity"),
             (pl.col("broken") / pl.col("pairs")).alias("broken_rate"),
         )
         .drop("severity_sum")
         .sort("broken", "sample_id", descending=[True, False])
     )
-
-
-def corruption_fragility(breaks: pl.DataFrame) -> pl.DataFrame:
-    """Per sample, from `breaking_severity`: how many model x corruption pairs break, the
-    lowest and mean breaking severity, and the corruption that breaks first."""
-    return _combine_fragility(_fragility_parts(breaks), _breaking_counts(breaks))
 
 
 # --- method comparison and corruption breakdown (summary.parquet only) ---------------------
@@ -534,12 +510,6 @@ def evenly_spaced(values: list[int], count: int) -> list[int]:
     return [values[i] for i in np.linspace(0, len(values) - 1, max(1, count)).astype(int)]
 
 
-def model_batches(model_ids: list[str], rows_per_model: int) -> list[list[str]]:
-    """`model_ids` in consecutive batches of about SCAN_BATCH_ROWS per-sample rows each."""
-    size = max(1, SCAN_BATCH_ROWS // max(1, rows_per_model))
-    return [model_ids[i : i + size] for i in range(0, len(model_ids), size)]
-
-
 def positions(values: pl.Series, ordered: list) -> np.ndarray:
     """Index of each value in `ordered`, which holds every value: sorted integers, or
     strings in any order."""
@@ -567,34 +537,36 @@ def prediction_matrix(
     return matrix[(matrix >= 0).all(axis=1)]
 
 
-def correctness_by_corruption(
-    snapshot: Snapshot, conditions: pl.DataFrame, model_ids: list[str]
+def corruption_correlation(
+    answers: Answers, conditions: pl.DataFrame, model_ids: list[str]
 ) -> tuple[list[str], np.ndarray]:
-    """Per corruption, a vector over (model, sample) of correctness averaged over the given
-    severities: correlated rows are corruptions that trip up the same samples. Pairs that
-    lack a corruption are left out. Read a batch of models at a time, so memory stays
-    bounded by the result."""
+    """Pearson correlation between corruptions of per-sample correctness: per corruption, a
+    vector over (model, sample) of correctness averaged over the given severities; correlated
+    corruptions trip up the same samples. Accumulated a batch of models at a time (sums,
+    squares and cross products), so memory stays bounded however many models there are; a
+    corruption without variance correlates 0 with the others, as in `correlation_distance`."""
     corrupted = conditions.filter(pl.col("corruption") != schema.CLEAN)
     names = [c for c in schema.CORRUPTION_FAMILIES if c in corrupted["corruption"].unique().to_list()]
-    corrupted = corrupted.sort("condition_id")
-    condition_ids = corrupted["condition_id"].to_list()
-    corruption_of = np.array([names.index(c) for c in corrupted["corruption"]])
-    samples = snapshot.samples["sample_id"].sort().to_list()
-    columns = []
-    for batch in model_batches(model_ids, len(samples) * len(condition_ids)):
-        frame = scan_metrics(snapshot, batch, condition_ids, ["correct"]).collect()
-        pairs = len(batch) * len(samples)
-        flat = (
-            corruption_of[positions(frame["condition_id"], condition_ids)] * pairs
-            + positions(frame["model_id"], batch) * len(samples)
-            + positions(frame["sample_id"], samples)
-        )
-        sums = np.bincount(flat, weights=frame["correct"].to_numpy(), minlength=len(names) * pairs)
-        counts = np.bincount(flat, minlength=len(names) * pairs)
-        sums, counts = sums.reshape(len(names), pairs), counts.reshape(len(names), pairs)
-        complete = (counts > 0).all(axis=0)
-        columns.append((sums[:, complete] / counts[:, complete]).astype(np.float32))
-    return names, np.concatenate(columns, axis=1) if columns else np.zeros((len(names), 0), np.float32)
+    per_corruption = [corrupted.filter(pl.col("corruption") == name)["condition_id"].to_list() for name in names]
+    n = len(answers.sample_ids)
+    count, sums, products = 0, np.zeros(len(names)), np.zeros((len(names), len(names)))
+    for batch in model_batches(list(model_ids), corrupted.height * n):
+        x = np.stack([answers.correct(batch, ids).mean(axis=1).ravel() for ids in per_corruption]) if names else None
+        if x is None:
+            break
+        count += x.shape[1]
+        sums += x.sum(axis=1)
+        products += x @ x.T
+    if count < 2:
+        return names, np.eye(len(names))
+    mean = sums / count
+    covariance = products / count - np.outer(mean, mean)
+    spread = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.clip(covariance / np.outer(spread, spread), -1.0, 1.0)
+    corr[~np.isfinite(corr) | (np.outer(spread, spread) < 1e-12)] = 0.0
+    np.fill_diagonal(corr, 1.0)
+    return names, corr
 
 
 def metric_rows(
@@ -654,12 +626,13 @@ def corruption_similarity(
     correctness), and a clustered order of the corruptions."""
     conditions = snapshot.conditions.filter(pl.col("condition_id").is_in(list(condition_ids)))
     if per_sample:
-        names, matrix = correctness_by_corruption(snapshot, conditions, list(model_ids))
+        names, corr = corruption_correlation(snapshot_answers(snapshot), conditions, list(model_ids))
+        distance = 1.0 - corr
     else:
         names, matrix = corruption_profiles(snapshot.summary, conditions, list(model_ids))
+        distance = correlation_distance(matrix) if len(names) >= 2 else None
     if len(names) < 2:
         return names, np.ones((len(names), len(names))), list(range(len(names)))
-    distance = correlation_distance(matrix)
     return names, 1.0 - distance, cluster_order(distance)
 
 
@@ -690,33 +663,27 @@ def with_samples(snapshot: Snapshot, table: pl.DataFrame) -> pl.DataFrame:
 
 
 def pruning_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
-    models = snapshot.models.filter(pl.col("model_id").is_in(list(model_ids)))
-    parents = set(models["parent_id"])
-    scan = scan_metrics(snapshot, model_ids=sorted(set(model_ids) | parents), condition_ids=list(condition_ids))
-    return with_samples(snapshot, pruning_fragility(scan, snapshot.models))
+    table = pruning_fragility(snapshot_answers(snapshot), snapshot.models, model_ids, condition_ids)
+    return with_samples(snapshot, table)
 
 
 def corruption_fragile_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
-    """`corruption_fragility` over the chosen models, a batch of models at a time so the
-    memory stays bounded however many models the snapshot holds."""
-    clean = clean_condition_ids(snapshot.conditions)
-    wanted = sorted(set(condition_ids) | set(clean))
-    parts, counts = [], []
-    for batch in model_batches(list(model_ids), snapshot.samples.height * len(wanted)):
-        breaks = breaking_severity(scan_metrics(snapshot, batch, wanted), snapshot.conditions)
-        parts.append(_fragility_parts(breaks))
-        counts.append(_breaking_counts(breaks))
-    return with_samples(snapshot, _combine_fragility(pl.concat(parts), pl.concat(counts)))
+    table = corruption_fragility(snapshot_answers(snapshot), snapshot.conditions, model_ids, condition_ids)
+    return with_samples(snapshot, table)
 
 
 def exemplars(snapshot: Snapshot, pruned_ids: tuple[str, ...]):
     """PIEs on clean images: every dense model of the snapshot against the chosen pruned ones."""
     dense_ids = roles.dense_ids(snapshot.models)
-    clean = clean_condition_ids(snapshot.conditions)
-    preds = (
-        scan_metrics(snapshot, model_ids=dense_ids + list(pruned_ids), condition_ids=clean, columns=["pred"])
-        .select("model_id", "sample_id", "pred")
-        .collect()
+    given = snapshot_answers(snapshot)
+    ids = dense_ids + list(pruned_ids)
+    pred = given.clean_predictions(ids)  # model, clean condition, sample
+    preds = pl.DataFrame(
+        {
+            "model_id": np.repeat(ids, pred.shape[1] * pred.shape[2]),
+            "sample_id": np.tile(given.sample_ids, len(ids) * pred.shape[1]),
+            "pred": pred.ravel(),
+        }
     )
     table = pruning_identified_exemplars(preds, dense_ids, list(pruned_ids))
     return with_samples(snapshot, table).sort("is_pie", "pruned_share", "sample_id", descending=[True, False, False])
@@ -724,14 +691,17 @@ def exemplars(snapshot: Snapshot, pruned_ids: tuple[str, ...]):
 
 def robust_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]):
     """Samples by their accuracy over every chosen model and condition, most robust first."""
-    scan = scan_metrics(snapshot, model_ids=list(model_ids), condition_ids=list(condition_ids), columns=["correct"])
-    table = (
-        scan.group_by("sample_id")
-        .agg(pl.col("correct").mean().alias("accuracy"), pl.len().alias("pairs"))
-        .sort("accuracy", "sample_id", descending=[True, False])
-        .collect()
-    )
-    return with_samples(snapshot, table)
+    given = snapshot_answers(snapshot)
+    conditions = [int(c) for c in condition_ids]
+    right = np.zeros(len(given.sample_ids), np.int64)
+    for batch in model_batches(list(model_ids), len(conditions) * len(given.sample_ids)):
+        right += given.correct(batch, conditions).sum(axis=(0, 1))
+    pairs = len(model_ids) * len(conditions)
+    table = pl.DataFrame({"sample_id": given.sample_ids, "right": right}, schema_overrides={"sample_id": pl.Int32})
+    table = table.select("sample_id", (pl.col("right") / pairs).alias("accuracy"), pl.lit(pairs).alias("pairs"))
+    if not pairs:
+        table = table.clear()
+    return with_samples(snapshot, table.sort("accuracy", "sample_id", descending=[True, False]))
 
 
 def sample_outcomes(snapshot: Snapshot, sample_id: int, model_ids: tuple[str, ...]):

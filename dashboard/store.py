@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from compute import schema
+from compute.answers import Answers, from_metrics, in_memory
 from compute.snapshot import SnapshotError, read_manifest, rebuild_hint
 from compute.snapshot import scan_metrics as _scan_all_metrics
 
@@ -273,6 +274,29 @@ def cached(fn, snapshot: Snapshot, *args):
 @functools.lru_cache(maxsize=64)
 def _cached_call(fn, path_text: str, _version: int, args: tuple):
     return fn(open_snapshot(path_text), *args)
+
+
+def has_answers(snapshot: Snapshot) -> bool:
+    """Whether the snapshot carries answers.parquet (schema version 5); an older one's are
+    computed from metrics/ on first use (`answers`)."""
+    return (snapshot.path / schema.ANSWERS).is_file()
+
+
+def answers(snapshot: Snapshot) -> Answers:
+    """Every model's correctness on every condition (packed bits) and its clean predictions,
+    once per snapshot version: read from answers.parquet, or computed from metrics/ for a
+    snapshot that predates it."""
+    return _answers_cached(str(snapshot.path), version(snapshot))
+
+
+@functools.lru_cache(maxsize=4)
+def _answers_cached(path_text: str, _version: int) -> Answers:
+    snapshot = open_snapshot(path_text)
+    model_ids = snapshot.models["model_id"].to_list()
+    sample_ids = snapshot.samples["sample_id"].sort().to_numpy()
+    path = snapshot.path
+    table = _read(path, schema.ANSWERS) if has_answers(snapshot) else from_metrics(path, model_ids)
+    return in_memory(table, model_ids, sample_ids)
 
 
 def embedding(snapshot: Snapshot, model_id: str) -> pl.DataFrame:

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from compute.snapshot import SnapshotError
+from compute.snapshot import SnapshotError, rebuild_hint
 from dashboard import formats, queries, store
 from dashboard.filters import CORRUPTION_FAMILIES, KEYS, Filters, read_query, shown_value
 
@@ -217,6 +217,18 @@ def address_notice(value: str) -> None:
     """The small notice for a page parameter of the address the page cannot use, as the sidebar
     gives for the filters."""
     st.caption(f":material/info: Left out of the address, as this page cannot use it: {value}")
+
+
+def answers_notice(snapshot: store.Snapshot) -> None:
+    """Said where a view counts per-sample answers of a snapshot that predates answers.parquet:
+    they were computed from metrics/ for this session, which a rebuild makes unnecessary."""
+    if not store.has_answers(snapshot):
+        st.caption(
+            f":material/info: {snapshot.name} predates answers.parquet (schema version "
+            f"{snapshot.manifest.get('schema_version')}), so the per-sample answers behind this view were computed "
+            f"from metrics/ once for this session, which is slow on a large snapshot. To write them: "
+            f"{rebuild_hint(snapshot.path)}."
+        )
 
 
 def open_tab(names: list[str], key: str):

@@ -124,7 +124,7 @@ def test_checkpoints_of_a_compute_run_evaluate_to_the_same_snapshot(tmp_path):
     rows = ["model_id", "condition_id", "sample_id"]
     assert scan_metrics(again).collect().sort(rows).equals(scan_metrics(original).collect().sort(rows))
     timing = ["train_seconds", "prune_seconds", "dist_init"]  # a given model's initialisation is unknown
-    for name in (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS):
+    for name in (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS, schema.ANSWERS):
         a, b = pl.read_parquet(again / name), pl.read_parquet(original / name)
         a, b = a.drop([c for c in timing if c in a.columns]), b.drop([c for c in timing if c in b.columns])
         assert a.equals(b), name  # dead_relu and dist_dense too, l1_filter's from the kept filters the notes record

@@ -19,7 +19,7 @@ TINY = ("compute", "--preset", "tiny", "--thumbnail-samples", "4", "--occlusion-
 def assert_same_tables(got, want):
     timing = ["train_seconds", "prune_seconds"]
     names = [schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.CONDITIONS, schema.SAMPLES]
-    names += [schema.LAYERS] + ([schema.OCCLUSION] if (want / schema.OCCLUSION).exists() else [])
+    names += [schema.LAYERS, schema.ANSWERS] + ([schema.OCCLUSION] if (want / schema.OCCLUSION).exists() else [])
     for name in names:
         a, b = pl.read_parquet(got / name), pl.read_parquet(want / name)
         a, b = a.drop([c for c in timing if c in a.columns]), b.drop([c for c in timing if c in b.columns])

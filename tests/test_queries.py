@@ -94,6 +94,20 @@ def test_pie_modal_logic_with_ties():
     assert rows[2]["pruned_share"] == pytest.approx(1.0)  # every pruned model gives 1, 3 or 7
 
 
+def answers_of(rows: pl.DataFrame, clean=(0,)):
+    """Answers of hand-written per-sample rows, packed as the writers pack metrics/."""
+    import pyarrow as pa
+
+    from compute.answers import in_memory, model_answers
+
+    if "pred" not in rows.columns:
+        rows = rows.with_columns(pl.lit(0, dtype=pl.Int16).alias("pred"))
+    ids = rows["model_id"].unique(maintain_order=True).to_list()
+    samples = np.sort(rows["sample_id"].unique().to_numpy())
+    table = pa.concat_tables(model_answers(m, rows.filter(pl.col("model_id") == m), samples, clean) for m in ids)
+    return in_memory(table, ids, samples)
+
+
 def test_pruning_fragility_counts_parent_right_pruned_wrong():
     models = pl.DataFrame(
         {
@@ -112,11 +126,16 @@ def test_pruning_fragility_counts_parent_right_pruned_wrong():
     for (c, s), flags in correct.items():
         for model, flag in zip(["dense-s0", "a", "b"], flags, strict=True):
             rows.append({"model_id": model, "condition_id": c, "sample_id": s, "correct": flag})
-    out = {r["sample_id"]: r for r in queries.pruning_fragility(pl.DataFrame(rows), models).iter_rows(named=True)}
+    answers = answers_of(pl.DataFrame(rows))
+    table = queries.pruning_fragility(answers, models, ["dense-s0", "a", "b"], [0, 1])
+    out = {r["sample_id"]: r for r in table.iter_rows(named=True)}
     assert out[0]["fragile"] == 2 and out[0]["chances"] == 2 and out[0]["pairs"] == 4
     assert out[1]["fragile"] == 1 and out[1]["chances"] == 4
     assert out[0]["fragile_rate"] == 1.0 and out[1]["fragile_rate"] == 0.25
-    assert queries.pruning_fragility(pl.DataFrame(rows), models)["sample_id"].to_list() == [0, 1]  # ranked
+    assert table["sample_id"].to_list() == [0, 1]  # ranked
+    only_a = {r["sample_id"]: r for r in queries.pruning_fragility(answers, models, ["a"], [1]).iter_rows(named=True)}
+    assert (only_a[0]["fragile"], only_a[0]["chances"], only_a[1]["fragile"], only_a[1]["pairs"]) == (0, 0, 0, 1)
+    assert queries.pruning_fragility(answers, models, ["dense-s0"], [0, 1]).is_empty()  # no pruned model
 
 
 def test_breaking_severity_is_the_lowest_failing_severity_given_clean_right():
@@ -136,14 +155,23 @@ def test_breaking_severity_is_the_lowest_failing_severity_given_clean_right():
     for sample, flags in outcome.items():
         for condition, flag in enumerate(flags):
             rows.append({"model_id": "m", "condition_id": condition, "sample_id": sample, "correct": flag})
-    breaks = queries.breaking_severity(pl.DataFrame(rows), conditions)
-    got = {(r["sample_id"], r["corruption"]): r["breaking_severity"] for r in breaks.iter_rows(named=True)}
-    assert got == {(0, "contrast"): None, (0, "fog"): 3, (1, "contrast"): 2, (1, "fog"): 1}
-    summary = {r["sample_id"]: r for r in queries.corruption_fragility(breaks).iter_rows(named=True)}
+    answers = answers_of(pl.DataFrame(rows))
+    table = queries.corruption_fragility(answers, conditions, ["m"], [1, 2, 3, 4])
+    summary = {r["sample_id"]: r for r in table.iter_rows(named=True)}
     assert summary[1]["broken"] == 2 and summary[1]["lowest_severity"] == 1 and summary[1]["mean_severity"] == 1.5
-    assert summary[0]["broken"] == 1 and summary[0]["broken_rate"] == 0.5
+    assert summary[0]["broken"] == 1 and summary[0]["broken_rate"] == 0.5 and summary[0]["mean_severity"] == 3.0
+    assert summary[0]["lowest_severity"] == 3 and summary[0]["pairs"] == 2
     assert summary[0]["first_to_break"] == "fog" and summary[1]["first_to_break"] == "fog"
     assert 2 not in summary
+    # only the chosen severities count: without fog 1, sample 1 breaks under fog at 5 and contrast at 2
+    table = queries.corruption_fragility(answers, conditions, ["m"], [2, 3, 4])
+    summary = {r["sample_id"]: r for r in table.iter_rows(named=True)}
+    assert summary[1]["lowest_severity"] == 2 and summary[1]["mean_severity"] == 3.5
+    assert summary[1]["first_to_break"] == "contrast"
+    unbroken = queries.corruption_fragility(answers, conditions, ["m"], [4])
+    row = unbroken.filter(pl.col("sample_id") == 0).row(0, named=True)
+    assert row["broken"] == 0 and row["lowest_severity"] is None and row["mean_severity"] is None
+    assert row["first_to_break"] is None
 
 
 def test_correlation_of_single_value_profiles_is_no_information():
@@ -182,7 +210,7 @@ def test_corruption_fragile_samples_match_an_array_count_in_any_batch_size(monke
     sample_ids = rows["sample_id"][: correct.shape[2]].to_list()
     expected = {s: (int(broken[i]), int(lowest[i])) for i, s in enumerate(sample_ids) if clean_right[:, i].any()}
     for batch_rows in (10**9, 1):  # everything at once; one model at a time
-        monkeypatch.setattr(queries, "SCAN_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(queries, "BATCH_CELLS", batch_rows)
         table = queries.corruption_fragile_samples(snapshot, model_ids, corrupted)
         got = {
             s: (b, low if low is not None else 99)
@@ -223,7 +251,7 @@ def test_prediction_matrix_is_the_pivot_and_thins_samples_evenly():
     np.testing.assert_array_equal(thin, preds[:, sorted(chosen)][:, :, keep].transpose(1, 2, 0).reshape(-1, 3))
 
 
-def test_correctness_by_corruption_averages_severities_in_any_batch_size(monkeypatch):
+def test_corruption_correlation_is_pearson_of_severity_averaged_correctness_in_any_batch_size(monkeypatch):
     from compute import schema
     from dashboard import store
     from tests.conftest import DEMO
@@ -233,17 +261,31 @@ def test_correctness_by_corruption_averages_severities_in_any_batch_size(monkeyp
     correct, conditions, _ = demo_grid(model_ids, "correct")
     chosen = conditions.filter(pl.col("severity").is_in([2, 5]) | (pl.col("corruption") == schema.CLEAN))
     names = [c for c in schema.CORRUPTION_FAMILIES if c != schema.CLEAN]
-    expected = np.stack(
+    matrix = np.stack(
         [
             correct[:, chosen.filter(pl.col("corruption") == name)["condition_id"].to_numpy(), :].mean(axis=1).ravel()
             for name in names
         ]
     )  # corruption x (model, sample)
-    for batch_rows in (10**9, 1):
-        monkeypatch.setattr(queries, "SCAN_BATCH_ROWS", batch_rows)
-        got_names, matrix = queries.correctness_by_corruption(snapshot, chosen, model_ids)
+    expected = np.corrcoef(matrix)
+    for batch_cells in (10**9, 1):  # every model at once; one at a time
+        monkeypatch.setattr(queries, "BATCH_CELLS", batch_cells)
+        got_names, corr = queries.corruption_correlation(store.answers(snapshot), chosen, model_ids)
         assert got_names == names
-        np.testing.assert_allclose(matrix, expected, rtol=1e-6)
+        np.testing.assert_allclose(corr, expected, atol=1e-9)
+
+
+def test_corruption_correlation_of_a_corruption_without_variance_is_zero():
+    conditions = pl.DataFrame({"condition_id": [0, 1, 2, 3], "corruption": ["clean", "fog", "contrast", "snow"],
+                               "severity": [0, 1, 1, 1]})  # fmt: skip
+    outcome = {0: [True, True, True, True], 1: [True, False, False, True], 2: [True, True, False, True]}
+    rows = pl.DataFrame([{"model_id": "m", "condition_id": c, "sample_id": s, "correct": flag}
+                         for s, flags in outcome.items() for c, flag in enumerate(flags)])  # fmt: skip
+    names, corr = queries.corruption_correlation(answers_of(rows), conditions, ["m"])
+    assert names == ["snow", "fog", "contrast"]  # the benchmark's order
+    fog, contrast = np.array([1.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0])
+    assert corr[1, 2] == pytest.approx(np.corrcoef(fog, contrast)[0, 1]) and corr[1, 2] == pytest.approx(0.5)
+    assert corr[0, 1] == 0.0 and corr[0, 2] == 0.0 and corr[0, 0] == 1.0  # snow never fails: no variance
 
 
 def test_metric_rows_thin_samples_before_reading():
@@ -285,21 +327,21 @@ def test_first_to_break_is_the_corruption_breaking_most_models_at_the_lowest_sev
         for (model, sample), flags in outcome.items()
         for c, flag in enumerate(flags)
     ]
-    frame = pl.DataFrame(rows)
-    breaks = queries.breaking_severity(frame, conditions)
-    first = dict(queries.corruption_fragility(breaks).select("sample_id", "first_to_break").iter_rows())
+    answers = answers_of(pl.DataFrame(rows))
+    whole = queries.corruption_fragility(answers, conditions, ["m1", "m2"], [1, 2, 3])
+    first = dict(whole.select("sample_id", "first_to_break").iter_rows())
     # contrast breaks two models at severity 1, fog one: contrast, though fog comes first in the benchmark
     assert first[0] == "contrast"
     assert first[1] == "fog"  # a tie: the benchmark's order decides
     assert first[2] == "fog"
-    # model by model, as the app scans a large snapshot in batches, gives the same
-    parts, counts = [], []
-    for model in ("m1", "m2"):
-        batch = queries.breaking_severity(frame.filter(pl.col("model_id") == model), conditions)
-        parts.append(queries._fragility_parts(batch))
-        counts.append(queries._breaking_counts(batch))
-    batched = queries._combine_fragility(pl.concat(parts), pl.concat(counts))
-    assert batched.equals(queries.corruption_fragility(breaks))
+    # model by model, as the app goes through a large snapshot in batches, gives the same
+    import dashboard.queries
+
+    original, dashboard.queries.BATCH_CELLS = dashboard.queries.BATCH_CELLS, 1
+    try:
+        assert queries.corruption_fragility(answers, conditions, ["m1", "m2"], [1, 2, 3]).equals(whole)
+    finally:
+        dashboard.queries.BATCH_CELLS = original
 
 
 def test_occlusion_panels_are_condition_major_with_each_model_once():

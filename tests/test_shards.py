@@ -59,7 +59,7 @@ def test_merged_shards_equal_one_run(shards, whole_sweep, tmp_path):
     whole_models = pl.read_parquet(whole_sweep / schema.MODELS)
     assert merged_models["model_id"].to_list() == whole_models["model_id"].to_list()  # the sweep's order
     assert merged_models.drop(timing).equals(whole_models.drop(timing))
-    for name in (schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS, schema.OCCLUSION):
+    for name in (schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS, schema.OCCLUSION, schema.ANSWERS):
         merged = pl.read_parquet(out / name)
         whole = pl.read_parquet(whole_sweep / name)
         keys = ("model_id", "condition_id", "class", "sample_id", "layer", "row", "col")

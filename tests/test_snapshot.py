@@ -163,22 +163,28 @@ def test_a_version_2_snapshot_still_reads(snapshot_copy):
     assert manifest["schema_version"] == 2 and 2 in schema.READABLE_VERSIONS
     assert check_snapshot(snapshot_copy)["schema_version"] == 2
     assert store.open_snapshot(snapshot_copy).models.height == 5  # the app's reader too
-    for version in (1, 5, "3", None):
-        with pytest.raises(schema.SchemaVersionError, match="reads version 4 \\(and the earlier 2, 3\\)"):
+    for version in (1, 6, "3", None):
+        with pytest.raises(schema.SchemaVersionError, match="reads version 5 \\(and the earlier 2, 3, 4\\)"):
             schema.check_schema_version(version)
 
 
-def test_version_2_lacks_exactly_the_layers_the_diagnostics_and_the_class_angles():
+def test_version_2_lacks_exactly_the_layers_the_diagnostics_the_class_angles_and_the_answers():
     old, new = schema.table_schemas(2), schema.table_schemas(schema.SCHEMA_VERSION)
-    assert set(new) - set(old) == {schema.LAYERS}
+    assert set(new) - set(old) == {schema.LAYERS, schema.ANSWERS}
     assert set(new[schema.MODELS].names) - set(old[schema.MODELS].names) == set(schema.MODEL_DIAGNOSTICS)
     assert set(new[schema.EMBEDDING].names) - set(old[schema.EMBEDDING].names) == {"angles"}
     assert all(old[name].equals(new[name]) for name in old if name not in (schema.MODELS, schema.EMBEDDING))
 
 
-def test_version_3_lacks_exactly_the_class_angles_and_the_dynamic_dead_relu_rate():
+def test_version_3_lacks_exactly_the_class_angles_the_dynamic_dead_relu_rate_and_the_answers():
     old, new = schema.table_schemas(3), schema.table_schemas(schema.SCHEMA_VERSION)
-    assert set(new) == set(old)
+    assert set(new) - set(old) == {schema.ANSWERS}
     assert set(new[schema.EMBEDDING].names) - set(old[schema.EMBEDDING].names) == {"angles"}
     assert set(new[schema.MODELS].names) - set(old[schema.MODELS].names) == {"dynamic_dead_relu"}
     assert all(old[name].equals(new[name]) for name in old if name not in (schema.EMBEDDING, schema.MODELS))
+
+
+def test_version_4_lacks_exactly_the_answers():
+    old, new = schema.table_schemas(4), schema.table_schemas(schema.SCHEMA_VERSION)
+    assert set(new) - set(old) == {schema.ANSWERS}
+    assert all(old[name].equals(new[name]) for name in old)

@@ -274,6 +274,7 @@ def test_null_diagnostics_are_allowed(snapshot_copy):
 def as_version_2(path):
     """A snapshot as schema version 2 wrote it: no layers or occlusion table, no diagnostics, no class angles."""
     (path / schema.LAYERS).unlink()
+    (path / schema.ANSWERS).unlink()
     (path / schema.OCCLUSION).unlink(missing_ok=True)
     models = pl.read_parquet(path / schema.MODELS).drop(schema.MODEL_DIAGNOSTICS)
     pq.write_table(conform(models, schema.table_schemas(2)[schema.MODELS], "models"), path / schema.MODELS)
