@@ -1,12 +1,14 @@
-"""Time and peak memory of every app page on a large synthetic snapshot against the demo.
+"""Time and peak memory of every app page on large synthetic snapshots against the demo.
 
 docs/DESIGN.md: the app opens any page of a snapshot with tens of millions of per-sample rows
-without loading them whole. This renders each page (AppTest, first visit, no cache) on
-the demo snapshot (the baseline) and on a synthetic one built by `prunescope synth`, each
-in a fresh interpreter, and prints seconds per page, the peak resident memory, and what
-loading every per-sample row would take.
+without loading them whole. This renders each page (AppTest, first visit, no cache) on the
+demo snapshot (the baseline) and on synthetic ones built by `prunescope synth` (one per
+`--models`/`--samples` pair), each in a fresh interpreter, and prints seconds per page, the
+peak resident memory, and the disk per per-sample row. With `--without-answers` it renders a
+twin of each large snapshot as schema version 4 wrote it (no answers.parquet: the app
+computes it from metrics/ on first use), for comparison.
 
-Run: python bench/app_scale.py [--models 104 --samples 2000] [--snapshot PATH]
+Run: python bench/app_scale.py --models 66 --samples 10000 [--models 198 --samples 10000] [--without-answers]
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+import polars as pl
+
 REPO = Path(__file__).resolve().parent.parent
-# (label, page, URL query, radio settings): every page, every fragile tab, and the options
-# that scan per-sample rows instead of summary.parquet.
+# (label, page, URL query, radio settings): every page, and every tab or option that reads
+# per-sample rows (metrics/ or answers.parquet) instead of summary.parquet.
 VIEWS = [
     ("overview", "views/overview.py", {}, {}),
     ("methods", "views/methods.py", {}, {}),
@@ -30,9 +36,13 @@ VIEWS = [
     ("corruptions", "views/corruptions.py", {}, {}),
     ("prune potential", "views/potential.py", {}, {}),
     ("per class", "views/classes.py", {}, {}),
-    ("corruptions, per-sample", "views/corruptions.py", {},
-     {"corruptions_basis": "per-sample correctness", "corruptions_on": "the selected corrupted conditions"}),
+    ("corruptions: redundant, per-sample", "views/corruptions.py", {"corruptions_view": "Redundant corruptions"},
+     {"corruptions_basis": "per-sample correctness"}),
+    ("corruptions: similar models", "views/corruptions.py", {"corruptions_view": "Similar models"},
+     {"corruptions_on": "the selected corrupted conditions"}),
     ("geometry", "views/geometry.py", {}, {}),
+    ("geometry: angle and length", "views/geometry.py", {"geometry_view": "Angle and length"}, {}),
+    ("geometry: moves", "views/geometry.py", {"geometry_view": "How pruning moved each sample"}, {}),
     ("global geometry: per sample", "views/global_geometry.py", {}, {}),
     ("global geometry: per model", "views/global_geometry.py", {}, {"global_per": "model"}),
     ("embedding", "views/embedding.py", {}, {}),
@@ -41,6 +51,7 @@ VIEWS = [
     ("fragile: exemplars", "views/fragile.py", {"fragile_view": "Pruning identified exemplars"}, {}),
     ("fragile: robust", "views/fragile.py", {"fragile_view": "Robust"}, {}),
     ("sample", "views/sample.py", {}, {}),
+    ("sample: across severities", "views/sample.py", {"sample_view": "Across severities"}, {}),
 ]  # fmt: skip
 
 RENDER = r"""
@@ -91,41 +102,89 @@ def bytes_per_row(snapshot: Path) -> float:
     return one.estimated_size() / one.height
 
 
+def synthesised(models: int, samples: int) -> Path:
+    """`prunescope synth --models M --samples S` under /tmp, made once; prints how long it took."""
+    path = Path("/tmp/prunescope-scale") / f"synth-{models}x{samples}"
+    if not (path / "manifest.json").exists():
+        done = subprocess.run(
+            [sys.executable, "-m", "compute", "synth", "--models", str(models), "--samples", str(samples),
+             "--out", str(path), "--overwrite", "--quiet"],
+            check=True, cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        print(done.stdout.strip())
+    return path
+
+
+def without_answers(path: Path) -> Path:
+    """A twin of `path` as schema version 4 wrote it: every file linked, but no answers.parquet."""
+    twin = path.with_name(path.name + "-v4")
+    if not (twin / "manifest.json").exists():
+        for source in path.rglob("*"):
+            target = twin / source.relative_to(path)
+            if source.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif source.name not in ("answers.parquet", "manifest.json"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(source, target)
+        manifest = json.loads((path / "manifest.json").read_text())
+        (twin / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 4}))
+    return twin
+
+
+def disk(path: Path) -> tuple[int, int]:
+    """Bytes of metrics/ and of the whole snapshot on disk."""
+    files = [f for f in path.rglob("*") if f.is_file()]
+    return sum(f.stat().st_size for f in files if "metrics" in f.parts), sum(f.stat().st_size for f in files)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=int, default=104)
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--snapshot", type=Path, help="an existing large snapshot (else one is synthesised)")
+    parser.add_argument("--models", type=int, action="append", help="models of a synthetic snapshot (repeatable)")
+    parser.add_argument("--samples", type=int, action="append", help="its samples (one per --models)")
+    parser.add_argument("--snapshot", type=Path, action="append", help="an existing large snapshot (repeatable)")
+    parser.add_argument("--without-answers", action="store_true", help="also each large snapshot without them")
     args = parser.parse_args()
-    big = args.snapshot or Path("/tmp/prunescope-scale") / f"synth-{args.models}x{args.samples}"
-    if not (big / "manifest.json").exists():
-        subprocess.run(
-            [sys.executable, "-m", "compute", "synth", "--models", str(args.models), "--samples", str(args.samples),
-             "--out", str(big), "--overwrite", "--quiet"],
-            check=True, cwd=REPO,
-        )  # fmt: skip
-    demo = REPO / "data" / "demo"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    models, samples = args.models or ([] if args.snapshot else [104]), args.samples or ([] if args.snapshot else [2000])
+    if len(models) != len(samples):
+        parser.error("give one --samples per --models")
+    from machine import cpu_model  # bench/ is the script's folder
+
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    snapshots = {"demo": REPO / "data" / "demo"}
+    for path in [*(args.snapshot or []), *(synthesised(m, s) for m, s in zip(models, samples, strict=True))]:
+        snapshots[f"{rows_of(path) / 1e6:.0f} M rows"] = path
+        if args.without_answers:
+            snapshots[f"{rows_of(path) / 1e6:.0f} M rows, no answers.parquet"] = without_answers(path)
     results = {}
-    for name, path in (("demo", demo), ("large", big)):
+    for name, path in snapshots.items():
         results[name] = render(path)
-        on_disk = sum(f.stat().st_size for f in (path / "metrics").rglob("*.parquet"))
+        metrics_bytes, total = disk(path)
         rows = rows_of(path)
-        print(f"\n{name}: {path} - {rows:,} per-sample rows, {on_disk / 1e6:,.0f} MB of metrics on disk")
+        print(f"\n{name}: {path} - {rows:,} per-sample rows")
+        print(f"  on disk: {total / 1e6:,.0f} MB, of which metrics/ {metrics_bytes / 1e6:,.0f} MB "
+              f"({metrics_bytes / rows:.1f} bytes per row)")  # fmt: skip
         print(f"  loading every row would take about {rows * bytes_per_row(path) / 1e6:,.0f} MB in memory")
+        if (path / "answers.parquet").exists():
+            tick = time.perf_counter()  # what merge does with it: read the rows, write them again
+            pl.read_parquet(path / "answers.parquet").write_parquet(Path(tempfile.mkdtemp()) / "answers.parquet")
+            print(f"  answers.parquet: {(path / 'answers.parquet').stat().st_size / 1e6:,.1f} MB, "
+                  f"read and written again in {time.perf_counter() - tick:.2f} s")  # fmt: skip
         print(f"  {'open the snapshot (first run)':<32} {results[name]['open']:7.2f} s")
         for label, *_ in VIEWS:
             r = results[name][label]
             note = f"  ERRORS: {r['errors']}" if r["errors"] else ""
             print(f"  {label:<32} {r['seconds']:7.2f} s{note}")
         print(f"  peak resident memory of the whole session: {results[name]['peak_rss_mb']:,.0f} MB")
-    ratio_rows = rows_of(big) / rows_of(demo)
-    slowest = max((label for label, *_ in VIEWS), key=lambda v: results["large"][v]["seconds"])
-    print(
-        f"\nlarge / demo: {ratio_rows:.1f}x the rows; slowest page {slowest} "
-        f"{results['large'][slowest]['seconds'] / max(results['demo'][slowest]['seconds'], 1e-9):.1f}x slower; "
-        f"peak memory {results['large']['peak_rss_mb'] / results['demo']['peak_rss_mb']:.1f}x"
-    )
+    print(f"\n| view | {' | '.join(results)} |\n|---{'|---' * len(results)}|")
+    for label in ["open", *(v[0] for v in VIEWS)]:
+        cells = [results[n]["open"] if label == "open" else results[n][label]["seconds"] for n in results]
+        print(f"| {label} | {' | '.join(f'{c:.2f} s' for c in cells)} |")
+    peaks = [f"{results[n]['peak_rss_mb']:,.0f} MB" for n in results]
+    print(f"| peak resident memory | {' | '.join(peaks)} |")
+    for name in list(results)[1:]:
+        slowest = max((v[0] for v in VIEWS), key=lambda v: results[name][v]["seconds"])
+        seconds, baseline = results[name][slowest]["seconds"], results["demo"][slowest]["seconds"]
+        print(f"{name}: slowest view {slowest} {seconds:.2f} s ({seconds / max(baseline, 1e-9):.1f}x the demo's)")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     synth.add_argument("--samples", type=int, required=True, help="number of test samples")
     synth.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--metric-bits", type=int, default=23, help="mantissa bits kept of each float metric, as compute's (default 23)"
+    )
     synth.add_argument("--out", required=True, help="snapshot folder to write")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing snapshot at --out")
     synth.add_argument("--quiet", action="store_true", help="no progress bar, only the summary line")
@@ -144,7 +147,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from compute.synth import SynthSpec, run
 
-    spec = SynthSpec(args.models, args.samples, args.classes, args.seed)
+    spec = SynthSpec(args.models, args.samples, args.classes, args.seed, args.metric_bits)
     return report("synth", lambda: run(spec, args.out, args.overwrite, not args.quiet))
 
 

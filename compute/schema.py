@@ -179,10 +179,27 @@ SAMPLES_SCHEMA = pa.schema(
     ]
 )
 
+#: metrics/ layout (schema version 5): a model's rows are stored block by block, each block an
+#: evenly spaced subset of the samples (block = rank % sample_blocks(N), rank the sample's position
+#: among the sample ids in ascending order), in row groups of one block x CONDITIONS_PER_GROUP
+#: conditions (joined up to MIN_ROW_GROUP_ROWS); a reader that wants one sample, an evenly
+#: spaced subset or a few conditions then skips the other row groups by their statistics
+BLOCK_SAMPLES = 1250
+MAX_SAMPLE_BLOCKS = 32
+CONDITIONS_PER_GROUP = 16
+MIN_ROW_GROUP_ROWS = 20_000  # 1,250 samples x 16 conditions: one row group per block x 16 conditions at CIFAR scale
+
+
+def sample_blocks(n_samples: int) -> int:
+    """How many blocks the samples of a snapshot are dealt into: about BLOCK_SAMPLES each."""
+    return max(1, min(MAX_SAMPLE_BLOCKS, n_samples // BLOCK_SAMPLES))
+
+
 METRICS_SCHEMA = pa.schema(
     [
         ("condition_id", pa.int16()),
         ("sample_id", pa.int32()),
+        ("block", pa.int16()),  # the sample's block: its rank among the sample ids modulo sample_blocks(N)
         ("pred", pa.int16()),
         ("correct", pa.bool_()),
         *[(name, pa.float32()) for name in FLOAT_METRICS],
@@ -294,6 +311,11 @@ def table_schemas(version: int) -> dict[str, pa.Schema]:
     older[MODELS] = pa.schema([f for f in MODELS_SCHEMA if f.name not in MODEL_DIAGNOSTICS])
     del older[LAYERS]
     return older
+
+
+def metrics_schema(version: int) -> pa.Schema:
+    """The per-sample files' schema of a snapshot of schema `version`: before 5, without `block`."""
+    return METRICS_SCHEMA if version >= 5 else pa.schema([f for f in METRICS_SCHEMA if f.name != "block"])
 
 
 def metrics_partition(model_id: str) -> str:

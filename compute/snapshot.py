@@ -36,7 +36,7 @@ class SnapshotError(Exception):
         self.problem = problem
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+def write_parquet_atomic(table: pa.Table, path: Path, row_groups: list[int] | None = None) -> None:
     """zstd Parquet, written under a temporary name, fsynced and renamed into place.
 
     Float columns use the BYTE_STREAM_SPLIT encoding (lossless; zstd then compresses the
@@ -45,12 +45,19 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """
     floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
     others = [f.name for f in table.schema if f.name not in floats]
-    write_atomic(
-        path,
-        lambda tmp: pq.write_table(
-            table, tmp, use_byte_stream_split=floats or False, use_dictionary=others or False, **schema.PARQUET_OPTIONS
-        ),
-    )
+    options = {"use_byte_stream_split": floats or False, "use_dictionary": others or False, **schema.PARQUET_OPTIONS}
+
+    def fill(tmp: Path) -> None:
+        if row_groups is None:
+            pq.write_table(table, tmp, **options)
+            return
+        with pq.ParquetWriter(tmp, table.schema, **options) as out:
+            start = 0
+            for rows in row_groups:  # one row group each (`rows` stays below the writer's default size)
+                out.write_table(table.slice(start, rows), row_group_size=max(rows, 1))
+                start += rows
+
+    write_atomic(path, fill)
 
 
 def conform(table: pa.Table | pl.DataFrame, target: pa.Schema, what: str) -> pa.Table:
@@ -64,10 +71,35 @@ def conform(table: pa.Table | pl.DataFrame, target: pa.Schema, what: str) -> pa.
 
 
 def metrics_table(model_id: str, table: pa.Table | pl.DataFrame) -> pa.Table:
-    """A model's per-sample rows in the snapshot's schema, sorted by condition so that a
-    filter on condition_id skips whole row groups."""
-    table = conform(table, schema.METRICS_SCHEMA, f"metrics of {model_id}")
-    return table.sort_by([("condition_id", "ascending"), ("sample_id", "ascending")])
+    """A model's per-sample rows (every sample on each of its conditions) in the snapshot's
+    schema: each sample's `block` set, sorted by block, condition and sample, as
+    `write_metrics_atomic` lays them into row groups (docs/DESIGN.md, metrics/)."""
+    frame = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
+    ids = np.sort(frame["sample_id"].unique().to_numpy())
+    rank = np.searchsorted(ids, frame["sample_id"].to_numpy())
+    frame = frame.with_columns(pl.Series("block", rank % schema.sample_blocks(len(ids)), dtype=pl.Int16))
+    return conform(frame.sort("block", "condition_id", "sample_id"), schema.METRICS_SCHEMA, f"metrics of {model_id}")
+
+
+def metrics_row_groups(table: pa.Table) -> list[int]:
+    """Row counts of the row groups of a `metrics_table`: one block x CONDITIONS_PER_GROUP
+    conditions each, consecutive ones joined until a group holds MIN_ROW_GROUP_ROWS (small
+    row groups compress worse and save nothing on a small snapshot)."""
+    block = table.column("block").to_numpy().astype(np.int64)
+    group = table.column("condition_id").to_numpy().astype(np.int64) // schema.CONDITIONS_PER_GROUP
+    starts = np.flatnonzero(np.diff(block * 100_000 + group, prepend=-1))
+    sizes, current = [], 0
+    for rows in np.diff(np.append(starts, len(block))).tolist():
+        current += rows
+        if current >= schema.MIN_ROW_GROUP_ROWS:
+            sizes.append(current)
+            current = 0
+    return [*sizes, current] if current else sizes
+
+
+def write_metrics_atomic(table: pa.Table, path: Path) -> None:
+    """A `metrics_table` written as write_parquet_atomic writes any table, in its row groups."""
+    write_parquet_atomic(table, path, metrics_row_groups(table))
 
 
 class SnapshotWriter:
@@ -108,7 +140,7 @@ class SnapshotWriter:
     def write_metrics(self, model_id: str, table: pa.Table | pl.DataFrame, part: int = 0) -> None:
         folder = self.tmp / schema.metrics_partition(schema.check_model_id(model_id))
         folder.mkdir(parents=True, exist_ok=True)
-        write_parquet_atomic(metrics_table(model_id, table), folder / f"part-{part}.parquet")
+        write_metrics_atomic(metrics_table(model_id, table), folder / f"part-{part}.parquet")
 
     def write_file(self, relative: str, data: bytes) -> None:
         """Any other file of the snapshot (model checkpoints), written atomically."""

@@ -25,7 +25,7 @@ from compute import answers, geometry, schema
 from compute.config import InputError
 from compute.evaluate import clean_geometry
 from compute.occlusion import patch_corners
-from compute.snapshot import SnapshotWriter, summarize
+from compute.snapshot import SnapshotWriter, round_mantissa, summarize
 
 FEATURES = 32
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
@@ -44,6 +44,7 @@ class SynthSpec:
     samples: int
     classes: int = 10
     seed: int = 0
+    metric_bits: int = 23  # as compute's --metric-bits: mantissa bits kept of each float metric
 
 
 def model_grid(n: int) -> pl.DataFrame:
@@ -147,6 +148,8 @@ def _png(value: int) -> bytes:
 
 
 def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: bool = True) -> str:
+    if not 1 <= spec.metric_bits <= 23:
+        raise InputError(f"--metric-bits: {spec.metric_bits} is not allowed; choose 1 to 23 (23 keeps float32 exact)")
     if spec.models < 1 or spec.samples < spec.classes:
         raise InputError(f"synth needs at least 1 model and {spec.classes} samples (got {spec.models}, {spec.samples})")
     started = time.perf_counter()
@@ -162,6 +165,7 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
     rows_total = spec.models * len(conditions) * spec.samples
     with SnapshotWriter(out, overwrite=overwrite) as writer:
         class_rows, embedding_rows, summaries, answer_rows = [], [], [], []
+        answer_seconds = 0.0
         bar = tqdm(total=spec.models, desc="synth", unit="model", disable=not progress)
         for model_id, sparsity in models.select("model_id", "target_sparsity").iter_rows():
             weight = base_w + torch.randn(base_w.shape, generator=gen, dtype=torch.float64) * sparsity
@@ -179,13 +183,15 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
                 frame["pred"] = metrics["pred"].numpy().astype(np.int16)
                 frame["correct"] = metrics["correct"].numpy()
                 for name in schema.FLOAT_METRICS:
-                    frame[name] = metrics[name].numpy().astype(np.float32)
+                    frame[name] = round_mantissa(metrics[name].numpy().astype(np.float32), spec.metric_bits)
                 frames.append(pl.DataFrame(frame))
                 if condition.corruption == schema.CLEAN:
-                    embedding_rows.append(clean_geometry(model_id, sample_ids, feats, weight, 23))
+                    embedding_rows.append(clean_geometry(model_id, sample_ids, feats, weight, spec.metric_bits))
             table = pl.concat(frames)
             writer.write_metrics(model_id, table)
+            tick = time.perf_counter()
             answer_rows.append(answers.model_answers(model_id, table, sample_ids, [0]))
+            answer_seconds += time.perf_counter() - tick
             summaries.append(summarize(table.with_columns(pl.lit(model_id).alias("model_id"))))
             geo = geometry.class_geometry(weight, bias)
             class_rows.append(
@@ -229,7 +235,9 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
             ),
         )
         writer.write_table(schema.SUMMARY, summary)
+        tick = time.perf_counter()
         writer.write_table(schema.ANSWERS, pa.concat_tables(answer_rows))
+        answer_seconds += time.perf_counter() - tick
         writer.write_table(schema.CLASSES, pl.concat(class_rows))
         writer.write_table(schema.EMBEDDING, pl.concat(embedding_rows))
         writer.write_table(schema.CONDITIONS, pl.DataFrame([c.__dict__ for c in conditions]))
@@ -260,6 +268,9 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
                 "seeds": sorted(set(models["seed"].to_list())),
                 "device": "none",
                 "config": {"models": spec.models, "samples": spec.samples, "classes": spec.classes, "seed": spec.seed},
+                "storage": {
+                    "metric_bits": spec.metric_bits, "float_encoding": "BYTE_STREAM_SPLIT", "compression": "zstd"
+                },  # fmt: skip
                 "counts": {
                     "models": spec.models,
                     "conditions": len(conditions),
@@ -272,11 +283,12 @@ def run(spec: SynthSpec, out: str | Path, overwrite: bool = False, progress: boo
                     "sample_ids": occluded.tolist(),
                     "fill": "synthetic: no image was occluded",
                 },
-                "timings": {"total": round(time.perf_counter() - started, 3)},
+                "timings": {"total": round(time.perf_counter() - started, 3), "answers": round(answer_seconds, 3)},
             }
         )
     seconds = time.perf_counter() - started
     return (
         f"wrote {path}: {spec.models} models x {len(conditions)} conditions x {spec.samples} samples "
-        f"= {rows_total:,} synthetic rows in {seconds:.1f} s ({math.ceil(rows_total / max(seconds, 1e-9)):,} rows/s)"
+        f"= {rows_total:,} synthetic rows in {seconds:.1f} s ({math.ceil(rows_total / max(seconds, 1e-9)):,} rows/s; "
+        f"answers.parquet {answer_seconds:.1f} s of it)"
     )

@@ -120,7 +120,7 @@ def check_snapshot(path: str | Path) -> dict:
     partitions = metric_partitions(path)
     for folder in partitions:
         for file in sorted(folder.iterdir()):
-            check_file_schema(file, str(file.relative_to(path)), schema.METRICS_SCHEMA)
+            check_file_schema(file, str(file.relative_to(path)), schema.metrics_schema(version))
 
     models = pl.read_parquet(path / schema.MODELS)
     conditions = pl.read_parquet(path / schema.CONDITIONS)
@@ -187,9 +187,16 @@ def check_snapshot(path: str | Path) -> dict:
     # per-sample rows, lazily; float metrics may be stored rounded (manifest storage.metric_bits)
     tolerance = metric_tolerance(manifest)
     metrics = scan_metrics(path)
-    labelled = metrics.join(samples.lazy(), on="sample_id", how="left")
+    ranks = samples.sort("sample_id").with_row_index("rank").select("sample_id", "rank")
+    labelled = metrics.join(samples.lazy(), on="sample_id", how="left").join(ranks.lazy(), on="sample_id", how="left")
+    blocks = schema.sample_blocks(len(samples))
     checks: list[tuple[str, str, pl.Expr]] = [
         ("sample_id", "names no sample of samples.parquet", pl.col("label").is_null()),
+        *(
+            [("block", f"is not the sample's rank modulo {blocks}", pl.col("block") != pl.col("rank") % blocks)]
+            if version >= 5
+            else []
+        ),
         (
             "condition_id",
             "names no condition of conditions.parquet",

@@ -32,7 +32,7 @@ from torch import nn
 from compute import schema
 from compute.config import ComputeConfig, InputError
 from compute.output import OutputSlot, Target, write_atomic, write_bytes_atomic, write_json_atomic
-from compute.snapshot import conform, metrics_table, write_parquet_atomic
+from compute.snapshot import conform, metrics_table, write_metrics_atomic, write_parquet_atomic
 
 #: configuration fields that only shape what the snapshot keeps, not what is computed
 NOT_COMPUTED = ("checkpoints", "thumbnail_samples", "device")
@@ -162,7 +162,7 @@ class WorkFolder(OutputSlot):
         """The model's evaluated tables (metrics, classes, embedding and, when asked for,
         occlusion), then the marker, which keeps its ReLU diagnostics."""
         folder = self.model_dir(model_id)
-        write_parquet_atomic(metrics_table(model_id, tables["metrics"]), folder / "metrics.parquet")
+        write_metrics_atomic(metrics_table(model_id, tables["metrics"]), folder / "metrics.parquet")
         for name, table_name in EVALUATED_TABLES.items():
             if name in tables:
                 target = schema.TABLE_SCHEMAS.get(table_name) or schema.OPTIONAL_SCHEMAS[table_name]

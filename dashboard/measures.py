@@ -7,12 +7,18 @@ Streamlit-free; definitions in docs/DESIGN.md ("Measures beyond accuracy").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import polars as pl
 from scipy import stats
 
 from compute import schema
+from compute.answers import Answers
+from dashboard.queries import model_batches
 from dashboard.roles import is_dense, with_parents
-from dashboard.store import Snapshot, scan_metrics
+from dashboard.store import Snapshot
+from dashboard.store import answers as snapshot_answers
 
 
 def with_parent_accuracy(accuracy: pl.DataFrame, models: pl.DataFrame, key: str = "condition_id") -> pl.DataFrame:
@@ -99,43 +105,60 @@ def mcnemar_p(only_dense_right: pl.Series, only_pruned_right: pl.Series) -> pl.S
     return pl.Series("p_value", p.clip(max=1.0)).fill_nan(1.0)
 
 
-def discordant_pairs(metrics: pl.LazyFrame | pl.DataFrame, models: pl.DataFrame) -> pl.DataFrame:
-    """Per pruned model and condition: samples only the dense parent gets right, samples only the
-    pruned model gets right, and McNemar's p for the difference."""
-    correct = metrics.lazy().select("model_id", "condition_id", "sample_id", "correct")
-    parents = models.filter(~is_dense()).select("model_id", "parent_id").lazy()
-    dense = correct.rename({"model_id": "parent_id", "correct": "parent_correct"})
-    counts = (
-        correct.join(parents, on="model_id")
-        .join(dense, on=["parent_id", "condition_id", "sample_id"])
-        .group_by("model_id", "condition_id")
-        .agg(
-            (pl.col("parent_correct") & ~pl.col("correct")).sum().cast(pl.Int64).alias("only_dense_right"),
-            (~pl.col("parent_correct") & pl.col("correct")).sum().cast(pl.Int64).alias("only_pruned_right"),
-        )
-        .collect()
-    )
+def discordant_pairs(
+    answers: Answers, models: pl.DataFrame, model_ids: Sequence[str], condition_ids: Sequence[int]
+) -> pl.DataFrame:
+    """Per pruned model of `model_ids` and condition: samples only the dense parent gets right,
+    samples only the pruned model gets right, and McNemar's p for the difference."""
+    pruned = models.filter(pl.col("model_id").is_in(list(model_ids)) & ~is_dense())
+    conditions = [int(c) for c in condition_ids]
+    ids, parents = pruned["model_id"].to_list(), pruned["parent_id"].to_list()
+    only_dense, only_pruned = [], []
+    for batch in model_batches(list(range(len(ids))), 2 * len(conditions) * len(answers.sample_ids)):
+        mine = answers.correct([ids[i] for i in batch], conditions)
+        theirs = answers.correct([parents[i] for i in batch], conditions)
+        only_dense.append((theirs & ~mine).sum(axis=2).ravel())
+        only_pruned.append((~theirs & mine).sum(axis=2).ravel())
+    counts = pl.DataFrame(
+        {
+            "model_id": np.repeat(ids, len(conditions)),
+            "condition_id": np.tile(np.asarray(conditions, dtype=np.int16), len(ids)),
+            "only_dense_right": np.concatenate(only_dense) if only_dense else np.zeros(0, np.int64),
+            "only_pruned_right": np.concatenate(only_pruned) if only_pruned else np.zeros(0, np.int64),
+        },
+        schema={"model_id": pl.String, "condition_id": pl.Int16, "only_dense_right": pl.Int64,
+                "only_pruned_right": pl.Int64},
+    )  # fmt: skip
     return counts.with_columns(mcnemar_p(counts["only_dense_right"], counts["only_pruned_right"])).sort(
         "model_id", "condition_id"
     )
 
 
 def significance(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids: tuple[int, ...]) -> pl.DataFrame:
-    """discordant_pairs for the chosen pruned models (their parents read alongside)."""
-    models = snapshot.models.filter(pl.col("model_id").is_in(list(model_ids)))
-    wanted = with_parents(snapshot.models, model_ids)
-    return discordant_pairs(scan_metrics(snapshot, wanted, list(condition_ids)), models)
+    """discordant_pairs for the chosen pruned models, from the snapshot's answers."""
+    return discordant_pairs(snapshot_answers(snapshot), snapshot.models, model_ids, condition_ids)
 
 
-def class_accuracy(metrics: pl.LazyFrame | pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
-    """Per model and class: accuracy over the given rows (all their conditions pooled)."""
+def class_accuracy(
+    answers: Answers, samples: pl.DataFrame, model_ids: Sequence[str], condition_ids: Sequence[int]
+) -> pl.DataFrame:
+    """Per model and class: accuracy over the class's samples and the given conditions pooled,
+    and how many (condition, sample) pairs that is (`n`)."""
+    labels = samples.sort("sample_id")["label"].to_numpy().astype(np.int64)
+    classes = np.unique(labels)
+    per_class = np.bincount(labels)[classes] * len(condition_ids)
+    rows = []
+    for batch in model_batches(list(model_ids), len(condition_ids) * len(labels)):
+        right = answers.correct(batch, condition_ids).sum(axis=1)  # model, sample
+        for model_id, row in zip(batch, right, strict=True):
+            hits = np.bincount(labels, weights=row, minlength=classes.max() + 1)[classes]
+            rows.append(pl.DataFrame({"model_id": model_id, "label": classes, "hits": hits, "n": per_class}))
+    if not rows or not len(condition_ids):
+        return pl.DataFrame(schema={"model_id": pl.String, "label": pl.Int16, "accuracy": pl.Float64, "n": pl.Int64})
     return (
-        metrics.lazy()
-        .select("model_id", "sample_id", "correct")
-        .join(samples.lazy().select("sample_id", "label"), on="sample_id")
-        .group_by("model_id", "label")
-        .agg(pl.col("correct").mean().alias("accuracy"), pl.len().alias("n"))
-        .collect()
+        pl.concat(rows)
+        .select("model_id", pl.col("label").cast(pl.Int16), (pl.col("hits") / pl.col("n")).alias("accuracy"),
+                pl.col("n").cast(pl.Int64))  # fmt: skip
         .sort("model_id", "label")
     )
 
@@ -146,7 +169,7 @@ def class_breakdown(
     """Accuracy per model and class over the given conditions, and that minus the dense parent's."""
     models = snapshot.models.filter(pl.col("model_id").is_in(list(model_ids)))
     wanted = with_parents(snapshot.models, model_ids)
-    table = class_accuracy(scan_metrics(snapshot, wanted, list(condition_ids)), snapshot.samples)
+    table = class_accuracy(snapshot_answers(snapshot), snapshot.samples, wanted, [int(c) for c in condition_ids])
     parents = table.select(pl.col("model_id").alias("parent_id"), "label", pl.col("accuracy").alias("parent_accuracy"))
     return (
         table.filter(pl.col("model_id").is_in(list(model_ids)))

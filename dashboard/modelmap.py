@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from dashboard.queries import evenly_spaced
+from dashboard.queries import sample_subset
 from dashboard.store import Snapshot, scan_metrics
 
 #: the per-sample geometry a model is described by (docs/DESIGN.md)
@@ -33,13 +33,8 @@ def model_vectors(
     """(model ids, one row per model of its geometry on every sample and condition, standardised per
     column, and how many samples were used: an evenly spaced subset when the snapshot is large)."""
     per_sample = len(condition_ids) * len(GEOMETRY)
-    samples = snapshot.samples["sample_id"].sort().to_list()
-    samples = evenly_spaced(samples, max(1, MAX_VALUES_PER_MODEL // max(per_sample, 1)))
-    rows = (
-        scan_metrics(snapshot, list(model_ids), list(condition_ids), GEOMETRY)
-        .filter(pl.col("sample_id").is_in(samples))
-        .collect()
-    )
+    samples = sample_subset(snapshot, max(1, MAX_VALUES_PER_MODEL // max(per_sample, 1)))
+    rows = scan_metrics(snapshot, list(model_ids), list(condition_ids), GEOMETRY, samples).collect()
     return (*standardised_matrix(rows, list(model_ids)), len(samples))
 
 

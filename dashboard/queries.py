@@ -12,6 +12,7 @@ from compute.answers import Answers
 from dashboard import roles
 from dashboard.store import Snapshot, class_angles, scan_metrics
 from dashboard.store import answers as snapshot_answers
+from dashboard.store import sample_blocks as store_sample_blocks
 
 METHOD_ORDER = list(schema.METHOD_FAMILIES)
 BATCH_CELLS = 20_000_000  # per-sample answers a batched query unpacks at once (one byte each: about 20 MB)
@@ -510,6 +511,21 @@ def evenly_spaced(values: list[int], count: int) -> list[int]:
     return [values[i] for i in np.linspace(0, len(values) - 1, max(1, count)).astype(int)]
 
 
+def sample_subset(snapshot: Snapshot, count: int, among: list[int] | None = None) -> list[int]:
+    """At most `count` (at least one) of the snapshot's samples (or of `among`, sorted), evenly
+    spaced and drawn from as few metrics/ blocks as that takes, lowest first (each block is
+    itself an evenly spaced subset), so that reading them skips the other blocks' row groups."""
+    ordered = snapshot.samples["sample_id"].sort().to_numpy()
+    candidates = np.asarray(ordered if among is None else among, dtype=np.int64)
+    blocks = store_sample_blocks(snapshot)
+    if blocks is None or len(candidates) <= count:
+        return evenly_spaced(candidates.tolist(), count)
+    block = np.searchsorted(ordered, candidates) % blocks
+    holding = np.flatnonzero(np.bincount(block, minlength=blocks))  # blocks with candidates, lowest first
+    enough = int(np.searchsorted(np.cumsum(np.bincount(block)[holding]), max(1, count))) + 1
+    return evenly_spaced(candidates[np.isin(block, holding[:enough])].tolist(), count)
+
+
 def positions(values: pl.Series, ordered: list) -> np.ndarray:
     """Index of each value in `ordered`, which holds every value: sorted integers, or
     strings in any order."""
@@ -529,8 +545,8 @@ def prediction_matrix(
     """
     conditions = sorted(int(c) for c in condition_ids)
     per_sample = max(1, len(model_ids) * len(conditions))
-    samples = evenly_spaced(snapshot.samples["sample_id"].sort().to_list(), max_cells // per_sample)
-    frame = scan_metrics(snapshot, model_ids, conditions, ["pred"]).filter(pl.col("sample_id").is_in(samples)).collect()
+    samples = sample_subset(snapshot, max_cells // per_sample)
+    frame = scan_metrics(snapshot, model_ids, conditions, ["pred"], samples).collect()
     matrix = np.full((len(conditions) * len(samples), len(model_ids)), -1, dtype=np.int64)
     row = positions(frame["condition_id"], conditions) * len(samples) + positions(frame["sample_id"], samples)
     matrix[row, positions(frame["model_id"], model_ids)] = frame["pred"].to_numpy()
@@ -575,10 +591,8 @@ def metric_rows(
     """Per-sample values of `columns` for the chosen models and conditions (at most
     `max_rows`: an evenly spaced subset of samples beyond that, chosen before reading)."""
     per_sample = max(1, len(model_ids) * len(condition_ids))
-    samples = evenly_spaced(snapshot.samples["sample_id"].sort().to_list(), max_rows // per_sample)
-    return (
-        scan_metrics(snapshot, model_ids, condition_ids, columns).filter(pl.col("sample_id").is_in(samples)).collect()
-    )
+    samples = sample_subset(snapshot, max_rows // per_sample)
+    return scan_metrics(snapshot, model_ids, condition_ids, columns, samples).collect()
 
 
 def shift_from_dense(metrics: pl.LazyFrame, model_id: str, parent_id: str, condition_id: int) -> pl.DataFrame:
@@ -706,7 +720,7 @@ def robust_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids
 
 def sample_outcomes(snapshot: Snapshot, sample_id: int, model_ids: tuple[str, ...]):
     """Every model x condition row of one sample, with the condition's name and severity."""
-    rows = scan_metrics(snapshot, model_ids=list(model_ids)).filter(pl.col("sample_id") == int(sample_id)).collect()
+    rows = scan_metrics(snapshot, model_ids=list(model_ids), sample_ids=[int(sample_id)]).collect()
     return rows.join(snapshot.conditions, on="condition_id").sort("model_id", "condition_id")
 
 
@@ -770,14 +784,10 @@ def global_geometry(snapshot: Snapshot, model_ids: tuple[str, ...], label: int, 
     the angle to every class direction (`angle_<c>`), feat_norm, geom_margin, p_true and
     correct, the axes of the paper's global geometry view."""
     of_class = snapshot.samples.filter(pl.col("label") == label)["sample_id"].sort().to_list()
-    sample_ids = evenly_spaced(of_class, limit)
+    sample_ids = sample_subset(snapshot, limit, of_class)
     clean = clean_condition_ids(snapshot.conditions)
-    metrics = (
-        scan_metrics(snapshot, list(model_ids), clean, [*GLOBAL_AXES, "correct"])
-        .filter(pl.col("sample_id").is_in(sample_ids))
-        .drop("condition_id")
-        .collect()
-    )
+    metrics = scan_metrics(snapshot, list(model_ids), clean, [*GLOBAL_AXES, "correct"], sample_ids)
+    metrics = metrics.drop("condition_id").collect()
     angles = class_angles(snapshot, model_ids, sample_ids)
     n_classes = snapshot.classes["class"].n_unique()
     return (

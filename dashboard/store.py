@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -222,18 +223,40 @@ def open_snapshot(path: str | Path) -> Snapshot:
     return snapshot
 
 
+def sample_blocks(snapshot: Snapshot) -> int | None:
+    """How many blocks metrics/ deals the samples into (schema.sample_blocks); None for a
+    snapshot that predates them (schema version 4 and earlier)."""
+    if snapshot.manifest.get("schema_version", 0) < 5:
+        return None
+    return schema.sample_blocks(snapshot.samples.height)
+
+
+def block_of(snapshot: Snapshot, sample_ids: Sequence[int]) -> list[int]:
+    """The metrics/ block of each sample: its rank among the sample ids modulo sample_blocks."""
+    ordered = snapshot.samples["sample_id"].sort().to_numpy()
+    return (np.searchsorted(ordered, np.asarray(sample_ids, dtype=np.int64)) % (sample_blocks(snapshot) or 1)).tolist()
+
+
 def scan_metrics(
     snapshot: Snapshot,
     model_ids: Sequence[str] | None = None,
     condition_ids: Sequence[int] | None = None,
     columns: Sequence[str] | None = None,
+    sample_ids: Sequence[int] | None = None,
 ) -> pl.LazyFrame:
-    """Per-sample rows, lazily, filtered and projected before anything is read."""
+    """Per-sample rows, lazily, filtered and projected before anything is read; the rows of
+    `sample_ids` only are read from the row groups of their blocks."""
     frame = _scan_all_metrics(snapshot.path)
     if model_ids is not None:
         frame = frame.filter(pl.col("model_id").is_in(list(model_ids)))
     if condition_ids is not None:
         frame = frame.filter(pl.col("condition_id").is_in([int(c) for c in condition_ids]))
+    if sample_ids is not None:
+        if sample_blocks(snapshot) is not None:  # lets the reader skip the other blocks' row groups
+            frame = frame.filter(pl.col("block").is_in(sorted(set(block_of(snapshot, sample_ids)))))
+        frame = frame.filter(pl.col("sample_id").is_in([int(s) for s in sample_ids]))
+    if columns is None:
+        return frame.select(pl.exclude("block"))  # how the rows are laid out, not what they say
     if columns is not None:
         keep = [
             "model_id",

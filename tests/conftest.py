@@ -98,6 +98,14 @@ def tiny_snapshot(tmp_path_factory) -> Path:
     return out
 
 
+def synthesised(tmp_path_factory, name: str, models: int, samples: int) -> Path:
+    """A `prunescope synth` snapshot of `models` x 96 conditions x `samples`, for a module's fixture."""
+    out = tmp_path_factory.mktemp(name) / name
+    result = run_cli("synth", "--models", str(models), "--samples", str(samples), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 @pytest.fixture
 def snapshot_copy(tiny_snapshot, tmp_path) -> Path:
     """A private copy of the tiny snapshot that a test may damage."""

@@ -223,8 +223,10 @@ def test_evaluate_adds_a_child_of_a_dense_model_the_snapshot_holds(tmp_path):
     assert pl.read_parquet(grown / schema.MODELS)["model_id"].to_list() == [*kept, "mine-70"]
 
     # a snapshot without the parent's weights, and a pruned model named as parent: one line each
-    bare = tmp_path / "bare"
-    assert run_cli(*TINY, "--methods", "dense,magnitude", "--sparsities", "0.5", "--out", str(bare)).returncode == 0
+    import shutil
+
+    bare = Path(shutil.copytree(base, tmp_path / "bare"))
+    shutil.rmtree(bare / schema.CHECKPOINTS_DIR)  # as written without --checkpoints
     refused = run_cli_here(*child, "--add-to", str(bare), "--out", str(tmp_path / "x"))
     assert_refused(refused, "dense-s0", "not its weights", "--checkpoints", "--replace")
     (tmp_path / "child.py").write_text((tmp_path / "child.py").read_text().replace(

@@ -82,7 +82,9 @@ def test_discordant_pairs_count_per_model_and_condition():
             for s, v in enumerate(values)
         ]
     )
-    table = measures.discordant_pairs(metrics, MODELS)
+    from tests.test_queries import answers_of
+
+    table = measures.discordant_pairs(answers_of(metrics), MODELS, list(correct), [0])
     rows = {r["model_id"]: r for r in table.iter_rows(named=True)}
     assert set(rows) == {"m-0.5-s0", "m-0.8-s0"}
     assert (rows["m-0.5-s0"]["only_dense_right"], rows["m-0.5-s0"]["only_pruned_right"]) == (2, 1)
@@ -101,7 +103,9 @@ def test_class_accuracy_pools_the_conditions_of_each_class():
             "correct": [True, False, True, True, True, False],
         }
     )
-    table = measures.class_accuracy(metrics, samples)
+    from tests.test_queries import answers_of
+
+    table = measures.class_accuracy(answers_of(metrics), samples, ["a"], [0, 1])
     assert dict(table.select("label", "accuracy").iter_rows()) == {0: 0.75, 1: 0.5}
     assert dict(table.select("label", "n").iter_rows()) == {0: 4, 1: 2}
 

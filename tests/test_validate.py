@@ -9,7 +9,7 @@ import pytest
 from compute import schema
 from compute.snapshot import conform
 from compute.validate import main as validate
-from tests.conftest import run_cli
+from tests.conftest import synthesised
 
 
 def rewrite_metrics(path, change):
@@ -299,9 +299,7 @@ def test_a_version_2_snapshot_is_valid_and_said_to_predate_the_new_tables(snapsh
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """A small synth snapshot: the one with an occlusion table among the fixtures."""
-    out = tmp_path_factory.mktemp("synth") / "s"
-    assert run_cli("synth", "--models", "3", "--samples", "20", "--out", str(out), "--quiet").returncode == 0
-    return out
+    return synthesised(tmp_path_factory, "synth", 3, 20)
 
 
 def test_the_synthetic_tables_are_valid(synthetic):
