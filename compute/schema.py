@@ -184,10 +184,10 @@ SAMPLES_SCHEMA = pa.schema(
 #: among the sample ids in ascending order), in row groups of one block x CONDITIONS_PER_GROUP
 #: conditions (joined up to MIN_ROW_GROUP_ROWS); a reader that wants one sample, an evenly
 #: spaced subset or a few conditions then skips the other row groups by their statistics
-BLOCK_SAMPLES = 1250
+BLOCK_SAMPLES = 625
 MAX_SAMPLE_BLOCKS = 32
 CONDITIONS_PER_GROUP = 16
-MIN_ROW_GROUP_ROWS = 20_000  # 1,250 samples x 16 conditions: one row group per block x 16 conditions at CIFAR scale
+MIN_ROW_GROUP_ROWS = 10_000  # 625 samples x 16 conditions: one row group per block x 16 conditions at CIFAR scale
 
 
 def sample_blocks(n_samples: int) -> int:

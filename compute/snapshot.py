@@ -83,8 +83,8 @@ def metrics_table(model_id: str, table: pa.Table | pl.DataFrame) -> pa.Table:
 
 def metrics_row_groups(table: pa.Table) -> list[int]:
     """Row counts of the row groups of a `metrics_table`: one block x CONDITIONS_PER_GROUP
-    conditions each, consecutive ones joined until a group holds MIN_ROW_GROUP_ROWS (small
-    row groups compress worse and save nothing on a small snapshot)."""
+    conditions each, consecutive ones joined until a group holds MIN_ROW_GROUP_ROWS and a short
+    tail joined to the last (small row groups compress worse and save nothing on a small snapshot)."""
     block = table.column("block").to_numpy().astype(np.int64)
     group = table.column("condition_id").to_numpy().astype(np.int64) // schema.CONDITIONS_PER_GROUP
     starts = np.flatnonzero(np.diff(block * 100_000 + group, prepend=-1))
@@ -94,7 +94,11 @@ def metrics_row_groups(table: pa.Table) -> list[int]:
         if current >= schema.MIN_ROW_GROUP_ROWS:
             sizes.append(current)
             current = 0
-    return [*sizes, current] if current else sizes
+    if current and sizes and current < schema.MIN_ROW_GROUP_ROWS:  # a short tail joins the last group
+        sizes[-1] += current
+    elif current:
+        sizes.append(current)
+    return sizes
 
 
 def write_metrics_atomic(table: pa.Table, path: Path) -> None:

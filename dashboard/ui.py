@@ -97,6 +97,7 @@ def sidebar() -> store.Snapshot | None:
             f"{dataset.get('name', '?')} · {len(snapshot.models)} models · "
             f"{len(snapshot.conditions)} conditions · {len(snapshot.samples):,} samples"
         )
+        answers_notice(snapshot)
         filters = filter_widgets(snapshot)
     if "address_notice" in st.session_state:
         st.caption(f":material/info: {st.session_state.pop('address_notice')}")
@@ -220,13 +221,14 @@ def address_notice(value: str) -> None:
 
 
 def answers_notice(snapshot: store.Snapshot) -> None:
-    """Said where a view counts per-sample answers of a snapshot that predates answers.parquet:
-    they were computed from metrics/ for this session, which a rebuild makes unnecessary."""
+    """Said in the sidebar of a snapshot that predates answers.parquet: the per-sample answers
+    the views count (McNemar, per class, fragile samples, …) are computed from metrics/ once per
+    session, which a rebuild makes unnecessary."""
     if not store.has_answers(snapshot):
         st.caption(
             f":material/info: {snapshot.name} predates answers.parquet (schema version "
-            f"{snapshot.manifest.get('schema_version')}), so the per-sample answers behind this view were computed "
-            f"from metrics/ once for this session, which is slow on a large snapshot. To write them: "
+            f"{snapshot.manifest.get('schema_version')}), so the per-sample answers the views count are computed "
+            f"from metrics/ once per session, which is slow on a large snapshot. To write them: "
             f"{rebuild_hint(snapshot.path)}."
         )
 

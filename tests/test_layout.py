@@ -15,12 +15,12 @@ from tests.conftest import run_cli, synthesised
 
 @pytest.fixture(scope="module")
 def blocked(tmp_path_factory):
-    """A synthetic snapshot of 2,600 samples: two blocks."""
-    return synthesised(tmp_path_factory, "blocked", 3, 2600)
+    """A synthetic snapshot of 1,300 samples: two blocks."""
+    return synthesised(tmp_path_factory, "blocked", 3, 1300)
 
 
 def test_each_row_group_holds_one_block_of_samples_dealt_by_rank(blocked):
-    assert schema.sample_blocks(2600) == 2 and schema.sample_blocks(180) == 1
+    assert schema.sample_blocks(1300) == 2 and schema.sample_blocks(180) == 1 and schema.sample_blocks(10_000) == 16
     ids = np.sort(pq.read_table(blocked / schema.SAMPLES, columns=["sample_id"])["sample_id"].to_numpy())
     for file in sorted((blocked / schema.METRICS_DIR).rglob("*.parquet")):
         parquet = pq.ParquetFile(file)
@@ -44,8 +44,8 @@ def test_an_evenly_spaced_subset_comes_from_the_fewest_blocks_and_reads_only_its
     few = queries.sample_subset(snapshot, 100)
     block0 = ids[0::2]
     assert few == queries.evenly_spaced(block0, 100)  # within block 0, itself evenly spaced
-    many = queries.sample_subset(snapshot, 1500)  # more than a block holds: both blocks
-    assert many == queries.evenly_spaced(ids, 1500)
+    many = queries.sample_subset(snapshot, 1000)  # more than a block holds: both blocks
+    assert many == queries.evenly_spaced(ids, 1000)
     spread = [s for s in ids if s % 5 == 3]  # 3, 8, 13, 18, ...: in both blocks
     assert queries.sample_subset(snapshot, 50, spread) == queries.evenly_spaced(spread[1::2], 50)  # block 0's
     odd = [s for s in ids if s % 10 == 3]  # all in block 1: block 0, holding none, is skipped

@@ -40,3 +40,18 @@ def test_a_model_missing_rows_gets_zeros_there_and_the_rest_lines_up():
     assert ids == ["a", "b"] and z.shape == (2, 6)
     np.testing.assert_allclose(z[:, 0], [-1.0, 1.0])  # sample 0's angle, both models
     np.testing.assert_allclose(z[:, 3], [0.0, 0.0])  # sample 1: only a has it, so no spread
+
+
+def test_the_projection_is_pca_and_the_distances_are_euclidean():
+    """The map's PCA (from the Gram matrix) against scikit-learn's PCA by SVD, column by column up
+    to sign; its distances against scipy's."""
+    from scipy.spatial.distance import pdist, squareform
+    from sklearn.decomposition import PCA
+
+    matrix = np.random.default_rng(3).standard_normal((9, 400))
+    mine = modelmap.project(matrix, "PCA")
+    theirs = PCA(n_components=2, svd_solver="full").fit_transform(matrix)
+    for k in range(2):
+        sign = np.sign(mine[:, k] @ theirs[:, k])
+        np.testing.assert_allclose(mine[:, k], sign * theirs[:, k], atol=1e-9)
+    np.testing.assert_allclose(modelmap.pairwise_distances(matrix), squareform(pdist(matrix)), atol=1e-9)

@@ -88,8 +88,6 @@ def redundant_corruptions() -> None:
             tuple(corrupted["condition_id"].to_list()),
             basis == "per-sample correctness",
         )
-        if basis == "per-sample correctness":
-            ui.answers_notice(snapshot)
         ordered = [names[i] for i in order]
         matrix = np.asarray(corr)[np.ix_(order, order)]
         low = queries.colour_floor(matrix)

@@ -34,7 +34,6 @@ if colour == "fragile":
         points = points.join(fragile.select("sample_id", "fragile"), on="sample_id", how="left").with_columns(
             pl.col("fragile").fill_null(0)
         )
-        ui.answers_notice(snapshot)
     else:
         points = points.with_columns(pl.lit(0).alias("fragile"))
 

@@ -16,7 +16,6 @@ corrupted_ids = tuple(conditions.filter(pl.col("corruption") != "clean")["condit
 
 st.title("Fragile samples")
 st.caption(f"Counted over {filters.describe()}. Select a row to open the sample.")
-ui.answers_notice(snapshot)
 left, right = st.columns([4, 1])
 classes = left.multiselect("Classes", snapshot.class_names, key="fragile_classes", placeholder="all classes")
 top = right.number_input("Rows", min_value=5, max_value=500, value=30, step=5, key="fragile_rows")
