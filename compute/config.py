@@ -128,6 +128,13 @@ class ComputeConfig:
     corruption_seed: int = _flag(0, "seed of the corruptions (the same for every model)", "run")
     eval_batch_size: int = _flag(256, "images per forward pass in evaluation", "run")
     device: str = _flag("auto", "auto, cpu or cuda", "run", ("auto", "cpu", "cuda"))
+    precision: str = _flag(
+        "fp32",
+        "numeric precision of training and evaluation: fp32, or bf16 autocast (channels-last on CUDA); the "
+        "per-sample metrics are computed in float64 from the features either way",
+        "run",
+        ("fp32", "bf16"),
+    )
     checkpoints: bool = _flag(False, "also save every model's weights in <out>/checkpoints/", "run")
     thumbnail_samples: int = _flag(
         0, "store every corrupted image of this many samples (half the most misclassified) for the app", "run"
@@ -216,7 +223,7 @@ def parse_value(name: str, text: str):
 #: the fields `prunescope evaluate` takes: the data, the conditions and how to evaluate
 EVALUATE_FIELDS = (
     "dataset", "n_test", "split_seed", "data_root", "test_root", "cifar10c", "corruptions", "severities",
-    "corruption_seed", "eval_batch_size", "device", "thumbnail_samples", "metric_bits",
+    "corruption_seed", "eval_batch_size", "device", "precision", "thumbnail_samples", "metric_bits",
 )  # fmt: skip
 
 #: what `prunescope evaluate` starts from: every condition, the whole test split

@@ -15,6 +15,7 @@ from compute.corrupted import ConditionImages
 from compute.diagnostics import DeadUnits
 from compute.models import Classifier
 from compute.occlusion import OcclusionPlan, occlusion_rows
+from compute.precision import autocast, batch_layout, layout
 from compute.schema import FLOAT_METRICS
 from compute.snapshot import round_mantissa
 from compute.train import to_float
@@ -39,6 +40,7 @@ def evaluate_model(
     batch_size: int,
     device: torch.device,
     occlusion: OcclusionPlan | None = None,
+    precision: str = "fp32",
 ) -> Evaluation:
     """The model's rows of the snapshot: per-sample metrics on every condition, its class
     directions, the 2-D embedding of its clean features, its occlusion rows, and its dead
@@ -49,14 +51,14 @@ def evaluate_model(
         condition_images = images.images(condition)
         if condition.corruption == schema.CLEAN:
             with DeadUnits(model) as dead:
-                features = forward_features(model, condition_images, device, batch_size)
+                features = forward_features(model, condition_images, device, batch_size, precision)
             relu = {
                 "dead_relu": dead.fraction(forwards=math.ceil(len(condition_images) / batch_size)),
                 "dynamic_dead_relu": dead.inactive_share(),
             }
             embedding = clean_geometry(model_id, sample_ids, features, model.classifier.weight, metric_bits)
         else:
-            features = forward_features(model, condition_images, device, batch_size)
+            features = forward_features(model, condition_images, device, batch_size, precision)
         if occlusion is not None and occlusion.covers(condition):
             occluded.append(
                 occlusion_rows(
@@ -80,14 +82,18 @@ def evaluate_model(
 
 
 @torch.inference_mode()
-def forward_features(model: Classifier, images: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
-    """Penultimate feature vectors of uint8 images, (N, D) float32 on `device`."""
+def forward_features(
+    model: Classifier, images: torch.Tensor, device: torch.device, batch_size: int, precision: str = "fp32"
+) -> torch.Tensor:
+    """Penultimate feature vectors of uint8 images, (N, D) float32 on `device` (under bf16, the
+    network's bfloat16 output widened)."""
     model.to(device).eval()
-    chunks = [
-        model.features(to_float(images[start : start + batch_size].to(device)))
-        for start in range(0, len(images), batch_size)
-    ]
-    return torch.cat(chunks)
+    with layout(model, device, precision), autocast(device, precision):
+        chunks = [
+            model.features(batch_layout(to_float(images[start : start + batch_size].to(device)), device, precision))
+            for start in range(0, len(images), batch_size)
+        ]
+    return torch.cat(chunks).float()
 
 
 @torch.inference_mode()

@@ -21,6 +21,8 @@ from compute.workdir import EVALUATED_TABLES, WorkFolder
 
 #: configuration fields a grown compute sweep may change: what it adds, and what only
 #: shapes what the snapshot keeps
+#: settings added after some snapshots were written, with the value those snapshots were computed with
+ADDED_LATER = {"precision": "fp32"}
 MAY_DIFFER = ("methods", "sparsities", "shard", "checkpoints", "thumbnail_samples", "device")
 
 
@@ -63,7 +65,9 @@ def grown_config(existing: Existing, cfg: ComputeConfig) -> ComputeConfig:
         )
     old = existing.manifest.get("config", {})
     new = cfg.as_dict()
-    differing = sorted(k for k in new if k not in MAY_DIFFER and _same(old.get(k)) != _same(new[k]))
+    differing = sorted(
+        k for k in new if k not in MAY_DIFFER and _same(old.get(k, ADDED_LATER.get(k))) != _same(new[k])
+    )
     if differing:
         raise InputError(
             f"--add-to: {existing.path} was computed with other {', '.join(differing)}; grow it with the flags "

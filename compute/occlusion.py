@@ -21,6 +21,7 @@ from compute import geometry, schema
 from compute.config import ComputeConfig, InputError
 from compute.data import Dataset
 from compute.models import Classifier
+from compute.precision import autocast, batch_layout, layout
 from compute.snapshot import round_mantissa
 from compute.train import to_float
 
@@ -37,6 +38,7 @@ class OcclusionPlan:
     stride: int
     fill: torch.Tensor  # (3,) the data set's mean colour in [0, 1]
     metric_bits: int
+    precision: str = "fp32"  # the evaluation's, so occluded and unoccluded features compare like for like
 
     def covers(self, condition: schema.Condition) -> bool:
         return condition.corruption == schema.CLEAN or condition.severity == self.severity
@@ -88,6 +90,7 @@ def plan_occlusion(cfg: ComputeConfig, dataset: Dataset) -> OcclusionPlan | None
         stride=cfg.occlusion_stride,
         fill=torch.tensor(mean, dtype=torch.float32),
         metric_bits=cfg.metric_bits,
+        precision=cfg.precision,
     )
 
 
@@ -118,7 +121,8 @@ def occlusion_rows(
     for sample_id, position in zip(plan.sample_ids.tolist(), plan.positions.tolist(), strict=True):
         label = int(labels[position])
         batch = occluded(to_float(images[position].to(device)), plan.corners, plan.patch, plan.fill)
-        hidden = model.features(batch)
+        with layout(model, device, plan.precision), autocast(device, plan.precision):
+            hidden = model.features(batch_layout(batch, device, plan.precision)).float()
         base = features[position : position + 1]
         d_angle = geometry.class_angles(hidden, weight)[:, label] - geometry.class_angles(base, weight)[0, label]
         d_norm = hidden.to(geometry.METRIC_DTYPE).norm(dim=1) - base.to(geometry.METRIC_DTYPE).norm(dim=1)

@@ -142,6 +142,18 @@ def run(
     return drive(cfg, out, overwrite, progress, planned, compute_sweep, described, identity, growth, trains=True)
 
 
+def dry_run(cfg: ComputeConfig, out: str | None, overwrite: bool, preset: str) -> list[str]:
+    """`compute --dry-run`: the checks a run makes before any work, then the sweep's plan and its
+    calibrated cost (compute/cost.py); nothing is written."""
+    from compute.cost import plan_lines, sweep_cost
+
+    cfg = resolve_config(cfg)
+    if out is not None:
+        check_output(out, overwrite, cfg, [])
+    cost = sweep_cost(cfg, resolve_device(cfg.device))
+    return plan_lines(cfg, cost, preset)
+
+
 def run_given(
     cfg: ComputeConfig, source: str, out: str | Path, overwrite: bool = False, progress: bool = True,
     add_to: str | None = None, replace: bool = False,
@@ -235,7 +247,7 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
             eval_tick = time.perf_counter()
             evaluation = evaluate_model(
                 trained.model, model_id, images, dataset.test_labels, sample_ids, dataset.class_names,
-                cfg.metric_bits, cfg.eval_batch_size, device, occlusion,
+                cfg.metric_bits, cfg.eval_batch_size, device, occlusion, cfg.precision,
             )  # fmt: skip
             work.save_evaluated(model_id, evaluation.tables, evaluation.relu)
             timings["evaluate"] += time.perf_counter() - eval_tick

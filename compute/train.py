@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from compute.data import Dataset
 from compute.masks import masked_step
+from compute.precision import autocast, batch_layout, layout
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class TrainConfig:
     #: resume the schedule at this step: the learning rate and the steps left are those of
     #: steps start_step..end (open_lth's retraining from the rewind point)
     start_step: int = 0
+    precision: str = "fp32"  # compute/precision.py: fp32, or bf16 autocast of the forward pass
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -133,27 +135,30 @@ def train(
     bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, disable=not progress)
     step = min(cfg.start_step, total_steps)
     bar.update(step)
-    for epoch in range(step // per_epoch, cfg.epochs):
-        order = torch.randperm(n, generator=generator).to(device)
-        for b in range(step - epoch * per_epoch, per_epoch):
-            if step == hooks.capture_step:
-                captured = copy.deepcopy(model.state_dict())
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = to_float(images[idx])
-            if cfg.augment:
-                x = augment_batch(x, data.augment_flip, generator)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
-            loss = F.cross_entropy(forward(x), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if hooks.on_backward is not None:
-                hooks.on_backward(step, total_steps)
-            masked_step(model, optimizer)
-            step += 1
-            bar.update()
-        loss_value = float(loss.detach())
-        bar.set_postfix(loss=f"{loss_value:.3f}")
+    with layout(model, device, cfg.precision):
+        for epoch in range(step // per_epoch, cfg.epochs):
+            order = torch.randperm(n, generator=generator).to(device)
+            for b in range(step - epoch * per_epoch, per_epoch):
+                if step == hooks.capture_step:
+                    captured = copy.deepcopy(model.state_dict())
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                x = to_float(images[idx])
+                if cfg.augment:
+                    x = augment_batch(x, data.augment_flip, generator)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
+                with autocast(device, cfg.precision):
+                    logits = forward(batch_layout(x, device, cfg.precision))
+                loss = F.cross_entropy(logits.float(), labels[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if hooks.on_backward is not None:
+                    hooks.on_backward(step, total_steps)
+                masked_step(model, optimizer)
+                step += 1
+                bar.update()
+            loss_value = float(loss.detach())
+            bar.set_postfix(loss=f"{loss_value:.3f}")
     bar.close()
     if hooks.capture_step is not None and captured is None:
         captured = copy.deepcopy(model.state_dict())  # the step lies at or past the end of training
