@@ -29,8 +29,7 @@ from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from machine import cpu_model  # noqa: E402 - bench/ is the script's folder
-
+from compute.machine import cpu_model  # noqa: E402 - after the path insert
 from tests.test_browser import ARGS, CHROMIUM, READY, start_server  # noqa: E402 - the browser test's server
 
 PAGES = {

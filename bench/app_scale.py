@@ -147,7 +147,7 @@ def main() -> None:
     models, samples = args.models or ([] if args.snapshot else [104]), args.samples or ([] if args.snapshot else [2000])
     if len(models) != len(samples):
         parser.error("give one --samples per --models")
-    from machine import cpu_model  # bench/ is the script's folder
+    from compute.machine import cpu_model
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     snapshots = {"demo": REPO / "data" / "demo"}

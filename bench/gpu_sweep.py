@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `compute` imports without an install (spawned workers too)
 
-from machine import cpu_model  # noqa: E402 - bench/ is the script's folder
+from compute.machine import cpu_model  # noqa: E402 - after the path insert
 
 NO_GPU = "no GPU: bench/gpu_sweep.py needs a CUDA device"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

@@ -12,7 +12,7 @@ from compute.config import EVALUATE_DEFAULTS, EVALUATE_FIELDS, InputError, add_c
 from compute.presets import PRESETS, get_preset
 
 #: arguments of how a command runs, not of what it computes
-RUN_ARGS = ("out", "overwrite", "quiet", "add_to", "replace")
+RUN_ARGS = ("out", "overwrite", "quiet", "add_to", "replace", "dry_run")
 DEFAULT_PRESET = "demo"
 
 
@@ -58,9 +58,14 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
         "--preset", default=DEFAULT_PRESET,
         help=f"named configuration ({', '.join(PRESETS)}) that the flags below change (default: {DEFAULT_PRESET})",
     )  # fmt: skip
-    compute.add_argument("--out", required=True, help="snapshot folder to write")
+    compute.add_argument("--out", help="snapshot folder to write (required unless --dry-run)")
     compute.add_argument("--overwrite", action="store_true", help="replace an existing snapshot at --out")
     compute.add_argument("--quiet", action="store_true", help="no progress bars, only the summary line")
+    compute.add_argument(
+        "--dry-run", action="store_true",
+        help="print the plan: models, epochs per method, rows, snapshot size and the time estimated from a "
+        "short calibration on the device; train and write nothing",
+    )  # fmt: skip
     add_growth_flags(compute, "new methods or sparsities of the sweep that wrote it")
     add_config_flags(compute, defaults=defaults, label=f"{preset} preset")
 
@@ -114,9 +119,17 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
 
 def cmd_compute(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k not in ("command", "preset", *RUN_ARGS)}
+    if args.dry_run and args.add_to:
+        return refuse("compute", "--dry-run plans a whole sweep; drop --add-to (or plan the grown sweep's flags)")
+    if not args.dry_run and args.out is None:
+        return refuse("compute", "the following arguments are required: --out")
 
     def work() -> str:
         cfg = apply_overrides(get_preset(args.preset), given)
+        if args.dry_run:
+            from compute.pipeline import dry_run
+
+            return "\n".join(dry_run(cfg, args.out, args.overwrite, args.preset))
         from compute.pipeline import run
 
         summary = run(cfg, args.out, args.overwrite, not args.quiet, args.add_to, args.replace)
@@ -149,6 +162,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     spec = SynthSpec(args.models, args.samples, args.classes, args.seed, args.metric_bits)
     return report("synth", lambda: run(spec, args.out, args.overwrite, not args.quiet))
+
+
+def refuse(command: str, message: str) -> int:
+    print(f"prunescope {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def report(command: str, work) -> int:

@@ -1,4 +1,4 @@
-"""The machine a benchmark ran on, named as lscpu names it: figures are compared within one run."""
+"""The machine a benchmark or a cost estimate ran on, named as lscpu names it."""
 
 from __future__ import annotations
 

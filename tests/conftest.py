@@ -21,8 +21,8 @@ WRITERS = ("compute", "evaluate", "merge", "synth")
 
 def check_what_it_wrote(args: tuple[str, ...], result: subprocess.CompletedProcess, cwd: Path | None) -> None:
     """Every snapshot a command of the tests writes passes validate: the check runs after each
-    successful compute, evaluate, merge and synth, on its --out."""
-    if result.returncode != 0 or not args or args[0] not in WRITERS or "--out" not in args:
+    successful compute, evaluate, merge and synth, on its --out (a dry run writes nothing there)."""
+    if result.returncode != 0 or not args or args[0] not in WRITERS or "--out" not in args or "--dry-run" in args:
         return
     from compute.validate import check_snapshot
 
@@ -102,6 +102,22 @@ def synthesised(tmp_path_factory, name: str, models: int, samples: int) -> Path:
     """A `prunescope synth` snapshot of `models` x 96 conditions x `samples`, for a module's fixture."""
     out = tmp_path_factory.mktemp(name) / name
     result = run_cli("synth", "--models", str(models), "--samples", str(samples), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+# every method, so that any random draw a method takes from shared state shows up as a difference;
+# occlusion, whose samples every shard or worker must choose alike
+SWEEP = (
+    "compute", "--preset", "tiny", "--methods", "all", "--thumbnail-samples", "4", "--occlusion-samples", "2", "--quiet"
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def whole_sweep(tmp_path_factory):
+    """SWEEP in one run: what its shards, its workers and its plan are held to."""
+    out = tmp_path_factory.mktemp("whole") / "all"
+    result = run_cli(*SWEEP, "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out
 

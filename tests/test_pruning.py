@@ -23,7 +23,7 @@ from compute.masks import (
 from compute.prune import METHODS, PruneContext, PruneSettings, get_method
 from compute.prune.allocation import erk_densities, global_masks, keep_counts, select_masks
 from compute.prune.at_init import class_balanced_halves, grasp_saliency, snip_saliency, synflow_saliency
-from compute.prune.base import method_seed
+from compute.prune.base import EpochBudget, method_seed
 from compute.prune.dynamic import MaskUpdater, drop_fraction
 from compute.prune.iterative import round_plan
 from compute.prune.structured import choose_filters, fraction_for, mask_filters, prunable_groups, shrink
@@ -264,6 +264,52 @@ def test_rewind_schedule_retrains_each_round_from_the_rewind_step(name, tiny_dat
     assert result.notes["round"] == 2 and result.notes["round_schedule"] == "rewind"
     per_round = (18 - 4) / 6 if name == "imp" else 3.0
     assert result.train_epochs == pytest.approx(3 + 2 * per_round)
+
+
+def budget_of(ctx: PruneContext) -> EpochBudget:
+    """The EpochBudget a sweep with this context's schedules would plan from."""
+    return EpochBudget(
+        dense=ctx.dense_schedule.epochs, finetune=ctx.finetune.epochs, rounds=ctx.rounds.epochs,
+        sparse=ctx.sparse.epochs, supermask=ctx.supermask.epochs, round_schedule=ctx.settings.round_schedule,
+        imp_rate=ctx.settings.imp_rate, steps_per_epoch=len(ctx.data.train_labels) // ctx.dense_schedule.batch_size,
+        rewind_step=ctx.rewind_step, prunable_weights=sum(m.weight.numel() for _, m in ctx.layers(ctx.dense)),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def distinct_ctx(method_ctx):
+    """Every schedule a different length, so that a plan reading the wrong one shows."""
+    epochs = {"finetune": 2, "rounds": 3, "sparse": 4, "supermask": 5}
+    return dataclasses.replace(
+        method_ctx, **{k: dataclasses.replace(getattr(method_ctx, k), epochs=e) for k, e in epochs.items()}
+    )
+
+
+PLANNED = [(name, "restart") for name in sorted(METHODS)] + [("imp", "rewind"), ("lrr", "rewind")]
+
+
+@pytest.mark.parametrize("name, round_schedule", PLANNED)
+def test_a_methods_planned_epochs_are_what_it_trains(name, round_schedule, distinct_ctx, monkeypatch):
+    """compute --dry-run's epochs against training counted step by step: each model's recorded
+    train_epochs, and every epoch the job trains (imp's rounds once, however many targets)."""
+    ctx = distinct_ctx
+    if round_schedule == "rewind":
+        settings = dataclasses.replace(ctx.settings, round_schedule="rewind")
+        ctx = dataclasses.replace(ctx, settings=settings, rewind_step=4)
+    trained = []
+
+    def counted(*args, **kwargs):
+        result = train(*args, **kwargs)
+        trained.append(result.steps / (len(ctx.data.train_labels) // ctx.dense_schedule.batch_size))
+        return result
+
+    monkeypatch.setattr("compute.prune.base.train", counted)
+    targets = [0.5, 0.8]
+    results = get_method(name).run(ctx, targets)
+    planned = get_method(name).planned_epochs(budget_of(ctx), targets)
+    assert planned.per_model == pytest.approx({r.target_sparsity: r.train_epochs for r in results})
+    assert planned.trained == pytest.approx(sum(trained))
+    assert sum(trained) > 0
 
 
 def test_training_can_resume_the_schedule_at_a_step(tiny_data):

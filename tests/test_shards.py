@@ -9,13 +9,7 @@ import pytest
 from compute import schema
 from compute.config import ComputeConfig, ConfigError, shard_jobs
 from compute.snapshot import scan_metrics
-from tests.conftest import run_cli, run_cli_here
-
-# every method, so that any random draw a method takes from shared state shows up as a difference;
-# occlusion, whose samples every shard must choose alike
-SWEEP = (
-    "compute", "--preset", "tiny", "--methods", "all", "--thumbnail-samples", "4", "--occlusion-samples", "2", "--quiet"
-)  # fmt: skip
+from tests.conftest import SWEEP, run_cli, run_cli_here
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +19,6 @@ def shards(tmp_path_factory):
         result = run_cli(*SWEEP, "--shard", f"{k}/2", "--out", str(root / f"part{k}"))
         assert result.returncode == 0, result.stderr
     return root
-
-
-@pytest.fixture(scope="module")
-def whole_sweep(tmp_path_factory):
-    out = tmp_path_factory.mktemp("whole") / "all"
-    result = run_cli(*SWEEP, "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def test_shard_jobs_split_the_sweep_round_robin():

@@ -103,6 +103,45 @@ class PruneContext:
         )
 
 
+@dataclass(frozen=True)
+class EpochBudget:
+    """The training schedules of a sweep in epochs, and what the rounds of imp and lrr depend
+    on: what a method's epochs can be planned from before any training."""
+
+    dense: int
+    finetune: int
+    rounds: int  # each imp / lrr round under --round-schedule restart
+    sparse: int  # training from initialisation
+    supermask: int  # score training
+    round_schedule: str
+    imp_rate: float
+    steps_per_epoch: int
+    rewind_step: int
+    prunable_weights: int  # of the dense model, under the sweep's layer policy
+
+
+@dataclass(frozen=True)
+class PlannedEpochs:
+    """A method's training at a sweep's sparsities, before it runs."""
+
+    #: each model's train_epochs, as PrunedModel (and models.parquet) records it
+    per_model: dict[float, float]
+    #: the epochs the (seed, method) job trains to make all of them (imp's rounds are shared)
+    trained: float
+
+
+def each(sparsities: list[float], epochs: float) -> PlannedEpochs:
+    """Every model trained apart for `epochs`."""
+    return PlannedEpochs(dict.fromkeys(sparsities, float(epochs)), float(epochs) * len(sparsities))
+
+
+def finetuned(budget: EpochBudget, sparsities: list[float]) -> PlannedEpochs:
+    """Every model pruned from the trained dense model and fine-tuned apart: its record counts the
+    dense training behind it too."""
+    return PlannedEpochs(dict.fromkeys(sparsities, float(budget.dense + budget.finetune)),
+                         float(budget.finetune) * len(sparsities))  # fmt: skip
+
+
 @dataclass
 class PrunedModel:
     model: Classifier
@@ -133,6 +172,10 @@ class Method(ABC):
         """The allocation this method uses: the one asked for if it supports it, else its own."""
         wanted = settings.allocation
         return wanted if wanted in self.allocations else self.allocations[0]
+
+    @abstractmethod
+    def planned_epochs(self, budget: EpochBudget, sparsities: list[float]) -> PlannedEpochs:
+        """The training this method does at `sparsities`, without doing it (compute --dry-run)."""
 
     def run(self, ctx: PruneContext, sparsities: list[float]) -> list[PrunedModel]:
         """One pruned model per requested sparsity, in that order."""
@@ -180,6 +223,9 @@ class OneShotFinetune(Method):
     def scores(self, ctx: PruneContext, model: nn.Module, layers, sparsity: float) -> dict[str, torch.Tensor]:
         """Per prunable layer, a score per weight; the highest scores are kept."""
 
+    def planned_epochs(self, budget: EpochBudget, sparsities: list[float]) -> PlannedEpochs:
+        return finetuned(budget, sparsities)
+
     def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
         start = time.perf_counter()
         model = ctx.fresh_copy()
@@ -196,6 +242,9 @@ class FromInit(Method):
     @abstractmethod
     def mask_at_init(self, ctx: PruneContext, model: nn.Module, sparsity: float) -> dict:
         """Install the mask on `model` (at initialisation); return notes for the manifest."""
+
+    def planned_epochs(self, budget: EpochBudget, sparsities: list[float]) -> PlannedEpochs:
+        return each(sparsities, budget.sparse)
 
     def train_sparse(self, ctx: PruneContext, model: nn.Module, sparsity: float) -> tuple[TrainResult, dict]:
         return ctx.fit(model, ctx.sparse, f"{self.name} {sparsity:g}"), {}

@@ -10,7 +10,16 @@ from collections.abc import Iterator
 import torch
 
 from compute.config import InputError
-from compute.prune.base import Finished, Method, PruneContext, PrunedModel, install, register
+from compute.prune.base import (
+    EpochBudget,
+    Finished,
+    Method,
+    PlannedEpochs,
+    PruneContext,
+    PrunedModel,
+    install,
+    register,
+)
 from compute.train import TrainConfig
 
 
@@ -49,6 +58,18 @@ class IterativeMagnitude(Method):
         if ctx.settings.round_schedule == "restart":
             return ctx.rounds
         return dataclasses.replace(ctx.dense_schedule, start_step=ctx.rewind_step if self.rewind_weights else 0)
+
+    def planned_epochs(self, budget: EpochBudget, sparsities: list[float]) -> PlannedEpochs:
+        """Each target's rounds from the dense model, each round retrained as round_schedule says."""
+        _, reached = round_plan(budget.prunable_weights, budget.imp_rate, sparsities)
+        if budget.round_schedule == "restart":
+            per_round = float(budget.rounds)
+        else:  # the dense schedule's steps from the rewind step (imp) or from the start (lrr)
+            steps = budget.dense * budget.steps_per_epoch
+            start = min(budget.rewind_step, steps) if self.rewind_weights else 0
+            per_round = (steps - start) / budget.steps_per_epoch
+        per_model = {t: budget.dense + reached[t] * per_round for t in sparsities}
+        return PlannedEpochs(per_model, max(reached.values()) * per_round)
 
     def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
         return next(self.models(ctx, [sparsity], {}))

@@ -18,7 +18,7 @@ from torch.nn.utils import skip_init
 from compute.config import InputError
 from compute.models import ChannelGroup, add_mask_buffers, prunable_modules
 from compute.prune.allocation import check_sparsity
-from compute.prune.base import Method, PruneContext, PrunedModel, register
+from compute.prune.base import EpochBudget, Method, PlannedEpochs, PruneContext, PrunedModel, finetuned, register
 
 
 class StructuredError(InputError):
@@ -160,6 +160,9 @@ class L1Filter(Method):
         "removes whole conv filters with the smallest L1 norm, the same fraction per layer, giving a "
         "physically smaller network whose feature vector keeps its width, then fine-tunes (Li et al. 2017)"
     )
+
+    def planned_epochs(self, budget: EpochBudget, sparsities: list[float]) -> PlannedEpochs:
+        return finetuned(budget, sparsities)
 
     def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
         check_sparsity(sparsity)

@@ -26,7 +26,16 @@ from torch.func import functional_call
 from compute.masks import set_masks
 from compute.models import prunable_modules
 from compute.prune.allocation import check_sparsity, keep_counts
-from compute.prune.base import Method, PruneContext, PrunedModel, method_seed, register
+from compute.prune.base import (
+    EpochBudget,
+    Method,
+    PlannedEpochs,
+    PruneContext,
+    PrunedModel,
+    each,
+    method_seed,
+    register,
+)
 from compute.train import TrainHooks
 
 
@@ -110,6 +119,9 @@ class Supermask(Method):
     allocations = ("uniform", "erk")
     binarize: bool
     init: str | None = None  # None: the --supermask-init setting
+
+    def planned_epochs(self, budget: EpochBudget, sparsities: list[float]) -> PlannedEpochs:
+        return each(sparsities, budget.supermask)
 
     def prune_one(self, ctx: PruneContext, sparsity: float) -> PrunedModel:
         check_sparsity(sparsity)
