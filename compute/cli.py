@@ -8,11 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compute.config import EVALUATE_DEFAULTS, EVALUATE_FIELDS, InputError, add_config_flags, apply_overrides
+from compute.config import (
+    EVALUATE_DEFAULTS,
+    EVALUATE_FIELDS,
+    InputError,
+    StoppedShort,
+    add_config_flags,
+    apply_overrides,
+)
 from compute.presets import PRESETS, get_preset
 
 #: arguments of how a command runs, not of what it computes
-RUN_ARGS = ("out", "overwrite", "quiet", "add_to", "replace", "dry_run")
+RUN_ARGS = ("out", "overwrite", "quiet", "add_to", "replace", "dry_run", "jobs")
 DEFAULT_PRESET = "demo"
 
 
@@ -65,6 +72,11 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
         "--dry-run", action="store_true",
         help="print the plan: models, epochs per method, rows, snapshot size and the time estimated from a "
         "short calibration on the device; train and write nothing",
+    )  # fmt: skip
+    compute.add_argument(
+        "--jobs", default="1", metavar="N",
+        help="run the sweep's (seed, method) jobs in N worker processes on the one device, then merge them "
+        "(auto: as many as the GPU's memory holds, 1 on a CPU; default 1)",
     )  # fmt: skip
     add_growth_flags(compute, "new methods or sparsities of the sweep that wrote it")
     add_config_flags(compute, defaults=defaults, label=f"{preset} preset")
@@ -119,6 +131,8 @@ def build_parser(preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
 
 def cmd_compute(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k not in ("command", "preset", *RUN_ARGS)}
+    if args.jobs != "1" and args.add_to:
+        return refuse("compute", "--jobs runs a whole sweep; drop --add-to, or --jobs")
     if args.dry_run and args.add_to:
         return refuse("compute", "--dry-run plans a whole sweep; drop --add-to (or plan the grown sweep's flags)")
     if not args.dry_run and args.out is None:
@@ -129,7 +143,11 @@ def cmd_compute(args: argparse.Namespace) -> int:
         if args.dry_run:
             from compute.pipeline import dry_run
 
-            return "\n".join(dry_run(cfg, args.out, args.overwrite, args.preset))
+            return "\n".join(dry_run(cfg, args.out, args.overwrite, args.preset, args.jobs))
+        if args.jobs != "1":
+            from compute.pipeline import run_in_workers
+
+            return run_in_workers(cfg, args.out, args.overwrite, args.jobs, not args.quiet)
         from compute.pipeline import run
 
         summary = run(cfg, args.out, args.overwrite, not args.quiet, args.add_to, args.replace)
@@ -179,6 +197,9 @@ def report(command: str, work) -> int:
     except (InputError, SnapshotError, FileExistsError) as err:
         print(f"prunescope {command}: error: {err}", file=sys.stderr)
         return 2
+    except StoppedShort as err:
+        print(f"prunescope {command}: {err}", file=sys.stderr)
+        return 1
     except OSError as err:  # a path that cannot be written or read: disk full, permissions, a vanished folder
         where = f": {err.filename}" if err.filename else ""
         print(f"prunescope {command}: error: {err.strerror or err}{where}; check that path and its permissions",

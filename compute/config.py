@@ -19,6 +19,11 @@ class InputError(ValueError):
     """Bad input the user can fix; the message is one line naming the problem and the fix."""
 
 
+class StoppedShort(RuntimeError):
+    """Not bad input: the command stopped before it finished (a worker killed, say); the message is
+    one line saying why and what continues it. Exit 1."""
+
+
 class ConfigError(InputError):
     """A bad flag value; the message names the flag, the value and what is allowed."""
 

@@ -125,6 +125,7 @@ class Calibration:
     corrupt_image: dict[str, float]  # seconds per image of each corruption (its highest severity)
     seconds: float  # what the calibration itself took
     measured_batch: tuple[int, int]  # the training and evaluation batches timed (then scaled)
+    footprint: int | None  # peak GPU bytes of one training step (None on a CPU): what --jobs auto divides by
 
 
 def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device) -> Calibration:
@@ -149,8 +150,11 @@ def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device) -> Calib
         )  # fmt: skip
 
     step_plan = dataclasses.replace(schedules(cfg)["dense"], epochs=1, batch_size=train_batch)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     train(model, fake(warm_steps * train_batch, 1), step_plan, seed=0, device=device, progress=False)
     sync(device)
+    footprint = torch.cuda.max_memory_allocated(device) if cuda else None
     timed = train(model, fake(steps * train_batch, 1), step_plan, seed=0, device=device, progress=False)
     sync(device)
     train_step = timed.seconds / max(1, timed.steps) * cfg.batch_size / train_batch
@@ -175,8 +179,9 @@ def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device) -> Calib
             corrupt_image[name] = (time.perf_counter() - tick) / len(sample)
     name = torch.cuda.get_device_name(device) if cuda else cpu_model()
     return Calibration(
-        name, train_step, eval_seconds, corrupt_image, time.perf_counter() - started, (train_batch, eval_batch)
-    )
+        name, train_step, eval_seconds, corrupt_image, time.perf_counter() - started, (train_batch, eval_batch),
+        footprint,
+    )  # fmt: skip
 
 
 def sync(device: torch.device) -> None:
@@ -240,7 +245,15 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str) -> list[str]:
+def dense_trainings(cfg: ComputeConfig, workers: int) -> int:
+    """Dense models trained by `workers` side by side: each trains those of the seeds it prunes."""
+    return sum(
+        len({seed for seed, _ in shard_jobs(dataclasses.replace(cfg, shard=f"{k}/{workers}"))})
+        for k in range(1, workers + 1)
+    )
+
+
+def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str, workers: int = 1) -> list[str]:
     """The dry run's report: what the sweep makes, trains, writes, and how long it should take."""
     size, budget = cost.size, cost.budget
     shard = "" if cfg.shard == "1/1" else f", shard {cfg.shard}"
@@ -257,6 +270,12 @@ def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str) -> list[str]:
         label = f"{job.method} s{job.seed}" if job.method != "dense" else f"dense s{job.seed} (training)"
         lines.append(f"{label:<22} {len(job.planned.per_model):>6} {shown:>26} {job.planned.trained:>17,.1f}")
     lines.append(f"in all {cost.trained_epochs:,.1f} epochs of training, {cost.train_steps:,} optimizer steps")
+    if workers > 1:
+        extra = (dense_trainings(cfg, workers) - cfg.seeds) * budget.dense
+        lines.append(
+            f"--jobs {workers}: {workers} workers share the device, each training the dense model of the seeds it "
+            f"prunes ({extra:,} more epochs of dense training, side by side)"
+        )
     metrics = cost.metrics_bytes(cfg.metric_bits)
     lines.append(
         f"snapshot: about {metrics / 1e9:,.2f} GB of per-sample metrics at --metric-bits {cfg.metric_bits} "
@@ -271,6 +290,7 @@ def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str) -> list[str]:
             f"({c.train_step * 1e3:.1f} ms a step), evaluation {duration(seconds['evaluate'])} "
             f"({c.eval_batch * 1e3:.1f} ms a batch of {cfg.eval_batch_size}), corruptions {corrupt_note}; "
             f"in all about {duration(sum(seconds.values()))}, one job at a time"
+            + (" (workers side by side finish sooner by what the device has spare)" if workers > 1 else "")
         )
         scaled = (
             f", timed at batches of {c.measured_batch[0]} and {c.measured_batch[1]} and scaled"

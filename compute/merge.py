@@ -116,8 +116,9 @@ def merged_manifest(parts: list[tuple[Path, dict]], out: Path, models: pl.DataFr
     }
 
 
-def run(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> str:
-    """Merge the shard snapshots `parts` into `out`; returns the summary line."""
+def run(parts: list[str | Path], out: str | Path, overwrite: bool = False, jobs: int | None = None) -> str:
+    """Merge the shard snapshots `parts` into `out`; returns the summary line. `jobs`: the parts are
+    those of `compute --jobs` workers, as the manifest then records."""
     started = time.perf_counter()
     paths = [Path(p) for p in parts]
     if len(paths) < 2:
@@ -159,9 +160,11 @@ def run(parts: list[str | Path], out: str | Path, overwrite: bool = False) -> st
             )
         if (paths[0] / schema.OCCLUSION).exists():  # the same samples in every shard (the same configuration)
             writer.write_table(schema.OCCLUSION, pl.concat([read_table(p, schema.OCCLUSION) for p in paths]))
-        path = writer.finish(merged_manifest(parts_checked, Path(out), models, started))
+        manifest = merged_manifest(parts_checked, Path(out), models, started)
+        path = writer.finish(manifest | ({"jobs": jobs} if jobs else {}))
     counts = read_manifest(path)["counts"]
+    what = f"the parts of {jobs} workers" if jobs else f"{len(paths)} shards"
     return (
-        f"merged {len(paths)} shards into {path}: {counts['models']} models x {counts['conditions']} conditions "
+        f"merged {what} into {path}: {counts['models']} models x {counts['conditions']} conditions "
         f"x {counts['samples']} samples = {counts['metric_rows']:,} rows in {time.perf_counter() - started:.1f} s"
     )

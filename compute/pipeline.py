@@ -142,16 +142,38 @@ def run(
     return drive(cfg, out, overwrite, progress, planned, compute_sweep, described, identity, growth, trains=True)
 
 
-def dry_run(cfg: ComputeConfig, out: str | None, overwrite: bool, preset: str) -> list[str]:
+def dry_run(cfg: ComputeConfig, out: str | None, overwrite: bool, preset: str, jobs: str = "1") -> list[str]:
     """`compute --dry-run`: the checks a run makes before any work, then the sweep's plan and its
     calibrated cost (compute/cost.py); nothing is written."""
     from compute.cost import plan_lines, sweep_cost
+    from compute.jobs import auto_jobs, parse_jobs
 
     cfg = resolve_config(cfg)
+    wanted = parse_jobs(jobs)
     if out is not None:
         check_output(out, overwrite, cfg, [])
-    cost = sweep_cost(cfg, resolve_device(cfg.device))
-    return plan_lines(cfg, cost, preset)
+    device = resolve_device(cfg.device)
+    cost = sweep_cost(cfg, device)
+    workers = auto_jobs(cfg, device, cost.calibration.footprint) if wanted == "auto" else wanted
+    return plan_lines(cfg, cost, preset, min(workers, len(shard_jobs(cfg))))
+
+
+def run_in_workers(cfg: ComputeConfig, out: str | Path, overwrite: bool, jobs: str, progress: bool) -> str:
+    """`compute --jobs N|auto`: the sweep in worker processes on one device (compute/jobs.py)."""
+    from compute.cost import calibrate, data_size
+    from compute.jobs import auto_jobs, parse_jobs, run_jobs
+
+    cfg = resolve_config(cfg)
+    wanted = parse_jobs(jobs)
+    check_output(out, overwrite, cfg, [])
+    device = resolve_device(cfg.device)
+    if wanted == "auto":
+        footprint = calibrate(cfg, data_size(cfg), device).footprint if device.type == "cuda" else None
+        wanted = auto_jobs(cfg, device, footprint)
+    if min(wanted, len(shard_jobs(cfg))) == 1:  # one worker is the plain run
+        summary = run(cfg, out, overwrite, progress)
+        return "\n".join([summary.line(), *(f"note: {note}" for note in summary.notes())])
+    return run_jobs(cfg, out, overwrite, wanted, progress)
 
 
 def run_given(

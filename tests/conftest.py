@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -120,6 +121,37 @@ def whole_sweep(tmp_path_factory):
     result = run_cli(*SWEEP, "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out
+
+
+def assert_same_sweep(out: Path, whole: Path) -> None:
+    """`out` (merged shards, or the parts of --jobs workers) holds what the single run `whole` wrote:
+    every table equal but the timings, the models in the sweep's order, the same dense parents."""
+    import polars as pl
+
+    from compute import schema
+    from compute.snapshot import scan_metrics
+
+    timing = ["train_seconds", "prune_seconds"]
+    merged_models = pl.read_parquet(out / schema.MODELS)
+    whole_models = pl.read_parquet(whole / schema.MODELS)
+    assert merged_models["model_id"].to_list() == whole_models["model_id"].to_list()  # the sweep's order
+    assert merged_models.drop(timing).equals(whole_models.drop(timing))
+    for name in (schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS, schema.OCCLUSION, schema.ANSWERS):
+        merged = pl.read_parquet(out / name)
+        reference = pl.read_parquet(whole / name)
+        keys = ("model_id", "condition_id", "class", "sample_id", "layer", "row", "col")
+        key = [c for c in keys if c in reference.columns]
+        assert merged.sort(key).equals(reference.sort(key)), name
+    rows = ["model_id", "condition_id", "sample_id"]
+    assert scan_metrics(out).collect().sort(rows).equals(scan_metrics(whole).collect().sort(rows))
+
+    manifest = json.loads((out / schema.MANIFEST).read_text())
+    whole_manifest = json.loads((whole / schema.MANIFEST).read_text())
+    assert manifest["parents"] == whole_manifest["parents"]  # every part trained the same dense model
+    assert manifest["counts"] == whole_manifest["counts"] and "shard" not in manifest
+    assert manifest["config"] == whole_manifest["config"]
+    assert manifest["model_notes"] == whole_manifest["model_notes"]  # e.g. supermask drift, imp rounds
+    assert manifest["occlusion"] == whole_manifest["occlusion"] and manifest["occlusion"]["samples"] == 2
 
 
 @pytest.fixture

@@ -1,0 +1,109 @@
+"""`compute --jobs N`: workers side by side on one device make the single run's snapshot, also
+after a kill -9 of a worker or of the parent."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from compute import schema
+from tests.conftest import REPO, SWEEP, assert_refused, assert_same_sweep, run_cli, run_cli_here
+
+
+def workers_of(pid: int) -> list[int]:
+    """The worker processes `pid` spawned (Linux /proc), not multiprocessing's resource tracker."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"resource_tracker" not in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start(out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "compute", *SWEEP, "--jobs", "2", "--out", str(out)], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for_evaluated_models(folder: Path, timeout: float = 120) -> None:
+    """Until some worker has evaluated a model: the kill lands mid-sweep."""
+    deadline = time.monotonic() + timeout
+    while not any(folder.glob(".part-*.work/models/*/evaluated.json")):
+        assert time.monotonic() < deadline, "no worker evaluated a model"
+        time.sleep(0.05)
+
+
+def test_two_workers_write_the_single_runs_snapshot(whole_sweep, tmp_path):
+    out = tmp_path / "all"
+    result = run_cli(*SWEEP, "--jobs", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "merged the parts of 2 workers" in result.stdout and "27 models x 7 conditions" in result.stdout
+    assert_same_sweep(out, whole_sweep)
+    assert json.loads((out / schema.MANIFEST).read_text())["jobs"] == 2
+    assert os.listdir(tmp_path) == ["all"]  # the parts and their folder are gone
+
+
+def test_a_worker_killed_mid_sweep_and_the_same_command_continues(whole_sweep, tmp_path):
+    out = tmp_path / "all"
+    parent = start(out)
+    wait_for_evaluated_models(tmp_path / ".all.jobs")
+    worker = workers_of(parent.pid)[0]
+    os.kill(worker, signal.SIGKILL)
+    _, stderr = parent.communicate(timeout=300)
+    assert parent.returncode == 1 and stderr.count("\n") == 1, stderr
+    assert "was killed" in stderr and "run the same command to continue" in stderr
+    assert not out.exists()
+    result = run_cli(*SWEEP, "--jobs", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert_same_sweep(out, whole_sweep)
+    assert os.listdir(tmp_path) == ["all"]
+
+
+def test_the_parent_killed_takes_its_workers_and_the_same_command_continues(whole_sweep, tmp_path):
+    out = tmp_path / "all"
+    parent = start(out)
+    wait_for_evaluated_models(tmp_path / ".all.jobs")
+    workers = workers_of(parent.pid)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(alive(w) for w in workers):  # each worker stops as an interrupted run, its work kept
+        assert time.monotonic() < deadline, "a worker outlived its parent"
+        time.sleep(0.1)
+    result = run_cli(*SWEEP, "--jobs", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert_same_sweep(out, whole_sweep)
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--jobs", "0"], ["--jobs", "1 or more"]),
+        (["--jobs", "two"], ["--jobs", "whole number"]),
+        (["--jobs", "2", "--shard", "1/2"], ["--jobs", "--shard"]),
+        (["--jobs", "2", "--add-to", "somewhere"], ["--jobs", "--add-to"]),
+    ],
+)
+def test_bad_jobs_flags_stop_before_any_work(flags, words, tmp_path):
+    result = run_cli_here("compute", "--preset", "tiny", "--out", str(tmp_path / "out"), *flags)
+    assert_refused(result, *words)
+    assert os.listdir(tmp_path) == []
