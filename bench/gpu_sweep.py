@@ -16,10 +16,10 @@ optimizer step (`compute.masks.masked_step`), on random uint8 32x32x3 images alr
 - "jobs": aggregate training images/s of N = 1, 2, 4, 8 spawned processes, each training its own
   resnet20 with the sweep's step on the same GPU for a fixed time: how much of the GPU one model
   leaves idle;
-- the real pipeline on CUDA: `python -m compute compute --preset tiny --device cuda` and `validate`;
-- the cifar10 preset's training epochs per method, counted with the project's plan code
-  (`compute.plan`, `compute.prune.iterative.round_plan`), and the training time they take at the
-  measured rates.
+- the real pipeline on CUDA: `compute --preset cifar10 --dry-run` (its calibrated estimate), then
+  the tiny preset in fp32, in bf16 and with `--jobs 2`, each validated;
+- the cifar10 preset's training epochs per method, as `--dry-run` plans them (`compute.cost`),
+  and the training time they take at the measured rates.
 
 Without a CUDA device it prints "no GPU" and exits 0. First version of issue 21 item 4.
 """
@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -282,11 +281,17 @@ def pipeline_check(device, timeout: float) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory() as tmp:
         snapshot = str(Path(tmp) / "tiny")
+        tiny = [sys.executable, "-m", "compute", "compute", "--preset", "tiny", "--device", device.type, "--quiet"]
         commands = {
-            "compute": [sys.executable, "-m", "compute", "compute", "--preset", "tiny", "--device", device.type]
-            + ["--out", snapshot, "--quiet"],
+            "dry-run cifar10": [sys.executable, "-m", "compute", "compute", "--preset", "cifar10", "--dry-run",
+                                "--device", device.type],
+            "compute": [*tiny, "--out", snapshot],
             "validate": [sys.executable, "-m", "compute", "validate", snapshot],
-        }
+            "compute bf16": [*tiny, "--precision", "bf16", "--out", snapshot + "-bf16"],
+            "validate bf16": [sys.executable, "-m", "compute", "validate", snapshot + "-bf16"],
+            "compute --jobs 2": [*tiny, "--methods", "all", "--jobs", "2", "--out", snapshot + "-jobs"],
+            "validate --jobs 2": [sys.executable, "-m", "compute", "validate", snapshot + "-jobs"],
+        }  # fmt: skip
         for name, command in commands.items():
             start = time.perf_counter()
             try:
@@ -306,62 +311,22 @@ def pipeline_check(device, timeout: float) -> dict:
 
 
 def cifar10_plan() -> dict:
-    """Optimizer steps of the cifar10 preset per method, as the sweep would train them on the
-    50,000 CIFAR-10 training images, from the project's own plan and round code."""
-    from compute import models
-    from compute.config import shard_jobs
-    from compute.masks import LayerPolicy, prunable_layers
-    from compute.plan import planned_models, prune_settings, resolve_config, schedules
+    """The cifar10 preset's training, as `compute --dry-run` plans it (compute/cost.py: each
+    method's own planned epochs on the 50,000 CIFAR-10 training images)."""
+    from compute.cost import data_size, epoch_budget, job_costs
+    from compute.plan import planned_models, resolve_config
     from compute.presets import get_preset
-    from compute.prune import get_method
-    from compute.prune.base import FromInit, OneShotFinetune
-    from compute.prune.iterative import IterativeMagnitude, round_plan
-    from compute.prune.structured import L1Filter
-    from compute.prune.supermask import Supermask
-    from compute.train import steps_per_epoch
 
     cfg = resolve_config(get_preset("cifar10"))
-    plans = schedules(cfg)
-    per_epoch = steps_per_epoch(N_TRAIN, cfg.batch_size)
-    rewind_step = round(cfg.rewind_epochs * per_epoch)  # as compute.sweep.Sweep sets it
-    policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
-    model = models.build(models.ModelSpec(cfg.architecture, 10, CIFAR_MEAN, CIFAR_STD))
-    total = sum(m.weight.numel() for _, m in prunable_layers(model, policy))
-    settings = prune_settings(cfg)
-    sparsities = list(cfg.sparsities)
-
-    def steps_of(schedule) -> int:  # compute.train.train: total_steps - start_step
-        return schedule.epochs * per_epoch - min(schedule.start_step, schedule.epochs * per_epoch)
-
-    methods, notes = {}, []
-    for _seed, name in shard_jobs(cfg):
-        if name == "dense":
-            steps, how = steps_of(plans["dense"]), f"{plans['dense'].epochs} epochs"
-        else:
-            method = get_method(name)
-            if isinstance(method, IterativeMagnitude):
-                ctx = SimpleNamespace(
-                    settings=settings, rounds=plans["rounds"], dense_schedule=plans["dense"], rewind_step=rewind_step
-                )
-                schedule = method.round_schedule(ctx)
-                _, reached = round_plan(total, settings.imp_rate, sparsities)
-                rounds = max(reached.values())
-                steps = rounds * steps_of(schedule)
-                how = f"{rounds} rounds x {steps_of(schedule) / per_epoch:g} epochs"
-            elif isinstance(method, (OneShotFinetune, L1Filter)):
-                steps = len(sparsities) * steps_of(plans["finetune"])
-                how = f"{len(sparsities)} x {plans['finetune'].epochs} fine-tuning epochs"
-            elif isinstance(method, Supermask):
-                steps = len(sparsities) * steps_of(plans["supermask"])
-                how = f"{len(sparsities)} x {plans['supermask'].epochs} score-training epochs"
-            elif isinstance(method, FromInit):
-                steps = len(sparsities) * steps_of(plans["sparse"])
-                how = f"{len(sparsities)} x {plans['sparse'].epochs} epochs from init"
-            else:
-                notes.append(f"{name}: training not counted (unknown kind of method)")
-                continue
-        entry = methods.setdefault(name, {"steps": 0, "how": how})
-        entry["steps"] += steps
+    size = data_size(cfg)  # the published sizes where the files are absent
+    budget = epoch_budget(cfg, size)
+    methods = {}
+    for job in job_costs(cfg, budget):
+        entry = methods.setdefault(job.method, {"epochs": 0.0, "how": f"{len(job.planned.per_model)} model(s)"})
+        entry["epochs"] += job.planned.trained
+    per_epoch = budget.steps_per_epoch
+    for entry in methods.values():
+        entry["steps"] = round(entry["epochs"] * per_epoch)
     steps = sum(m["steps"] for m in methods.values())
     conditions = 1 + len(cfg.corruptions) * len(cfg.severities)
     n_models = len(planned_models(cfg))
@@ -369,15 +334,15 @@ def cifar10_plan() -> dict:
         "architecture": cfg.architecture,
         "seeds": cfg.seeds,
         "steps_per_epoch": per_epoch,
-        "prunable_weights": total,
-        "methods": {k: {**v, "epochs": v["steps"] / per_epoch} for k, v in methods.items()},
+        "prunable_weights": budget.prunable_weights,
+        "methods": methods,
         "train_steps": steps,
         "train_epochs": steps / per_epoch,
         "train_images": steps * cfg.batch_size,
         "models": n_models,
         "conditions": conditions,
-        "eval_images": n_models * conditions * (cfg.n_test or N_TEST),
-        "notes": notes,
+        "eval_images": n_models * conditions * size.n_test,
+        "notes": [],
     }
 
 

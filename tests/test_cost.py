@@ -82,3 +82,15 @@ def test_the_planned_bytes_a_row_bound_what_the_writer_takes(bits, tmp_path):
     written = sum(f.stat().st_size for f in (out / schema.METRICS_DIR).rglob("*.parquet"))
     per_row = written / (3 * 96 * 4000)
     assert 0.8 * (BASE_BYTES_PER_ROW + bits) <= per_row <= BASE_BYTES_PER_ROW + bits
+
+
+def test_the_gpu_bench_says_no_gpu_and_exits_0_without_one():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # as on a machine without a GPU
+    result = subprocess.run([sys.executable, "bench/gpu_sweep.py"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0 and result.stdout.startswith("no GPU"), result.stdout + result.stderr
