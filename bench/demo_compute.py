@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from compute.machine import cpu_model
 
 BUDGET_SECONDS = 180.0
 BUDGET_BYTES = 20e6
@@ -41,7 +41,7 @@ def main() -> None:
     wall = statistics.median(walls)
     counts = manifest["counts"]
     torch_version = manifest["packages"]["torch"]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {manifest['device']}, torch {torch_version}")
+    print(f"machine: {cpu_model()}, {manifest['device']}, torch {torch_version}")
     print(
         f"demo: {counts['models']} models x {counts['conditions']} conditions x {counts['samples']} samples "
         f"= {counts['metric_rows']:,} rows"
