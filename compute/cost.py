@@ -128,9 +128,10 @@ class Calibration:
     footprint: int | None  # peak GPU bytes of one training step (None on a CPU): what --jobs auto divides by
 
 
-def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device) -> Calibration:
-    """Time optimizer steps (after warm-up steps), an evaluation batch and a few images of each
-    corruption, on random images of the data's shape."""
+def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device, corruptions: bool = True) -> Calibration:
+    """Time optimizer steps (after warm-up steps), an evaluation batch and (unless `corruptions` is
+    False: --jobs auto needs only the footprint) a few images of each corruption, on random images
+    of the data's shape."""
     started = time.perf_counter()
     cuda = device.type == "cuda"
     train_batch = cfg.batch_size if cuda else min(cfg.batch_size, CPU_CALIBRATION_BATCH)
@@ -170,7 +171,7 @@ def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device) -> Calib
     eval_seconds = (time.perf_counter() - tick) * cfg.eval_batch_size / eval_batch
 
     corrupt_image = {}
-    if not cfg.cifar10c:
+    if corruptions and not cfg.cifar10c:
         sample = test.test_images[:8].to(device)
         for name in cfg.corruptions:
             tick = time.perf_counter()

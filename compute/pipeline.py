@@ -168,7 +168,8 @@ def run_in_workers(cfg: ComputeConfig, out: str | Path, overwrite: bool, jobs: s
     check_output(out, overwrite, cfg, [])
     device = resolve_device(cfg.device)
     if wanted == "auto":
-        footprint = calibrate(cfg, data_size(cfg), device).footprint if device.type == "cuda" else None
+        cuda = device.type == "cuda"
+        footprint = calibrate(cfg, data_size(cfg), device, corruptions=False).footprint if cuda else None
         wanted = auto_jobs(cfg, device, footprint)
     if min(wanted, len(shard_jobs(cfg))) == 1:  # one worker is the plain run
         summary = run(cfg, out, overwrite, progress)
