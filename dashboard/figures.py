@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from compute import schema
-from dashboard.queries import condition_label
+from dashboard.queries import condition_label, positions
 from dashboard.roles import is_dense
 
 #: colour-blind-safe colours (Paul Tol's muted set, Okabe-Ito), fixed per method
@@ -263,22 +263,23 @@ def outcome_grid(rows: pl.DataFrame, model_order: list[str], class_names: list[s
         return empty_figure("Nothing to show for this selection")
     conditions = rows.select("condition_id", "corruption", "severity").unique().sort("condition_id")
     labels = [condition_label(c, s) for _, c, s in conditions.iter_rows()]
-    at = {cid: i for i, cid in enumerate(conditions["condition_id"])}
-    models = [m for m in model_order if m in rows["model_id"].unique().to_list()]
-    column = {m: j for j, m in enumerate(models)}
-    z = np.full((len(labels), len(models)), np.nan)
-    predicted = np.full((len(labels), len(models)), "", dtype=object)  # the hover's class name, kept small
-    wrong = []  # (model, condition label, predicted class)
+    found = set(rows["model_id"].unique().to_list())
+    models = [m for m in model_order if m in found]
     cells = rows.filter(pl.col("model_id").is_in(models))
-    cells = cells.select("model_id", "condition_id", "p_true", "correct", "pred")
-    for model, cid, p_true, correct, pred in cells.iter_rows():
-        i, j = at[cid], column[model]
-        name = class_names[pred] if 0 <= pred < len(class_names) else str(pred)
-        z[i, j] = p_true
-        predicted[i, j] = name
-        if not correct:
-            wrong.append((model, labels[i], name))
-    wrong_x, wrong_y, wrong_pred = (list(part) for part in zip(*wrong, strict=True)) if wrong else ([], [], [])
+    # positions and names by array indexing: a loop over the rows took most of the page at 19,000 cells
+    i = positions(cells["condition_id"], conditions["condition_id"].to_list())
+    j = positions(cells["model_id"].cast(pl.String), models)
+    pred = cells["pred"].to_numpy().astype(np.int64)
+    known = (pred >= 0) & (pred < len(class_names))
+    names = pred.astype(str).astype(object)
+    names[known] = np.asarray(class_names, dtype=object)[pred[known]]
+    z = np.full((len(labels), len(models)), np.nan)
+    z[i, j] = cells["p_true"].to_numpy()
+    predicted = np.full((len(labels), len(models)), "", dtype=object)  # the hover's class name, kept small
+    predicted[i, j] = names
+    wrong = ~cells["correct"].to_numpy()
+    wrong_x, wrong_y = np.asarray(models, dtype=object)[j[wrong]], np.asarray(labels, dtype=object)[i[wrong]]
+    wrong_pred = names[wrong]
     fig = go.Figure(
         go.Heatmap(
             z=z, x=models, y=labels, customdata=predicted, colorscale="Viridis", zmin=0.0, zmax=1.0,

@@ -1,7 +1,7 @@
 """The model map (the paper's geometric similarity view): every model as the vector of its
 per-sample geometry, placed in 2-D, with the minimum spanning tree of their distances.
 
-Streamlit-free; projections and the tree come from scikit-learn and scipy.
+Streamlit-free; the projections and the tree come from scipy (scikit-learn for MDS, umap-learn for UMAP).
 """
 
 from __future__ import annotations
@@ -39,37 +39,32 @@ def model_vectors(
 
 
 def standardised_matrix(rows: pl.DataFrame, model_ids: list[str]) -> tuple[list[str], np.ndarray]:
-    """Models that have rows, and their vectors: one column per (condition, sample, metric), each
-    column z-scored over the models (a constant column becomes 0; a missing value, 0 after)."""
-    found = set(rows["model_id"].unique())  # once: a set of every row's id per model took 40 s at 20 M rows
+    """Models that have rows, and their vectors: one column per (condition, sample, metric) that
+    any model has a row for, each column z-scored over the models (a constant column becomes 0; a
+    missing value, 0 after)."""
+    found = set(rows["model_id"].unique())
     present = [m for m in model_ids if m in found]
-    rows = rows.with_columns(pl.col("model_id").cast(pl.Enum(present)).to_physical().alias("_model"))
-    rows = rows.sort("_model", "condition_id", "sample_id")
-    keys = rows.select("condition_id", "sample_id").to_numpy()
-    per_model = rows.height // len(present)
-    same = rows.height % len(present) == 0 and (keys.reshape(len(present), -1, 2) == keys[:per_model]).all()
-    if not same:  # models that lack some rows: line them up on the full grid, nulls where missing
-        rows = _complete(rows.drop("_model"), present)
-    # column by column (a frame's to_numpy interleaves rows slowly): entries ordered (condition, sample, metric)
-    matrix = np.stack([rows[c].to_numpy().astype(float) for c in GEOMETRY], axis=1).reshape(len(present), -1)
-    matrix = np.where(np.isfinite(matrix), matrix, np.nan)
+    conditions = np.unique(rows["condition_id"].to_numpy())
+    samples = np.unique(rows["sample_id"].to_numpy())
+    # each row straight to its place by array indexing: sorting the millions of rows took seconds
+    model = rows["model_id"].cast(pl.String).cast(pl.Enum(present)).to_physical().to_numpy()
+    cell = np.searchsorted(conditions, rows["condition_id"].to_numpy()) * len(samples)
+    cell += np.searchsorted(samples, rows["sample_id"].to_numpy())
+    matrix = np.full((len(present), len(conditions) * len(samples), len(GEOMETRY)), np.nan)
+    for k, column in enumerate(GEOMETRY):
+        matrix[model, cell, k] = rows[column].to_numpy()
+    held = np.zeros(matrix.shape[1], bool)
+    held[cell] = True  # (condition, sample) pairs no model has are no entries of the vectors
+    if not held.all():
+        matrix = matrix[:, held]
+    matrix = matrix.reshape(len(present), -1)  # entries ordered (condition, sample, metric)
+    # in place from here: the matrix is the page's largest object (95 MB at 198 models)
+    matrix[~np.isfinite(matrix)] = np.nan
     mean, std = np.nanmean(matrix, axis=0), np.nanstd(matrix, axis=0)
+    matrix -= mean
     with np.errstate(invalid="ignore", divide="ignore"):
-        z = (matrix - mean) / np.where(std > 0, std, np.nan)
-    return present, np.nan_to_num(z, nan=0.0)
-
-
-def _complete(rows: pl.DataFrame, present: list[str]) -> pl.DataFrame:
-    """Every model x (condition, sample) of any model, null where a model has no row, in order
-    (the fast path of standardised_matrix needs every model to have the same rows)."""
-    grid = rows.select("condition_id", "sample_id").unique()
-    full = pl.DataFrame({"model_id": present}).join(grid, how="cross")
-    order = {m: i for i, m in enumerate(present)}
-    return (
-        full.join(rows, on=["model_id", "condition_id", "sample_id"], how="left")
-        .with_columns(pl.col("model_id").replace_strict(order, return_dtype=pl.Int32).alias("_model"))
-        .sort("_model", "condition_id", "sample_id")
-    )
+        matrix /= np.where(std > 0, std, np.nan)
+    return present, np.nan_to_num(matrix, nan=0.0, copy=False)
 
 
 def project(matrix: np.ndarray, how: str) -> np.ndarray:
@@ -87,25 +82,44 @@ def project(matrix: np.ndarray, how: str) -> np.ndarray:
         import umap
 
         return umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=0).fit_transform(matrix)
-    from sklearn.decomposition import KernelPCA
+    return principal_components(centred_gram(matrix))
 
-    # PCA from the models' Gram matrix (a linear kernel): the same two components as PCA's SVD of
-    # the centred vectors, in a fraction of the time when there are far more entries than models
-    return KernelPCA(n_components=2, kernel="linear").fit_transform(matrix)
+
+def centred_gram(matrix: np.ndarray) -> np.ndarray:
+    """The models' inner products after centring each entry: models x models, whatever the length
+    of their vectors, so PCA and the distances cost little when entries far outnumber models."""
+    centred = matrix - matrix.mean(axis=0)
+    return centred @ centred.T
+
+
+def principal_components(gram: np.ndarray) -> np.ndarray:
+    """The first two principal component scores from the centred Gram matrix: its top eigenvectors
+    scaled by the square roots of their eigenvalues (the same scores as PCA by SVD of the centred
+    vectors), each axis signed so that its largest entry is positive and a map does not flip."""
+    from scipy.linalg import eigh
+
+    n = len(gram)
+    values, vectors = eigh(gram, subset_by_index=[n - 2, n - 1])  # ascending
+    scores = vectors[:, ::-1] * np.sqrt(np.clip(values[::-1], 0.0, None))
+    signs = np.sign(scores[np.argmax(np.abs(scores), axis=0), [0, 1]])
+    return scores * np.where(signs == 0, 1.0, signs)
 
 
 def pairwise_distances(matrix: np.ndarray) -> np.ndarray:
-    from sklearn.metrics.pairwise import euclidean_distances
+    """Euclidean distances between the models, from the Gram matrix: ||a||^2 + ||b||^2 - 2 a.b."""
+    gram = centred_gram(matrix)
+    squared = np.diag(gram)[:, None] + np.diag(gram)[None, :] - 2.0 * gram
+    distances = np.sqrt(np.clip(squared, 0.0, None))
+    np.fill_diagonal(distances, 0.0)
+    return distances
 
-    return euclidean_distances(matrix)  # through the Gram matrix too: ||a||^2 + ||b||^2 - 2 a.b
 
-
-def spanning_tree(matrix: np.ndarray) -> list[tuple[int, int]]:
-    """The edges (i < j) of the minimum spanning tree of the models' Euclidean distances."""
+def spanning_tree(distances: np.ndarray) -> list[tuple[int, int]]:
+    """The edges (i < j) of the minimum spanning tree of the models' distances."""
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import minimum_spanning_tree
 
-    distances = pairwise_distances(matrix)
+    distances = distances.copy()
     # scipy reads a zero as "no edge" (and a dense input drops tiny ones): identical models still get theirs
     distances[distances == 0] = 1e-9 * max(float(distances.max()), 1.0)
     np.fill_diagonal(distances, 0.0)
@@ -117,4 +131,4 @@ def placed_models(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids:
     """(model ids, 2-D positions, spanning-tree edges, samples used): the whole map, so that a page
     caches it with store.cached instead of projecting again on every rerun."""
     ids, matrix, used = model_vectors(snapshot, model_ids, condition_ids)
-    return ids, project(matrix, how), spanning_tree(matrix), used
+    return ids, project(matrix, how), spanning_tree(pairwise_distances(matrix)), used

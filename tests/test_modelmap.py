@@ -55,3 +55,21 @@ def test_the_projection_is_pca_and_the_distances_are_euclidean():
         sign = np.sign(mine[:, k] @ theirs[:, k])
         np.testing.assert_allclose(mine[:, k], sign * theirs[:, k], atol=1e-9)
     np.testing.assert_allclose(modelmap.pairwise_distances(matrix), squareform(pdist(matrix)), atol=1e-9)
+
+
+def test_each_axis_is_signed_by_its_largest_entry():
+    """The same models give the same map whatever the eigensolver's sign: each axis's entry of
+    largest magnitude is positive."""
+    matrix = np.random.default_rng(5).standard_normal((7, 50))
+    for flipped in (matrix, -matrix):
+        placed = modelmap.project(flipped, "PCA")
+        for k in range(2):
+            assert placed[np.argmax(np.abs(placed[:, k])), k] > 0
+
+
+def test_the_spanning_tree_of_points_on_a_line_joins_neighbours():
+    """Hand-worked: models at 0, 1, 3 and 7 along one axis (given out of order), and a copy of the
+    first; the tree joins each to its neighbour, and the identical pair keeps its edge."""
+    at = np.array([3.0, 0.0, 7.0, 1.0, 0.0])
+    matrix = np.column_stack([at, np.zeros_like(at)])
+    assert modelmap.spanning_tree(modelmap.pairwise_distances(matrix)) == [(0, 2), (0, 3), (1, 3), (1, 4)]
