@@ -196,7 +196,9 @@ def heatmap(
     where lower is better (`higher_is_better=False`, e.g. excess error) flips the scale, not the meaning.
     Cells `masked` (not informative, e.g. both models near chance) are drawn grey, with `masked_text` on
     hover, instead of a colour."""
-    z = np.asarray([[np.nan if v is None else v for v in row] for row in z], dtype=float)
+    if not isinstance(z, np.ndarray):
+        z = [[np.nan if v is None else v for v in row] for row in z]
+    z = np.asarray(z, dtype=float)
     if z.size == 0:
         return empty_figure("Nothing to show for this selection")
     scale = 100.0 if percent else 1.0  # shares are drawn in % (levels) or points (changes)
@@ -214,12 +216,14 @@ def heatmap(
         colour = {"colorscale": "Viridis", "zmin": lo, "zmax": hi}
     unit = (" pts" if diverging else "%") if percent else ""
     fmt = ("{:+.1f}" if diverging else "{:.0f}") if percent else "{:.2f}"
-    text = [["" if not np.isfinite(v) else fmt.format(v) for v in row] for row in z]
+    # numbers in the cells only where they stay legible; 40,000 strings built and checked for nothing took a second
+    labelled = len(x) * len(y) <= 900
+    text = [["" if not np.isfinite(v) else fmt.format(v) for v in row] for row in z] if labelled else None
     if hover is None:
         hover = ("%{z:+.1f} pts" if diverging else "%{z:.1f}%") if percent else "%{z:.3f}"
     fig = go.Figure(
         go.Heatmap(
-            z=z, x=x, y=y, text=text, texttemplate="%{text}" if len(x) * len(y) <= 900 else None,
+            z=z, x=x, y=y, text=text, texttemplate="%{text}" if labelled else None,
             textfont={"size": 10},
             colorbar={
                 "title": {"text": colorbar}, "ticksuffix": unit, "tickformat": "+.0f" if diverging and percent else "",

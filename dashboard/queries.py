@@ -527,11 +527,16 @@ def sample_subset(snapshot: Snapshot, count: int, among: list[int] | None = None
 
 
 def positions(values: pl.Series, ordered: list) -> np.ndarray:
-    """Index of each value in `ordered`, which holds every value: sorted integers, or
-    strings in any order."""
+    """Index of each value in `ordered`, which holds every value: integers or strings, in any
+    order (non-negative ids by a lookup table, other integers by binary search in sorted order)."""
     if values.dtype == pl.String:
         return values.cast(pl.Enum(ordered)).to_physical().to_numpy().astype(np.int64)
-    return np.searchsorted(np.asarray(ordered), values.to_numpy()).astype(np.int64)
+    ordered = np.asarray(ordered, dtype=np.int64)
+    if len(ordered) and ordered.min() >= 0:  # ids: a lookup table, one step per value instead of a binary search
+        lookup = np.zeros(int(ordered.max()) + 1, np.int64)
+        lookup[ordered] = np.arange(len(ordered))
+        return lookup[values.to_numpy()]
+    return np.searchsorted(ordered, values.to_numpy()).astype(np.int64)
 
 
 def prediction_matrix(

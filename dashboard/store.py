@@ -73,7 +73,10 @@ LATER_TABLES = (schema.LAYERS, schema.THUMBNAILS, schema.OCCLUSION)
 def _parquet_files(path: Path) -> list[Path]:
     present = [path / name for name in (*REQUIRED_TABLES, *LATER_TABLES) if (path / name).exists()]
     metrics = path / schema.METRICS_DIR
-    partitions = sorted(p for p in metrics.iterdir() if _inside(p, path)) if metrics.is_dir() else []
+    partitions = []
+    if metrics.is_dir() and _inside(metrics, path):
+        # every rerun lists these: a real folder in metrics/ is inside, only a link needs resolving
+        partitions = sorted(p for p in metrics.iterdir() if not p.is_symlink() or _inside(p, path))
     return present + [f for partition in partitions for f in sorted(partition.glob("*.parquet"))]
 
 

@@ -372,3 +372,11 @@ def test_severity_curves_start_every_corruption_at_the_clean_value():
     assert curves.select("corruption", "severity", "p_true").rows() == [
         ("fog", 0, 0.9), ("fog", 1, 0.7), ("fog", 2, 0.5), ("snow", 0, 0.9), ("snow", 1, 0.6), ("snow", 2, 0.2),
     ]  # fmt: skip
+
+
+def test_positions_index_each_value_in_the_ordered_list():
+    """Hand-worked: ids and names to their places, in any order of the list."""
+    assert queries.positions(pl.Series([7, 3, 7, 10], dtype=pl.Int32), [3, 7, 10]).tolist() == [1, 0, 1, 2]
+    assert queries.positions(pl.Series([7, 3, 7, 10], dtype=pl.Int16), [10, 3, 7]).tolist() == [2, 1, 2, 0]
+    assert queries.positions(pl.Series([0, 5]), [0, 5]).tolist() == [0, 1]
+    assert queries.positions(pl.Series(["b", "a"]), ["b", "c", "a"]).tolist() == [0, 2]
