@@ -260,15 +260,8 @@ def scan_metrics(
         frame = frame.filter(pl.col("sample_id").is_in([int(s) for s in sample_ids]))
     if columns is None:
         return frame.select(pl.exclude("block"))  # how the rows are laid out, not what they say
-    if columns is not None:
-        keep = [
-            "model_id",
-            "condition_id",
-            "sample_id",
-            *[c for c in columns if c not in ("model_id", "condition_id", "sample_id")],
-        ]
-        frame = frame.select(keep)
-    return frame
+    keys = ("model_id", "condition_id", "sample_id")
+    return frame.select(*keys, *[c for c in columns if c not in keys])
 
 
 def thumbnails(snapshot: Snapshot, sample_ids: Sequence[int]) -> dict[int, bytes]:
