@@ -62,8 +62,9 @@ def evaluate_model(
         if occlusion is not None and occlusion.covers(condition):
             occluded.append(
                 occlusion_rows(
-                    model, model_id, condition.condition_id, condition_images, features, labels, occlusion, device
-                )
+                    model, model_id, condition.condition_id, condition_images, features, labels, occlusion, device,
+                    batch_size,
+                )  # fmt: skip
             )
         metrics = condition_metrics(model, features, labels)
         for name in FLOAT_METRICS:

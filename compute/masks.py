@@ -75,26 +75,21 @@ def enforce_masks(model: nn.Module) -> None:
         module.weight.masked_fill_(~module.weight_mask, 0.0)
 
 
-def mask_gradients(model: nn.Module) -> None:
-    for _, module in prunable_modules(model):
-        if module.weight.grad is not None:
-            module.weight.grad.masked_fill_(~module.weight_mask, 0.0)
-
-
-@torch.no_grad()
-def mask_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    for _, module in prunable_modules(model):
-        for value in optimizer.state.get(module.weight, {}).values():
-            if torch.is_tensor(value) and value.shape == module.weight.shape:
-                value.masked_fill_(~module.weight_mask, 0.0)
-
-
 def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """optimizer.step() that leaves every masked weight, and its state, exactly zero."""
-    mask_gradients(model)
+    """optimizer.step() that leaves every masked weight, and its state, exactly zero: gradients
+    masked before the step, weights and optimizer state (momentum, Adam moments) after it."""
+    # each layer's removed weights found once per step, not once per use: this runs every step
+    removed = [(module.weight, ~module.weight_mask) for _, module in prunable_modules(model)]
+    for weight, off in removed:
+        if weight.grad is not None:
+            weight.grad.masked_fill_(off, 0.0)
     optimizer.step()
-    enforce_masks(model)
-    mask_optimizer_state(model, optimizer)
+    with torch.no_grad():
+        for weight, off in removed:
+            weight.masked_fill_(off, 0.0)  # masked_fill, not mul: a diverged weight times zero is NaN
+            for value in optimizer.state.get(weight, {}).values():
+                if torch.is_tensor(value) and value.shape == weight.shape:
+                    value.masked_fill_(off, 0.0)
 
 
 # --- accounting --------------------------------------------------------------------

@@ -65,6 +65,12 @@ def test_each_row_is_the_change_a_hand_occluded_image_makes():
     assert row["d_angle_true"][0] == pytest.approx(angle(hidden) - angle(plain), abs=1e-3)
     assert row["d_feat_norm"][0] == pytest.approx(float(hidden.norm() - plain.norm()), abs=1e-4)
 
+    # one sample per forward pass (49 images) gives the rows both samples in one pass gave
+    apart = occlusion_rows(model, "m", 7, images, features, labels, plan, torch.device("cpu"), batch_size=49)
+    assert apart.select("sample_id", "row", "col").equals(rows.select("sample_id", "row", "col"))
+    for column in ("d_angle_true", "d_feat_norm"):
+        np.testing.assert_allclose(apart[column].to_numpy(), rows[column].to_numpy(), rtol=1e-5, atol=1e-5)
+
 
 def test_occluded_samples_are_among_the_thumbnails_whatever_the_errors(tiny_data):
     cfg = ComputeConfig(occlusion_samples=3, thumbnail_samples=6, split_seed=2)
