@@ -22,6 +22,7 @@ from compute.config import ComputeConfig, shard_jobs
 from compute.evaluate import condition_metrics, forward_features
 from compute.machine import cpu_model
 from compute.masks import LayerPolicy, prunable_layers
+from compute.occlusion import patch_corners
 from compute.plan import planned_models, schedules
 from compute.prune import get_method
 from compute.prune.base import EpochBudget, PlannedEpochs
@@ -111,17 +112,21 @@ def planned_train_epochs(cfg: ComputeConfig, budget: EpochBudget) -> dict[str, f
     return {model_id: epochs for model_id, epochs in out.items() if model_id in recorded}
 
 
-#: on a CPU, the calibration times batches of at most this many images and scales them to the
-#: run's batch sizes (CPU time grows about linearly with the batch): a ResNet-18 step of 128 takes
-#: seconds there, and the dry run should not
+#: on a CPU, the calibration first times batches of at most this many images and scales them to
+#: the run's batch sizes (CPU time grows about linearly with the batch): a ResNet-18 step of 128
+#: takes seconds there, and the dry run should not
 CPU_CALIBRATION_BATCH = 32
+#: a scaled CPU step or evaluation batch quicker than this is timed again at the run's own batch:
+#: for a small model the fixed cost of each step does not shrink with the batch, and scaling a
+#: batch of 32 overstated the demo's step by half
+QUICK_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
 class Calibration:
     device: str
     train_step: float  # seconds per optimizer step at the sweep's batch size
-    eval_batch: float  # seconds per evaluation batch (forward and metrics) at the sweep's size
+    eval_image: float  # seconds per evaluated image (forward and metrics) at the run's evaluation batch
     corrupt_image: dict[str, float]  # seconds per image of each corruption (its highest severity)
     seconds: float  # what the calibration itself took
     measured_batch: tuple[int, int]  # the training and evaluation batches timed (then scaled)
@@ -134,9 +139,6 @@ def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device, corrupti
     of the data's shape."""
     started = time.perf_counter()
     cuda = device.type == "cuda"
-    train_batch = cfg.batch_size if cuda else min(cfg.batch_size, CPU_CALIBRATION_BATCH)
-    eval_batch = cfg.eval_batch_size if cuda else min(cfg.eval_batch_size, CPU_CALIBRATION_BATCH)
-    warm_steps, steps = (5, 20) if cuda else (1, 2)
     model = models.build(model_spec(cfg, size))
     generator = torch.Generator().manual_seed(0)
 
@@ -150,37 +152,56 @@ def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device, corrupti
             torch.randint(0, size.num_classes, (n_test,), generator=generator), torch.arange(n_test), True,
         )  # fmt: skip
 
-    step_plan = dataclasses.replace(schedules(cfg)["dense"], epochs=1, batch_size=train_batch)
+    def step_seconds(batch: int, warm_steps: int, steps: int) -> float:
+        """Seconds per optimizer step at `batch`, after `warm_steps` untimed ones."""
+        plan = dataclasses.replace(schedules(cfg)["dense"], epochs=1, batch_size=batch)
+        train(model, fake(warm_steps * batch, 1), plan, seed=0, device=device, progress=False)
+        sync(device)
+        timed = train(model, fake(steps * batch, 1), plan, seed=0, device=device, progress=False)
+        sync(device)
+        return timed.seconds / max(1, timed.steps)
+
+    def eval_seconds(batch: int) -> float:
+        """Seconds to evaluate one batch of `batch` images (features and metrics), after one untimed."""
+        test = fake(1, batch)
+        labels = test.test_labels.to(device)
+        forward_features(model, test.test_images, device, batch, cfg.precision)
+        sync(device)
+        tick = time.perf_counter()
+        condition_metrics(model, forward_features(model, test.test_images, device, batch, cfg.precision), labels)
+        sync(device)
+        return time.perf_counter() - tick
+
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    train(model, fake(warm_steps * train_batch, 1), step_plan, seed=0, device=device, progress=False)
-    sync(device)
+    train_batch = cfg.batch_size if cuda else min(cfg.batch_size, CPU_CALIBRATION_BATCH)
+    train_step = step_seconds(train_batch, *((5, 20) if cuda else (1, 2))) * cfg.batch_size / train_batch
     footprint = torch.cuda.max_memory_allocated(device) if cuda else None
-    timed = train(model, fake(steps * train_batch, 1), step_plan, seed=0, device=device, progress=False)
-    sync(device)
-    train_step = timed.seconds / max(1, timed.steps) * cfg.batch_size / train_batch
+    if train_batch < cfg.batch_size and train_step < QUICK_SECONDS:
+        train_batch = cfg.batch_size
+        train_step = step_seconds(train_batch, 5, 10)
 
-    test = fake(1, eval_batch)
-    labels = test.test_labels.to(device)
-    forward_features(model, test.test_images[: 2 if not cuda else None], device, eval_batch, cfg.precision)
-    sync(device)
-    tick = time.perf_counter()
-    features = forward_features(model, test.test_images, device, eval_batch, cfg.precision)
-    condition_metrics(model, features, labels)
-    sync(device)
-    eval_seconds = (time.perf_counter() - tick) * cfg.eval_batch_size / eval_batch
+    run_batch = max(1, min(cfg.eval_batch_size, size.n_test))  # a condition's evaluation batch
+    eval_batch = run_batch if cuda else min(run_batch, CPU_CALIBRATION_BATCH)
+    eval_image = eval_seconds(eval_batch) / eval_batch
+    if eval_batch < run_batch and eval_image * run_batch < QUICK_SECONDS:
+        eval_batch = run_batch
+        eval_image = eval_seconds(eval_batch) / eval_batch
 
     corrupt_image = {}
     if corruptions and not cfg.cifar10c:
-        sample = test.test_images[:8].to(device)
+        sample = images(8).to(device)
         for name in cfg.corruptions:
+            # once untimed: a corruption's first call builds its kernels and textures (and imports)
+            corrupt.corrupt_uint8(sample[:2], name, max(cfg.severities), torch.arange(2))
+            sync(device)
             tick = time.perf_counter()
             corrupt.corrupt_uint8(sample, name, max(cfg.severities), torch.arange(len(sample)))
             sync(device)
             corrupt_image[name] = (time.perf_counter() - tick) / len(sample)
     name = torch.cuda.get_device_name(device) if cuda else cpu_model()
     return Calibration(
-        name, train_step, eval_seconds, corrupt_image, time.perf_counter() - started, (train_batch, eval_batch),
+        name, train_step, eval_image, corrupt_image, time.perf_counter() - started, (train_batch, eval_batch),
         footprint,
     )  # fmt: skip
 
@@ -219,13 +240,22 @@ class SweepCost:
         c = self.calibration
         if c is None:
             return {}
-        batches = math.ceil(self.size.n_test / cfg.eval_batch_size)
         per_image = sum(c.corrupt_image.values()) * len(cfg.severities)
         return {
             "train": self.train_steps * c.train_step,
-            "evaluate": self.models * self.conditions * batches * c.eval_batch,
+            "evaluate": (self.models * self.conditions * self.size.n_test + self.occluded_images(cfg)) * c.eval_image,
             "corrupt": per_image * self.size.n_test,
         }
+
+    def occluded_images(self, cfg: ComputeConfig) -> int:
+        """Forwards of --occlusion-samples: every patch position of each sample, per model, on the
+        clean condition and each corruption at --occlusion-severity."""
+        if not cfg.occlusion_samples:
+            return 0
+        _, height, width = self.size.image_shape
+        positions = len(patch_corners(height, width, cfg.occlusion_patch, cfg.occlusion_stride))
+        conditions = 1 + (len(cfg.corruptions) if cfg.occlusion_severity in cfg.severities else 0)
+        return self.models * conditions * min(cfg.occlusion_samples, self.size.n_test) * positions
 
 
 def sweep_cost(cfg: ComputeConfig, device: torch.device | None) -> SweepCost:
@@ -285,17 +315,21 @@ def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str, workers: int = 
     c = cost.calibration
     if c is not None:
         seconds = cost.seconds(cfg)
+        run_batch = max(1, min(cfg.eval_batch_size, size.n_test))
+        occluded = cost.occluded_images(cfg)
+        occluded = f"; {occluded:,} occluded images included" if occluded else ""
         corrupt_note = "read from the released files" if cfg.cifar10c else duration(seconds["corrupt"])
         lines.append(
             f"estimate on {c.device} ({cfg.precision}): training {duration(seconds['train'])} "
             f"({c.train_step * 1e3:.1f} ms a step), evaluation {duration(seconds['evaluate'])} "
-            f"({c.eval_batch * 1e3:.1f} ms a batch of {cfg.eval_batch_size}), corruptions {corrupt_note}; "
+            f"({c.eval_image * run_batch * 1e3:.1f} ms a batch of {run_batch}{occluded}), "
+            f"corruptions {corrupt_note}; "
             f"in all about {duration(sum(seconds.values()))}, one job at a time"
             + (" (workers side by side finish sooner by what the device has spare)" if workers > 1 else "")
         )
         scaled = (
             f", timed at batches of {c.measured_batch[0]} and {c.measured_batch[1]} and scaled"
-            if c.measured_batch != (cfg.batch_size, cfg.eval_batch_size) else ""
+            if c.measured_batch != (cfg.batch_size, run_batch) else ""
         )  # fmt: skip
         lines.append(
             f"calibrated in {c.seconds:.1f} s on random images{scaled}: {cfg.architecture}'s plain training step "

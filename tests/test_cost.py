@@ -94,3 +94,15 @@ def test_the_gpu_bench_says_no_gpu_and_exits_0_without_one():
     result = subprocess.run([sys.executable, "bench/gpu_sweep.py"], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0 and result.stdout.startswith("no GPU"), result.stdout + result.stderr
+
+
+def test_the_estimate_counts_every_occluded_forward():
+    """The demo's occlusion worked by hand: 8 px patches every 4 px on 32x32 images are 7 x 7 = 49
+    positions; 6 samples on the clean condition and the 19 corruptions at severity 3, for each of
+    the 53 models; none without --occlusion-samples."""
+    from compute.cost import sweep_cost
+
+    cfg = resolve_config(get_preset("demo"))
+    assert sweep_cost(cfg, None).occluded_images(cfg) == 53 * 20 * 6 * 49
+    plain = resolve_config(apply_overrides(get_preset("demo"), {"occlusion_samples": "0"}))
+    assert sweep_cost(plain, None).occluded_images(plain) == 0
