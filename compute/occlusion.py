@@ -11,6 +11,7 @@ reused, so each position costs one forward.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,10 +40,6 @@ class OcclusionPlan:
     fill: torch.Tensor  # (3,) the data set's mean colour in [0, 1]
     metric_bits: int
     precision: str = "fp32"  # the evaluation's, so occluded and unoccluded features compare like for like
-
-    def patches(self) -> tuple[list[tuple[int, int]], int, torch.Tensor]:
-        """`occluded`'s corners, patch side and fill."""
-        return self.corners, self.patch, self.fill
 
     def covers(self, condition: schema.Condition) -> bool:
         return condition.corruption == schema.CLEAN or condition.severity == self.severity
@@ -98,12 +95,23 @@ def plan_occlusion(cfg: ComputeConfig, dataset: Dataset) -> OcclusionPlan | None
     )
 
 
-def occluded(image: torch.Tensor, corners: list[tuple[int, int]], patch: int, fill: torch.Tensor) -> torch.Tensor:
-    """A float (3, H, W) image once per corner, each with the patch there set to `fill`: (P, 3, H, W)."""
-    batch = image.repeat(len(corners), 1, 1, 1)
+def occluded(images: torch.Tensor, corners: list[tuple[int, int]], patch: int, fill: torch.Tensor) -> torch.Tensor:
+    """Float images, (3, H, W) or (G, 3, H, W), each once per corner with the patch there set to
+    `fill`: (G * P, 3, H, W), image by image, corners in order."""
+    images = images[None] if images.dim() == 3 else images
+    _, _, height, width = images.shape
+    inside = patch_mask(height, width, tuple(corners), patch).to(images.device)  # (P, 1, H, W)
+    hidden = torch.where(inside[None], fill.to(images).view(1, 1, 3, 1, 1), images[:, None])
+    return hidden.reshape(-1, *images.shape[1:])
+
+
+@functools.lru_cache(maxsize=8)
+def patch_mask(height: int, width: int, corners: tuple[tuple[int, int], ...], patch: int) -> torch.Tensor:
+    """(P, 1, H, W): True under the patch at each corner."""
+    inside = torch.zeros(len(corners), 1, height, width, dtype=torch.bool)
     for i, (top, left) in enumerate(corners):
-        batch[i, :, top : top + patch, left : left + patch] = fill.to(batch)[:, None, None]
-    return batch
+        inside[i, :, top : top + patch, left : left + patch] = True
+    return inside
 
 
 @torch.inference_mode()
@@ -122,50 +130,31 @@ def occlusion_rows(
     images, `features` the model's features of them (N, D); every patch position of as many
     samples as fit in `batch_size` images (at least one sample) per forward pass."""
     weight = model.classifier.weight
-    positions_per_sample = len(plan.corners)
-    together = max(1, batch_size // positions_per_sample)
-    samples = list(zip(plan.sample_ids.tolist(), plan.positions.tolist(), strict=True))
-    frames = []
-    for start in range(0, len(samples), together):
-        group = samples[start : start + together]
-        # one forward for the group: 6 forwards of 49 images cost 3 times one of 294 on 2 CPU cores,
-        # and a sample's features do not depend on the others in its batch
-        batch = torch.cat([occluded(to_float(images[p].to(device)), *plan.patches()) for _, p in group])
+    per_sample = len(plan.corners)
+    together = max(1, batch_size // per_sample)
+    d_angle, d_norm = [], []
+    for start in range(0, len(plan.positions), together):
+        group = plan.positions[start : start + together]
+        # one forward for the group: 6 forwards of 49 images took longer than one of 294 on 2 CPU
+        # cores, and a sample's features do not depend on the others in its batch
+        batch = occluded(to_float(images[group].to(device)), plan.corners, plan.patch, plan.fill)
         with layout(model, device, plan.precision), autocast(device, plan.precision):
             hidden = model.features(batch_layout(batch, device, plan.precision)).float()
-        for k, (sample_id, position) in enumerate(group):
-            frames.append(
-                sample_rows(
-                    model_id, condition_id, sample_id, plan,
-                    hidden[k * positions_per_sample : (k + 1) * positions_per_sample],
-                    features[position : position + 1], int(labels[position]), weight,
-                )
-            )  # fmt: skip
-    return pl.concat(frames)
-
-
-def sample_rows(
-    model_id: str,
-    condition_id: int,
-    sample_id: int,
-    plan: OcclusionPlan,
-    hidden: torch.Tensor,
-    base: torch.Tensor,
-    label: int,
-    weight: torch.Tensor,
-) -> pl.DataFrame:
-    """One sample's rows: the change of angle to its class and of feature length at each patch
-    position (`hidden`, one feature vector per position) from the unoccluded `base` (1, D)."""
-    d_angle = geometry.class_angles(hidden, weight)[:, label] - geometry.class_angles(base, weight)[0, label]
-    d_norm = hidden.to(geometry.METRIC_DTYPE).norm(dim=1) - base.to(geometry.METRIC_DTYPE).norm(dim=1)
+        for k, position in enumerate(group.tolist()):
+            moved, base = hidden[k * per_sample : (k + 1) * per_sample], features[position : position + 1]
+            label = int(labels[position])
+            angles = geometry.class_angles(moved, weight)[:, label] - geometry.class_angles(base, weight)[0, label]
+            d_angle.append(angles)
+            d_norm.append(moved.to(geometry.METRIC_DTYPE).norm(dim=1) - base.to(geometry.METRIC_DTYPE).norm(dim=1))
+    samples = len(plan.sample_ids)
     return pl.DataFrame(
         {
             "model_id": model_id,
-            "condition_id": np.full(len(plan.corners), condition_id, np.int16),
-            "sample_id": np.full(len(plan.corners), sample_id, np.int32),
-            "row": np.array([top for top, _ in plan.corners], np.int16),
-            "col": np.array([left for _, left in plan.corners], np.int16),
-            "d_angle_true": round_mantissa(d_angle.cpu().numpy(), plan.metric_bits),
-            "d_feat_norm": round_mantissa(d_norm.cpu().numpy(), plan.metric_bits),
+            "condition_id": np.full(samples * per_sample, condition_id, np.int16),
+            "sample_id": np.repeat(plan.sample_ids.astype(np.int32), per_sample),
+            "row": np.tile(np.array([top for top, _ in plan.corners], np.int16), samples),
+            "col": np.tile(np.array([left for _, left in plan.corners], np.int16), samples),
+            "d_angle_true": round_mantissa(torch.cat(d_angle).cpu().numpy(), plan.metric_bits),
+            "d_feat_norm": round_mantissa(torch.cat(d_norm).cpu().numpy(), plan.metric_bits),
         }
     )
