@@ -723,9 +723,14 @@ def robust_samples(snapshot: Snapshot, model_ids: tuple[str, ...], condition_ids
     return with_samples(snapshot, table.sort("accuracy", "sample_id", descending=[True, False]))
 
 
+#: what Sample detail shows of a sample's rows: reading only these skips a third of the bytes of
+#: its block, which on a first visit come from disk (1 s of the page at 190 M rows)
+SAMPLE_COLUMNS = ("pred", "correct", "p_true", "loss", "feat_norm", "angle_true", "geom_margin")
+
+
 def sample_outcomes(snapshot: Snapshot, sample_id: int, model_ids: tuple[str, ...]):
-    """Every model x condition row of one sample, with the condition's name and severity."""
-    rows = scan_metrics(snapshot, model_ids=list(model_ids), sample_ids=[int(sample_id)]).collect()
+    """Every model x condition row of one sample (SAMPLE_COLUMNS), with the condition's name and severity."""
+    rows = scan_metrics(snapshot, list(model_ids), columns=SAMPLE_COLUMNS, sample_ids=[int(sample_id)]).collect()
     return rows.join(snapshot.conditions, on="condition_id").sort("model_id", "condition_id")
 
 

@@ -114,6 +114,23 @@ SWEEP = (
 )  # fmt: skip
 
 
+#: fewer methods, for the runs a test kills midway and continues (a third of SWEEP's time); still
+#: five jobs, so the kill lands with work left for both workers
+KILLED_SWEEP = (
+    "compute", "--preset", "tiny", "--methods", "dense,random,magnitude,snip,set", "--thumbnail-samples", "4",
+    "--occlusion-samples", "2", "--quiet",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def whole_killed_sweep(tmp_path_factory):
+    """KILLED_SWEEP in one run, uninterrupted."""
+    out = tmp_path_factory.mktemp("whole-killed") / "all"
+    result = run_cli(*KILLED_SWEEP, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 @pytest.fixture(scope="session")
 def whole_sweep(tmp_path_factory):
     """SWEEP in one run: what its shards, its workers and its plan are held to."""

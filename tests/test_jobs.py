@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from compute import schema
-from tests.conftest import REPO, SWEEP, assert_refused, assert_same_sweep, run_cli, run_cli_here
+from tests.conftest import KILLED_SWEEP, REPO, SWEEP, assert_refused, assert_same_sweep, run_cli, run_cli_here
 
 
 def workers_of(pid: int) -> list[int]:
@@ -39,7 +39,7 @@ def alive(pid: int) -> bool:
 
 def start(out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "compute", *SWEEP, "--jobs", "2", "--out", str(out)], cwd=REPO,
+        [sys.executable, "-m", "compute", *KILLED_SWEEP, "--jobs", "2", "--out", str(out)], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -62,7 +62,7 @@ def test_two_workers_write_the_single_runs_snapshot(whole_sweep, tmp_path):
     assert os.listdir(tmp_path) == ["all"]  # the parts and their folder are gone
 
 
-def test_a_worker_killed_mid_sweep_and_the_same_command_continues(whole_sweep, tmp_path):
+def test_a_worker_killed_mid_sweep_and_the_same_command_continues(whole_killed_sweep, tmp_path):
     out = tmp_path / "all"
     parent = start(out)
     wait_for_evaluated_models(tmp_path / ".all.jobs")
@@ -72,13 +72,13 @@ def test_a_worker_killed_mid_sweep_and_the_same_command_continues(whole_sweep, t
     assert parent.returncode == 1 and stderr.count("\n") == 1, stderr
     assert "was killed" in stderr and "run the same command to continue" in stderr
     assert not out.exists()
-    result = run_cli(*SWEEP, "--jobs", "2", "--out", str(out))
+    result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert_same_sweep(out, whole_sweep)
+    assert_same_sweep(out, whole_killed_sweep)
     assert os.listdir(tmp_path) == ["all"]
 
 
-def test_the_parent_killed_takes_its_workers_and_the_same_command_continues(whole_sweep, tmp_path):
+def test_the_parent_killed_takes_its_workers_and_the_same_command_continues(whole_killed_sweep, tmp_path):
     out = tmp_path / "all"
     parent = start(out)
     wait_for_evaluated_models(tmp_path / ".all.jobs")
@@ -89,9 +89,9 @@ def test_the_parent_killed_takes_its_workers_and_the_same_command_continues(whol
     while any(alive(w) for w in workers):  # each worker stops as an interrupted run, its work kept
         assert time.monotonic() < deadline, "a worker outlived its parent"
         time.sleep(0.1)
-    result = run_cli(*SWEEP, "--jobs", "2", "--out", str(out))
+    result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert_same_sweep(out, whole_sweep)
+    assert_same_sweep(out, whole_killed_sweep)
 
 
 @pytest.mark.parametrize(
