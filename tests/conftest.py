@@ -122,22 +122,23 @@ KILLED_SWEEP = (
 )  # fmt: skip
 
 
+def one_run(folder: Path, sweep: tuple[str, ...]) -> Path:
+    """`sweep` in one uninterrupted run, written to `folder`/all."""
+    result = run_cli(*sweep, "--out", str(folder / "all"))
+    assert result.returncode == 0, result.stderr
+    return folder / "all"
+
+
 @pytest.fixture(scope="session")
 def whole_killed_sweep(tmp_path_factory):
     """KILLED_SWEEP in one run, uninterrupted."""
-    out = tmp_path_factory.mktemp("whole-killed") / "all"
-    result = run_cli(*KILLED_SWEEP, "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
+    return one_run(tmp_path_factory.mktemp("whole-killed"), KILLED_SWEEP)
 
 
 @pytest.fixture(scope="session")
 def whole_sweep(tmp_path_factory):
     """SWEEP in one run: what its shards, its workers and its plan are held to."""
-    out = tmp_path_factory.mktemp("whole") / "all"
-    result = run_cli(*SWEEP, "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
+    return one_run(tmp_path_factory.mktemp("whole"), SWEEP)
 
 
 def assert_same_sweep(out: Path, whole: Path) -> None:
