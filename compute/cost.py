@@ -133,6 +133,11 @@ class Calibration:
     footprint: int | None  # peak GPU bytes of one training step (None on a CPU): what --jobs auto divides by
 
 
+def condition_batch(cfg: ComputeConfig, size: DataSize) -> int:
+    """The evaluation batch a condition's images go through: --eval-batch-size, or all its images."""
+    return max(1, min(cfg.eval_batch_size, size.n_test))
+
+
 def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device, corruptions: bool = True) -> Calibration:
     """Time optimizer steps (after warm-up steps), an evaluation batch and (unless `corruptions` is
     False: --jobs auto needs only the footprint) a few images of each corruption, on random images
@@ -181,7 +186,7 @@ def calibrate(cfg: ComputeConfig, size: DataSize, device: torch.device, corrupti
         train_batch = cfg.batch_size
         train_step = step_seconds(train_batch, 5, 10)
 
-    run_batch = max(1, min(cfg.eval_batch_size, size.n_test))  # a condition's evaluation batch
+    run_batch = condition_batch(cfg, size)
     eval_batch = run_batch if cuda else min(run_batch, CPU_CALIBRATION_BATCH)
     eval_image = eval_seconds(eval_batch) / eval_batch
     if eval_batch < run_batch and eval_image * run_batch < QUICK_SECONDS:
@@ -315,7 +320,7 @@ def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str, workers: int = 
     c = cost.calibration
     if c is not None:
         seconds = cost.seconds(cfg)
-        run_batch = max(1, min(cfg.eval_batch_size, size.n_test))
+        run_batch = condition_batch(cfg, size)
         occluded = cost.occluded_images(cfg)
         occluded = f"; {occluded:,} occluded images included" if occluded else ""
         corrupt_note = "read from the released files" if cfg.cifar10c else duration(seconds["corrupt"])
