@@ -281,14 +281,6 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def dense_trainings(cfg: ComputeConfig, workers: int) -> int:
-    """Dense models trained by `workers` side by side: each trains those of the seeds it prunes."""
-    return sum(
-        len({seed for seed, _ in shard_jobs(dataclasses.replace(cfg, shard=f"{k}/{workers}"))})
-        for k in range(1, workers + 1)
-    )
-
-
 def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str, workers: int = 1) -> list[str]:
     """The dry run's report: what the sweep makes, trains, writes, and how long it should take."""
     size, budget = cost.size, cost.budget
@@ -307,10 +299,10 @@ def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str, workers: int = 
         lines.append(f"{label:<22} {len(job.planned.per_model):>6} {shown:>26} {job.planned.trained:>17,.1f}")
     lines.append(f"in all {cost.trained_epochs:,.1f} epochs of training, {cost.train_steps:,} optimizer steps")
     if workers > 1:
-        extra = (dense_trainings(cfg, workers) - cfg.seeds) * budget.dense
+        side_by_side = min(workers, cfg.seeds)
         lines.append(
-            f"--jobs {workers}: {workers} workers share the device, each training the dense model of the seeds it "
-            f"prunes ({extra:,} more epochs of dense training, side by side)"
+            f"--jobs {workers}: each seed's dense model is trained once ({side_by_side} at a time), then {workers} "
+            "workers share the device for the methods' jobs, pruning those dense models"
         )
     metrics = cost.metrics_bytes(cfg.metric_bits)
     lines.append(

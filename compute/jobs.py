@@ -3,7 +3,9 @@
 The workers are the shards of `--shard K/N`, run side by side: worker K computes shard K/N
 into `.<out>.jobs/part-K` beside --out, resumable as any run (its work folder lies beside
 its part), and when every part is in place they are merged into --out (merge.py) and the
-folder goes. The merged snapshot equals the single run's, as merged shards do.
+folder goes. The merged snapshot equals the single run's, as merged shards do. A seed's
+dense model is trained once, by the first worker that needs it, into `.<out>.jobs/dense/`,
+while the others wait for it (a file lock) and prune it: a shard alone trains its own.
 
 A worker dies with the parent (Linux: PR_SET_PDEATHSIG), so after a kill -9 of the parent
 or of one worker the same command finds the finished parts and the work folders of the
@@ -77,9 +79,9 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def work(config: dict, part: str) -> int:
-    """One worker (`python -m compute.jobs CONFIG PART`): its shard into `part`; on failure, the
-    one line to report beside it.
+def work(config: dict, part: str, root: str) -> int:
+    """One worker (`python -m compute.jobs CONFIG PART ROOT`): its shard into `part`, sharing the
+    dense models with the other workers in ROOT/dense/; on failure, the one line to report beside it.
 
     Each worker keeps torch's default number of CPU threads: the CPU kernels' sums run in an
     order that depends on it, and the parts must equal the single run's bit for bit. On a CPU,
@@ -90,7 +92,7 @@ def work(config: dict, part: str) -> int:
 
     cfg = ComputeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     try:
-        run(cfg, part, overwrite=False, progress=False)
+        run(cfg, part, overwrite=False, progress=False, shared_dense=Path(root))
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # noqa: BLE001 - the parent reports the worker's line
@@ -124,7 +126,7 @@ def run_jobs(cfg: ComputeConfig, out: str | Path, overwrite: bool, jobs: int, pr
             Path(f"{part}.{ERROR_FILE}").unlink(missing_ok=True)
             config = json.dumps(worker_config(cfg, k, count).as_dict())
             workers[k] = subprocess.Popen(
-                [sys.executable, "-m", "compute.jobs", config, str(part)], preexec_fn=die_with_parent
+                [sys.executable, "-m", "compute.jobs", config, str(part), str(root)], preexec_fn=die_with_parent
             )
         failed = {}
         for k, process in workers.items():
@@ -172,9 +174,11 @@ def failure_line(root: Path, failed: dict[int, int], count: int) -> str:
 
 
 def remove_jobs_folder(root: Path, parts: list[Path]) -> None:
-    """The parts once merged, and the folder: only what this command made there."""
+    """The parts once merged, the dense models the workers shared, and the folder: only what this
+    command made there."""
     for part in parts:
         shutil.rmtree(part, ignore_errors=True)
+    shutil.rmtree(root / "dense", ignore_errors=True)
     for name in ("jobs.json", "LOCK"):
         (root / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
@@ -182,4 +186,4 @@ def remove_jobs_folder(root: Path, parts: list[Path]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(work(json.loads(sys.argv[1]), sys.argv[2]))
+    sys.exit(work(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]))

@@ -33,7 +33,7 @@ from compute.output import check_apart, check_target, finish_interrupted_placeme
 from compute.plan import PlannedModel, method_table, planned_models, resolve_config, resolve_device
 from compute.snapshot import SnapshotWriter
 from compute.sweep import Sweep
-from compute.workdir import WorkFolder
+from compute.workdir import SharedDense, WorkFolder
 
 
 class Interrupted(KeyboardInterrupt):
@@ -97,10 +97,11 @@ def keep_large_blocks_in_the_heap() -> None:
 
 def run(
     cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
-    add_to: str | None = None, replace: bool = False,
+    add_to: str | None = None, replace: bool = False, shared_dense: Path | None = None,
 ) -> RunSummary:  # fmt: skip
     """Run the whole compute step (or what an interrupted run left) and place the snapshot
-    at `out`; with `add_to`, only the models that snapshot lacks, and a snapshot of all."""
+    at `out`; with `add_to`, only the models that snapshot lacks, and a snapshot of all; with
+    `shared_dense` (a `--jobs` worker), the dense models trained there are loaded, not trained."""
     cfg = resolve_config(cfg)
     check_output(out, overwrite, cfg, [("--add-to", add_to)])
     existing, keep = None, []
@@ -126,7 +127,8 @@ def run(
     known = existing.manifest.get("parents", {}) if existing else {}
 
     def compute_sweep(dataset: data.Dataset, work: WorkFolder, device: torch.device) -> Sweep:
-        return Sweep(cfg, dataset, work, device, progress, known)
+        shared = SharedDense(shared_dense) if shared_dense is not None else None
+        return Sweep(cfg, dataset, work, device, progress, known, shared)
 
     def described(sweep: Sweep) -> dict:
         shard_index, shard_count = parse_shard(cfg.shard)
@@ -224,6 +226,21 @@ def check_output(out, overwrite: bool, cfg: ComputeConfig, inputs: list[tuple[st
     check_target(out, overwrite)
 
 
+def load_checked(cfg: ComputeConfig, trains: bool) -> data.Dataset:
+    """The run's data set, checked before hours of training rather than after: the released
+    corruptions' folder, training images to train on, and an architecture that takes its images."""
+    dataset = data.load(data.spec_of(cfg))
+    if cfg.cifar10c:
+        cifar10c.check_folder(
+            cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()
+        )
+    if trains and len(dataset.train_labels) == 0:
+        raise InputError(f"the {cfg.dataset} data set has no training images; give them with --data-root")
+    if trains:
+        models.check_fits(models.spec_for(cfg.architecture, dataset))
+    return dataset
+
+
 def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity, growth, trains) -> RunSummary:
     """The stages every command that writes models' snapshots shares: check the output,
     load the data, make the corrupted test sets, evaluate each model the sweep yields as it
@@ -234,17 +251,9 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
     target = check_target(out, overwrite)
     timings: dict[str, float] = {}
     tick = time.perf_counter()
-    dataset = data.load(data.spec_of(cfg))
-    if cfg.cifar10c:  # before hours of training, not after
-        cifar10c.check_folder(
-            cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()
-        )
+    dataset = load_checked(cfg, trains)
     timings["data"] = time.perf_counter() - tick
     occlusion = plan_occlusion(cfg, dataset)
-    if trains and len(dataset.train_labels) == 0:
-        raise InputError(f"the {cfg.dataset} data set has no training images; give them with --data-root")
-    if trains:
-        models.check_fits(models.spec_for(cfg.architecture, dataset))
     existing, keep = growth
     conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
     if existing is not None:

@@ -26,7 +26,7 @@ from compute.masks import LayerPolicy, count_parameters, prunable_layers
 from compute.plan import planned_models, prune_settings, schedules
 from compute.prune import PruneContext, PrunedModel, get_method
 from compute.train import TrainHooks, steps_per_epoch, train
-from compute.workdir import WorkFolder
+from compute.workdir import SharedDense, WorkFolder
 
 
 @dataclass
@@ -72,9 +72,11 @@ class Sweep:
 
     def __init__(
         self, cfg: ComputeConfig, dataset: data.Dataset, work: WorkFolder, device: torch.device, progress,
-        fingerprints: dict[str, str] | None = None,
+        fingerprints: dict[str, str] | None = None, shared: SharedDense | None = None,
     ):  # fmt: skip
         self.cfg, self.dataset, self.work, self.device, self.progress = cfg, dataset, work, device, progress
+        #: the dense models the workers of `compute --jobs` share
+        self.shared = shared
         self.spec = models.spec_for(cfg.architecture, dataset)
         self.plans = schedules(cfg)
         self.policy = LayerPolicy(cfg.prune_first_layer, cfg.prune_last_layer)
@@ -112,20 +114,9 @@ class Sweep:
         torch.manual_seed(seed)
         dense = models.build(self.spec)
         prunable_layers(dense, self.policy)  # fail early on an architecture with nothing to prune
-        if self.work.dense_done(seed):
-            states, info = self.work.load_dense(seed)
-            dense.load_state_dict(states["model"])
-            init_state, rewind_state = states["init"], states["rewind"]
-        else:
-            init_state = copy.deepcopy(dense.state_dict())
-            result = train(
-                dense, self.dataset, self.plans["dense"], seed=seed, device=self.device, desc=f"dense s{seed}",
-                progress=self.progress, hooks=TrainHooks(capture_step=self.rewind_step),
-            )  # fmt: skip
-            check_finite(dense, dense_id, self.cfg)
-            rewind_state = result.captured
-            info = {"seconds": result.seconds, "epochs": result.epochs, "sha256": fingerprint(dense)}
-            self.work.save_dense(seed, {"init": init_state, "rewind": rewind_state, "model": dense.state_dict()}, info)
+        states, info = self.dense_states(seed)
+        dense.load_state_dict(states["model"])
+        init_state, rewind_state = states["init"], states["rewind"]
         dense.to(self.device).eval()
         expected = self.fingerprints.get(dense_id, info["sha256"])
         if info["sha256"] != expected:
@@ -144,6 +135,37 @@ class Sweep:
             progress=self.progress,
         )  # fmt: skip
         return dense, ctx
+
+    def dense_states(self, seed: int) -> tuple[dict[str, dict], dict]:
+        """The seed's dense model at initialisation, at the rewind step and trained, and its record:
+        from this run's work folder, else trained now, or under `--jobs` by the first worker that
+        needs it; kept in the work folder either way, so a resumed run finds it there."""
+        if self.work.dense_done(seed):
+            return self.work.load_dense(seed)
+        if self.shared is None:
+            states, info = self.train_dense(seed)
+        else:
+            with self.shared.claimed(seed):  # another worker may be training it: wait for it
+                if self.shared.dense_done(seed):
+                    states, info = self.shared.load_dense(seed)
+                else:
+                    states, info = self.train_dense(seed)
+                    self.shared.save_dense(seed, states, info)
+        self.work.save_dense(seed, states, info)
+        return states, info
+
+    def train_dense(self, seed: int) -> tuple[dict[str, dict], dict]:
+        dense_id = schema.model_id_for("dense", 0.0, seed)
+        torch.manual_seed(seed)
+        dense = models.build(self.spec)
+        init_state = copy.deepcopy(dense.state_dict())
+        result = train(
+            dense, self.dataset, self.plans["dense"], seed=seed, device=self.device, desc=f"dense s{seed}",
+            progress=self.progress, hooks=TrainHooks(capture_step=self.rewind_step),
+        )  # fmt: skip
+        check_finite(dense, dense_id, self.cfg)
+        info = {"seconds": result.seconds, "epochs": result.epochs, "sha256": fingerprint(dense)}
+        return {"init": init_state, "rewind": result.captured, "model": dense.state_dict()}, info
 
     def method_models(self, name: str, seed: int, dense: nn.Module, ctx: PruneContext) -> Iterator[Trained]:
         dense_id = schema.model_id_for("dense", 0.0, seed)

@@ -18,10 +18,13 @@ at most the model that was in progress.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +49,52 @@ def run_identity(cfg: ComputeConfig, extra: dict) -> dict:
     return {"schema_version": schema.SCHEMA_VERSION, "config": json.loads(json.dumps(values)), **extra}
 
 
-class WorkFolder(OutputSlot):
+class DenseModels:
+    """Each seed's dense model at initialisation, at the rewind step and trained, in `root`/dense/s<seed>/:
+    a run's own (its work folder) or the one `compute --jobs` trains once for all its workers."""
+
+    root: Path
+
+    def dense_dir(self, seed: int) -> Path:
+        return self.root / "dense" / f"s{seed}"
+
+    def dense_done(self, seed: int) -> bool:
+        return (self.dense_dir(seed) / "dense.json").is_file()
+
+    def save_dense(self, seed: int, states: dict[str, dict], record: dict) -> None:
+        folder = self.dense_dir(seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, state in states.items():
+            write_bytes_atomic(folder / f"{name}.pt", state_bytes(state))
+        write_json_atomic(record, folder / "dense.json")
+
+    def load_dense(self, seed: int) -> tuple[dict[str, dict], dict]:
+        folder = self.dense_dir(seed)
+        states = {name: load_state(folder / f"{name}.pt") for name in ("init", "rewind", "model")}
+        return states, json.loads((folder / "dense.json").read_text())
+
+
+class SharedDense(DenseModels):
+    """The dense models the workers of `compute --jobs` share, in the jobs folder: the first worker
+    that needs a seed's trains it while the others wait on its lock, then prune it too."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @contextlib.contextmanager
+    def claimed(self, seed: int) -> Iterator[None]:
+        """Hold the seed's lock (waiting while another worker holds it); a killed holder's lock
+        is released with its process."""
+        (self.root / "dense").mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "dense" / f"s{seed}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+class WorkFolder(OutputSlot, DenseModels):
     ENTRIES = (*OutputSlot.ENTRIES, "run.json", "conditions", "dense", "models")
 
     def __init__(self, target: Target, cfg: ComputeConfig, extra: dict | None = None):
@@ -98,26 +146,6 @@ class WorkFolder(OutputSlot):
                 np.save(file, images)
 
         write_atomic(self.condition_path(condition_id), fill)
-
-    # -- dense models
-
-    def dense_dir(self, seed: int) -> Path:
-        return self.root / "dense" / f"s{seed}"
-
-    def dense_done(self, seed: int) -> bool:
-        return (self.dense_dir(seed) / "dense.json").is_file()
-
-    def save_dense(self, seed: int, states: dict[str, dict], record: dict) -> None:
-        folder = self.dense_dir(seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, state in states.items():
-            write_bytes_atomic(folder / f"{name}.pt", state_bytes(state))
-        write_json_atomic(record, folder / "dense.json")
-
-    def load_dense(self, seed: int) -> tuple[dict[str, dict], dict]:
-        folder = self.dense_dir(seed)
-        states = {name: load_state(folder / f"{name}.pt") for name in ("init", "rewind", "model")}
-        return states, json.loads((folder / "dense.json").read_text())
 
     # -- pruned (and dense) models of the snapshot
 

@@ -7,7 +7,7 @@ import pytest
 
 from compute import schema
 from compute.config import apply_overrides
-from compute.cost import BASE_BYTES_PER_ROW, data_size, epoch_budget, planned_train_epochs
+from compute.cost import BASE_BYTES_PER_ROW, data_size, epoch_budget, plan_lines, planned_train_epochs, sweep_cost
 from compute.plan import resolve_config
 from compute.presets import PRESETS, get_preset
 from compute.sweep import whole_epochs
@@ -106,3 +106,16 @@ def test_the_estimate_counts_every_occluded_forward():
     assert sweep_cost(cfg, None).occluded_images(cfg) == 53 * 20 * 6 * 49
     plain = resolve_config(apply_overrides(get_preset("demo"), {"occlusion_samples": "0"}))
     assert sweep_cost(plain, None).occluded_images(plain) == 0
+
+
+@pytest.mark.parametrize("seeds, side_by_side", [(1, 1), (3, 2)])
+def test_the_plan_of_jobs_trains_each_dense_model_once(seeds, side_by_side):
+    cfg = resolve_config(apply_overrides(get_preset("tiny"), {"seeds": str(seeds)}))
+    cost = sweep_cost(cfg, None)
+    alone, shared = plan_lines(cfg, cost, "tiny", workers=1), plan_lines(cfg, cost, "tiny", workers=2)
+    assert [line for line in shared if line not in alone] == [
+        f"--jobs 2: each seed's dense model is trained once ({side_by_side} at a time), then 2 workers share the "
+        "device for the methods' jobs, pruning those dense models"
+    ]
+    dense_epochs = [job.planned.trained for job in cost.jobs if job.method == "dense"]
+    assert dense_epochs == [cfg.epochs] * seeds  # once per seed, whatever the workers

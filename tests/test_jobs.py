@@ -6,13 +6,23 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from compute import schema
+from compute.workdir import SharedDense
 from tests.conftest import KILLED_SWEEP, REPO, SWEEP, assert_refused, assert_same_sweep, run_cli, run_cli_here
+
+HOLD_THE_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
 
 
 def workers_of(pid: int) -> list[int]:
@@ -52,6 +62,14 @@ def wait_for_evaluated_models(folder: Path, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+def assert_dense_trained_once(root: Path) -> None:
+    """Each worker pruned the dense model the dense stage trained: its record, timing included, is the
+    stage's byte for byte (a model trained again would have taken other seconds)."""
+    shared = (root / "dense" / "s0" / "dense.json").read_bytes()
+    copies = [folder / "dense" / "s0" / "dense.json" for folder in root.glob(".part-*.work")]  # unfinished parts
+    assert copies and all(copy.read_bytes() == shared for copy in copies)
+
+
 def test_two_workers_write_the_single_runs_snapshot(whole_sweep, tmp_path):
     out = tmp_path / "all"
     result = run_cli(*SWEEP, "--jobs", "2", "--out", str(out))
@@ -72,6 +90,7 @@ def test_a_worker_killed_mid_sweep_and_the_same_command_continues(whole_killed_s
     assert parent.returncode == 1 and stderr.count("\n") == 1, stderr
     assert "was killed" in stderr and "run the same command to continue" in stderr
     assert not out.exists()
+    assert_dense_trained_once(tmp_path / ".all.jobs")
     result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert_same_sweep(out, whole_killed_sweep)
@@ -92,6 +111,28 @@ def test_the_parent_killed_takes_its_workers_and_the_same_command_continues(whol
     result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert_same_sweep(out, whole_killed_sweep)
+
+
+def test_a_worker_waits_for_the_dense_model_another_trains_and_goes_on_when_that_one_is_killed(tmp_path):
+    shared = SharedDense(tmp_path)
+    (tmp_path / "dense").mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(tmp_path / "dense" / "s0.lock")], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline() == "held\n"
+    entered = threading.Event()
+
+    def wait_for_the_lock():
+        with shared.claimed(0):
+            entered.set()
+
+    waiter = threading.Thread(target=wait_for_the_lock)
+    waiter.start()
+    assert not entered.wait(0.5)  # the holder is training it
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert entered.wait(10)  # killed, its lock went with it
+    waiter.join()
 
 
 @pytest.mark.parametrize(
