@@ -301,8 +301,9 @@ def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str, workers: int = 
     if workers > 1:
         side_by_side = min(workers, cfg.seeds)
         lines.append(
-            f"--jobs {workers}: each seed's dense model is trained once ({side_by_side} at a time), then {workers} "
-            "workers share the device for the methods' jobs, pruning those dense models"
+            f"--jobs {workers}: {workers} workers share the device; each seed's dense model is trained once, by the "
+            f"first worker that reaches it (they start at different seeds: up to {side_by_side} side by side), while "
+            "the others that prune it wait for it"
         )
     metrics = cost.metrics_bytes(cfg.metric_bits)
     lines.append(

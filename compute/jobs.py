@@ -137,9 +137,9 @@ def run_jobs(cfg: ComputeConfig, out: str | Path, overwrite: bool, jobs: int, pr
         if failed:
             raise StoppedShort(failure_line(root, failed, count))
         line = merge.run([str(p) for p in parts], out, overwrite, jobs=count)
+        remove_jobs_folder(root, parts)  # under the lock: a command started meanwhile is refused, not emptied
     finally:
         os.close(lock)
-    remove_jobs_folder(root, parts)
     return f"{line} (--jobs {count}, {time.perf_counter() - started:.1f} s in all)"
 
 

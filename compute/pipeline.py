@@ -101,7 +101,8 @@ def run(
 ) -> RunSummary:  # fmt: skip
     """Run the whole compute step (or what an interrupted run left) and place the snapshot
     at `out`; with `add_to`, only the models that snapshot lacks, and a snapshot of all; with
-    `shared_dense` (a `--jobs` worker), the dense models trained there are loaded, not trained."""
+    `shared_dense` (a `--jobs` worker), each seed's dense model is shared with the other workers
+    there: trained by the first that needs it, loaded by the rest."""
     cfg = resolve_config(cfg)
     check_output(out, overwrite, cfg, [("--add-to", add_to)])
     existing, keep = None, []
@@ -226,21 +227,6 @@ def check_output(out, overwrite: bool, cfg: ComputeConfig, inputs: list[tuple[st
     check_target(out, overwrite)
 
 
-def load_checked(cfg: ComputeConfig, trains: bool) -> data.Dataset:
-    """The run's data set, checked before hours of training rather than after: the released
-    corruptions' folder, training images to train on, and an architecture that takes its images."""
-    dataset = data.load(data.spec_of(cfg))
-    if cfg.cifar10c:
-        cifar10c.check_folder(
-            cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()
-        )
-    if trains and len(dataset.train_labels) == 0:
-        raise InputError(f"the {cfg.dataset} data set has no training images; give them with --data-root")
-    if trains:
-        models.check_fits(models.spec_for(cfg.architecture, dataset))
-    return dataset
-
-
 def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity, growth, trains) -> RunSummary:
     """The stages every command that writes models' snapshots shares: check the output,
     load the data, make the corrupted test sets, evaluate each model the sweep yields as it
@@ -251,9 +237,17 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
     target = check_target(out, overwrite)
     timings: dict[str, float] = {}
     tick = time.perf_counter()
-    dataset = load_checked(cfg, trains)
+    dataset = data.load(data.spec_of(cfg))
+    if cfg.cifar10c:  # before hours of training, not after
+        cifar10c.check_folder(
+            cfg.cifar10c, list(cfg.corruptions), dataset.test_index.numpy(), dataset.test_labels.numpy()
+        )
     timings["data"] = time.perf_counter() - tick
     occlusion = plan_occlusion(cfg, dataset)
+    if trains and len(dataset.train_labels) == 0:
+        raise InputError(f"the {cfg.dataset} data set has no training images; give them with --data-root")
+    if trains:
+        models.check_fits(models.spec_for(cfg.architecture, dataset))
     existing, keep = growth
     conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
     if existing is not None:

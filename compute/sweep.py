@@ -19,7 +19,7 @@ from torch import nn
 
 from compute import data, models, schema
 from compute.checkpoints import fit_to_state
-from compute.config import ComputeConfig, InputError, shard_jobs
+from compute.config import ComputeConfig, InputError, parse_shard, shard_jobs
 from compute.diagnostics import in_parent_shapes, layer_weights, state_weights, weight_distance
 from compute.layers import layer_counts, layer_table
 from compute.masks import LayerPolicy, count_parameters, prunable_layers
@@ -94,9 +94,15 @@ class Sweep:
         }
 
     def models(self) -> Iterator[Trained]:
-        """Every planned model that is not evaluated yet, in the sweep's order per seed."""
+        """Every planned model that is not evaluated yet, in the sweep's order per seed.
+
+        Shard K starts at its K-th seed (and wraps round): `--jobs` workers then train different
+        seeds' dense models side by side rather than all waiting for the first. Each seed's models
+        depend on the seed alone, so the order changes nothing in them."""
         jobs = shard_jobs(self.cfg)
-        for seed in sorted({seed for seed, _ in jobs}):
+        seeds = sorted({seed for seed, _ in jobs})
+        start = (parse_shard(self.cfg.shard)[0] - 1) % len(seeds)
+        for seed in seeds[start:] + seeds[:start]:
             methods = [method for job_seed, method in jobs if job_seed == seed]
             wanted = [p for p in self.planned if p.seed == seed and not self.work.evaluated(p.model_id)]
             if not wanted:

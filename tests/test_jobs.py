@@ -11,8 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from compute import schema
+from compute import data, schema
+from compute.plan import resolve_config
+from compute.presets import get_preset
+from compute.sweep import Sweep
 from compute.workdir import SharedDense
 from tests.conftest import KILLED_SWEEP, REPO, SWEEP, assert_refused, assert_same_sweep, run_cli, run_cli_here
 
@@ -62,12 +66,13 @@ def wait_for_evaluated_models(folder: Path, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def assert_dense_trained_once(root: Path) -> None:
-    """Each worker pruned the dense model the dense stage trained: its record, timing included, is the
-    stage's byte for byte (a model trained again would have taken other seconds)."""
-    shared = (root / "dense" / "s0" / "dense.json").read_bytes()
-    copies = [folder / "dense" / "s0" / "dense.json" for folder in root.glob(".part-*.work")]  # unfinished parts
-    assert copies and all(copy.read_bytes() == shared for copy in copies)
+def assert_dense_models_shared(root: Path) -> None:
+    """Every dense model in the unfinished workers' work folders is the shared one, its record (training
+    seconds included) byte for byte: a worker that trained its own would have taken other seconds."""
+    records = list(root.glob(".part-*.work/dense/s*/dense.json"))
+    assert records
+    for record in records:
+        assert record.read_bytes() == (root / "dense" / record.parent.name / "dense.json").read_bytes()
 
 
 def test_two_workers_write_the_single_runs_snapshot(whole_sweep, tmp_path):
@@ -90,7 +95,7 @@ def test_a_worker_killed_mid_sweep_and_the_same_command_continues(whole_killed_s
     assert parent.returncode == 1 and stderr.count("\n") == 1, stderr
     assert "was killed" in stderr and "run the same command to continue" in stderr
     assert not out.exists()
-    assert_dense_trained_once(tmp_path / ".all.jobs")
+    assert_dense_models_shared(tmp_path / ".all.jobs")
     result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert_same_sweep(out, whole_killed_sweep)
@@ -108,6 +113,8 @@ def test_the_parent_killed_takes_its_workers_and_the_same_command_continues(whol
     while any(alive(w) for w in workers):  # each worker stops as an interrupted run, its work kept
         assert time.monotonic() < deadline, "a worker outlived its parent"
         time.sleep(0.1)
+    assert len(list((tmp_path / ".all.jobs").glob(".part-*.work"))) == 2
+    assert_dense_models_shared(tmp_path / ".all.jobs")
     result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert_same_sweep(out, whole_killed_sweep)
@@ -119,20 +126,47 @@ def test_a_worker_waits_for_the_dense_model_another_trains_and_goes_on_when_that
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_THE_LOCK, str(tmp_path / "dense" / "s0.lock")], stdout=subprocess.PIPE, text=True
     )
-    assert holder.stdout.readline() == "held\n"
     entered = threading.Event()
 
     def wait_for_the_lock():
         with shared.claimed(0):
             entered.set()
 
-    waiter = threading.Thread(target=wait_for_the_lock)
-    waiter.start()
-    assert not entered.wait(0.5)  # the holder is training it
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait()
-    assert entered.wait(10)  # killed, its lock went with it
-    waiter.join()
+    try:
+        assert holder.stdout.readline() == "held\n"
+        threading.Thread(target=wait_for_the_lock, daemon=True).start()
+        assert not entered.wait(0.5)  # the holder is training it
+        os.kill(holder.pid, signal.SIGKILL)
+        assert entered.wait(10)  # killed, its lock went with it
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_first_worker_trains_a_seeds_dense_model_and_the_others_load_it(tmp_path, monkeypatch):
+    cfg = resolve_config(get_preset("tiny"))
+    dataset = data.load(data.spec_of(cfg))
+    shared = SharedDense(tmp_path / "jobs")
+    (tmp_path / "jobs" / "dense" / "s0").mkdir(parents=True)
+    (tmp_path / "jobs" / "dense" / "s0" / "init.pt").write_bytes(b"half")  # a killed worker's, without its record
+
+    def worker(name: str, shared: SharedDense | None = shared) -> Sweep:
+        # the dense models are all of a work folder that dense_states touches
+        return Sweep(cfg, dataset, SharedDense(tmp_path / name), torch.device("cpu"), False, shared=shared)
+
+    first, trained = worker("first").dense_states(0)
+    assert json.loads((tmp_path / "jobs" / "dense" / "s0" / "dense.json").read_text()) == trained
+    second = worker("second")
+    monkeypatch.setattr(second, "train_dense", lambda seed: pytest.fail("the second worker trained it again"))
+    states, loaded = second.dense_states(0)
+    assert loaded == trained
+    for name in ("init", "rewind", "model"):
+        assert states[name].keys() == first[name].keys()
+        assert all(torch.equal(states[name][k], first[name][k].cpu()) for k in first[name])
+    for name in ("first", "second"):
+        assert json.loads((tmp_path / name / "dense" / "s0" / "dense.json").read_text()) == trained
+    _, alone = worker("alone", shared=None).dense_states(0)
+    assert alone["sha256"] == trained["sha256"]  # the model a run without --jobs trains
 
 
 @pytest.mark.parametrize(
