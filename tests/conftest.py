@@ -43,7 +43,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 def run_cli_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`prunescope ARGS` through the same main() in this process, for input the command refuses
-    before any work: a fresh interpreter would spend 3 s importing torch to print one line.
+    and for dry runs, which write nothing: a fresh interpreter would spend 2-3 s importing torch.
     An exception that main() lets out fails the test, as a traceback would."""
     from compute.cli import main
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from compute import schema
 from compute.cifar10c import SHAPE, Cifar10CError, check_folder, load_condition
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_here
 from tests.test_data import write_cifar10
 
 
@@ -101,14 +101,14 @@ def test_compute_evaluates_the_files_instead_of_generating(cifar_root):
 
 def test_cli_refuses_a_bad_folder_before_training(cifar_root):
     tmp, _, _ = cifar_root
-    result = run_cli(
+    result = run_cli_here(
         "compute", "--preset", "tiny", "--out", str(tmp / "never"), "--dataset", "cifar10",
         "--data-root", str(tmp / "cifar"), "--cifar10c", str(tmp / "c"), "--corruptions", "frost",
     )  # fmt: skip
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "frost.npy is missing" in result.stderr
     assert not (tmp / "never").exists()
-    result = run_cli("compute", "--preset", "tiny", "--out", str(tmp / "never"), "--cifar10c", str(tmp / "c"))
+    result = run_cli_here("compute", "--preset", "tiny", "--out", str(tmp / "never"), "--cifar10c", str(tmp / "c"))
     assert result.returncode == 2 and "--dataset cifar10" in result.stderr
 
 
@@ -131,5 +131,7 @@ def test_cifar100_c_files_go_with_cifar100(tmp_path):
     pixels = np.asarray(Image.open(io.BytesIO(first["thumbnail"])).convert("RGB"))
     expected = (data[first["sample_id"]].reshape(3, 32, 32).transpose(1, 2, 0).astype(np.int32) + 10) % 256
     np.testing.assert_array_equal(pixels, expected)
-    wrong = run_cli("compute", "--preset", "tiny", "--cifar10c", str(tmp_path / "c100"), "--out", str(tmp_path / "x"))
+    wrong = run_cli_here(
+        "compute", "--preset", "tiny", "--cifar10c", str(tmp_path / "c100"), "--out", str(tmp_path / "x")
+    )
     assert wrong.returncode == 2 and "cifar10 or cifar100" in wrong.stderr

@@ -11,7 +11,7 @@ from compute.cost import BASE_BYTES_PER_ROW, data_size, epoch_budget, plan_lines
 from compute.plan import resolve_config
 from compute.presets import PRESETS, get_preset
 from compute.sweep import whole_epochs
-from tests.conftest import SWEEP, run_cli
+from tests.conftest import SWEEP, run_cli, run_cli_here
 
 
 def sweep_config(args: tuple[str, ...]):
@@ -32,7 +32,7 @@ def test_the_plan_gives_the_epochs_each_model_of_a_run_records(whole_sweep):
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_a_dry_run_of_every_preset_plans_and_writes_nothing(preset, tmp_path):
     out = tmp_path / "snapshot"
-    result = run_cli("compute", "--preset", preset, "--out", str(out), "--dry-run", cwd=tmp_path)
+    result = run_cli_here("compute", "--preset", preset, "--out", str(out), "--dry-run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert os.listdir(tmp_path) == []  # no snapshot, no work folder, nothing beside them
     cfg = resolve_config(get_preset(preset))
@@ -64,11 +64,11 @@ def test_the_cifar10_plan_counts_the_rounds_of_imp_and_lrr(tmp_path):
 def test_a_dry_run_refuses_what_the_run_would(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
-    result = run_cli("compute", "--preset", "tiny", "--out", str(tmp_path / "mine"), "--dry-run")
+    result = run_cli_here("compute", "--preset", "tiny", "--out", str(tmp_path / "mine"), "--dry-run")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    result = run_cli("compute", "--preset", "tiny", "--dry-run", "--epochs", "0")
+    result = run_cli_here("compute", "--preset", "tiny", "--dry-run", "--epochs", "0")
     assert result.returncode == 2 and "--epochs" in result.stderr
-    result = run_cli("compute", "--preset", "tiny")
+    result = run_cli_here("compute", "--preset", "tiny")
     assert result.returncode == 2 and "--out" in result.stderr
 
 

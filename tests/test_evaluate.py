@@ -33,6 +33,11 @@ def evaluate(*args: str):
     return run_cli("evaluate", *args, "--quiet")
 
 
+def evaluate_refused(*args: str):
+    """evaluate with input it refuses, run through main() in this process (see run_cli_here)."""
+    return run_cli_here("evaluate", *args, "--quiet")
+
+
 def test_a_models_file_gives_a_snapshot_whose_geometry_matches_a_hook(cifar, tmp_path):
     out = tmp_path / "mine"
     result = evaluate(
@@ -205,7 +210,7 @@ def test_bad_models_get_one_line_and_write_nothing(cifar, tmp_path, case):
     source, message = BAD_FILES[case]
     (tmp_path / "bad.py").write_text(source)
     out = tmp_path / "out"
-    result = evaluate(
+    result = evaluate_refused(
         "--models", str(tmp_path / "bad.py"), "--dataset", "cifar10", "--data-root", str(cifar),
         "--corruptions", "fog", "--severities", "1", "--out", str(out),
     )  # fmt: skip
@@ -219,7 +224,7 @@ def test_a_checkpoint_that_does_not_load_is_named(tmp_path):
     assert run_cli("compute", "--preset", "tiny", "--methods", "dense", "--checkpoints", "--out", str(snapshot),
                    "--quiet").returncode == 0  # fmt: skip
     (snapshot / schema.CHECKPOINTS_DIR / "dense-s0.pt").write_bytes(b"not a checkpoint")
-    result = evaluate("--models", str(snapshot), "--out", str(tmp_path / "out"))
+    result = evaluate_refused("--models", str(snapshot), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "dense-s0.pt does not load" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -269,7 +274,7 @@ def test_a_folder_of_checkpoints_with_a_manifest(cifar, tmp_path):
     assert rows.collect().sort("sample_id")["pred"].to_list() == logits.argmax(1).tolist()
 
     (folder / "pruned.pt").write_bytes(b"garbage")
-    result = evaluate(
+    result = evaluate_refused(
         "--models", str(folder), "--dataset", "cifar10", "--data-root", str(cifar), "--out", str(tmp_path / "again")
     )
     assert result.returncode == 2 and "pruned.pt does not load into conv4" in result.stderr
@@ -284,7 +289,7 @@ def test_a_module_function_source(cifar, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "3 models" in result.stdout
-    bad = evaluate("--models", "examples.my_models:nothing", "--dataset", "cifar10", "--data-root", str(cifar),
+    bad = evaluate_refused("--models", "examples.my_models:nothing", "--dataset", "cifar10", "--data-root", str(cifar),
                    "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and "has no function 'nothing'" in bad.stderr
 
@@ -313,8 +318,8 @@ def test_a_misnamed_head_is_one_line(cifar, tmp_path):
         "from torch import nn\ndef models():\n"
         "    return [{'model_id': 'h', 'model': nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)), 'head': 'fc'}]\n"
     )
-    result = evaluate("--models", str(tmp_path / "m.py"), "--dataset", "cifar10", "--data-root", str(cifar),
-                      "--out", str(tmp_path / "o"))  # fmt: skip
+    result = evaluate_refused("--models", str(tmp_path / "m.py"), "--dataset", "cifar10", "--data-root", str(cifar),
+                              "--out", str(tmp_path / "o"))  # fmt: skip
     assert result.returncode == 2 and "no layer named 'fc'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -52,7 +52,8 @@ def test_new_methods_and_sparsities_equal_one_run(first, tmp_path):
 
 def test_an_id_the_snapshot_holds_needs_replace(first, tmp_path):
     out = tmp_path / "again"
-    result = run_cli(*TINY, "--methods", "random", "--sparsities", "0.9", "--add-to", str(first), "--out", str(out))
+    added = ("--methods", "random", "--sparsities", "0.9", "--add-to", str(first))
+    result = run_cli_here(*TINY, *added, "--out", str(out))
     assert result.returncode == 2 and "already holds random-0.9-s0" in result.stderr and "--replace" in result.stderr
     assert not out.exists()
     result = run_cli(
@@ -64,7 +65,8 @@ def test_an_id_the_snapshot_holds_needs_replace(first, tmp_path):
 
 def test_a_lower_new_sparsity_would_change_the_iterative_models_above_it(first, tmp_path):
     out = tmp_path / "lower"
-    result = run_cli(*TINY, "--methods", "random", "--sparsities", "0.7", "--add-to", str(first), "--out", str(out))
+    added = ("--methods", "random", "--sparsities", "0.7", "--add-to", str(first))
+    result = run_cli_here(*TINY, *added, "--out", str(out))
     assert result.returncode == 2 and "imp-0.9-s0" in result.stderr and "--replace" in result.stderr
     result = run_cli(
         *TINY, "--methods", "random", "--sparsities", "0.7", "--add-to", str(first), "--replace", "--out", str(out)
@@ -82,7 +84,7 @@ def test_a_lower_new_sparsity_would_change_the_iterative_models_above_it(first, 
 )
 def test_a_snapshot_of_another_configuration_is_not_grown(first, tmp_path, flags, message):
     out = tmp_path / "other"
-    result = run_cli(*TINY, "--methods", "magnitude", *flags, "--add-to", str(first), "--out", str(out))
+    result = run_cli_here(*TINY, "--methods", "magnitude", *flags, "--add-to", str(first), "--out", str(out))
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
@@ -169,7 +171,7 @@ def test_a_version_2_snapshot_is_not_grown(first, tmp_path):
 
     old = as_version_2(Path(shutil.copytree(first, tmp_path / "old")))
     out = tmp_path / "grown"
-    result = run_cli(*TINY, "--methods", "magnitude", "--add-to", str(old), "--out", str(out))
+    result = run_cli_here(*TINY, "--methods", "magnitude", "--add-to", str(old), "--out", str(out))
     assert result.returncode == 2 and "is a snapshot of schema version 2" in result.stderr, result.stderr
     assert "recompute it" in result.stderr and not out.exists()
 
