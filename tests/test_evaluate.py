@@ -290,7 +290,7 @@ def test_a_module_function_source(cifar, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "3 models" in result.stdout
     bad = evaluate_refused("--models", "examples.my_models:nothing", "--dataset", "cifar10", "--data-root", str(cifar),
-                   "--out", str(tmp_path / "bad"))  # fmt: skip
+                           "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and "has no function 'nothing'" in bad.stderr
 
 

@@ -56,9 +56,7 @@ def test_an_id_the_snapshot_holds_needs_replace(first, tmp_path):
     result = run_cli_here(*TINY, *added, "--out", str(out))
     assert result.returncode == 2 and "already holds random-0.9-s0" in result.stderr and "--replace" in result.stderr
     assert not out.exists()
-    result = run_cli(
-        *TINY, "--methods", "random", "--sparsities", "0.9", "--add-to", str(first), "--replace", "--out", str(out)
-    )  # fmt: skip
+    result = run_cli(*TINY, *added, "--replace", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert_same_tables(out, first)  # recomputed deterministically: the same models
 
@@ -68,9 +66,7 @@ def test_a_lower_new_sparsity_would_change_the_iterative_models_above_it(first, 
     added = ("--methods", "random", "--sparsities", "0.7", "--add-to", str(first))
     result = run_cli_here(*TINY, *added, "--out", str(out))
     assert result.returncode == 2 and "imp-0.9-s0" in result.stderr and "--replace" in result.stderr
-    result = run_cli(
-        *TINY, "--methods", "random", "--sparsities", "0.7", "--add-to", str(first), "--replace", "--out", str(out)
-    )  # fmt: skip
+    result = run_cli(*TINY, *added, "--replace", "--out", str(out))
     assert result.returncode == 0, result.stderr
     whole = tmp_path / "whole"
     all_of_it = ("--methods", "dense,random,imp", "--sparsities", "0.5,0.7,0.9")
