@@ -17,10 +17,10 @@ import torch
 
 from compute import answers, data, schema
 from compute.config import ComputeConfig
-from compute.corrupted import ConditionImages
+from compute.corrupted import ConditionImages, SampleImages
 from compute.occlusion import OcclusionPlan
 from compute.plan import PlannedModel
-from compute.snapshot import SnapshotWriter, scan_metrics, summarize
+from compute.snapshot import SnapshotWriter, sample_errors, scan_metrics, summarize
 from compute.sweep import whole_epochs
 from compute.workdir import WorkFolder
 
@@ -51,7 +51,7 @@ def thumbnail_subset(errors: pl.DataFrame, dataset: data.Dataset, n: int, seed: 
     return np.sort(np.asarray(chosen + rest[: n - len(chosen)], dtype=np.int64))
 
 
-def corrupted_thumbnails(images: ConditionImages, ids: np.ndarray) -> pl.DataFrame:
+def corrupted_thumbnails(images: ConditionImages | SampleImages, ids: np.ndarray) -> pl.DataFrame:
     """PNGs of the chosen samples under every corrupted condition, exactly as evaluated."""
     positions = np.flatnonzero(np.isin(images.dataset.test_index.numpy(), ids))
     sample_ids = images.dataset.test_index[positions].tolist()
@@ -155,10 +155,7 @@ def assemble(
                 writer.copy_file(f"{schema.CHECKPOINTS_DIR}/{model_id}.pt", work.model_dir(model_id) / "checkpoint.pt")
     writer.write_table(schema.CLASSES, pl.concat([pl.read_parquet(work.table(p.model_id, "classes")) for p in planned]))
     if cfg.thumbnail_samples:
-        errors = (
-            scan_metrics(writer.tmp).group_by("sample_id").agg((~pl.col("correct")).sum().alias("errors")).collect()
-        )
-        chosen = thumbnail_subset(errors, dataset, cfg.thumbnail_samples, cfg.split_seed)
+        chosen = thumbnail_subset(sample_errors(writer.tmp), dataset, cfg.thumbnail_samples, cfg.split_seed)
         writer.write_table(schema.THUMBNAILS, corrupted_thumbnails(images, chosen))
     writer.write_table(
         schema.EMBEDDING, pl.concat([pl.read_parquet(work.table(p.model_id, "embedding")) for p in planned])

@@ -8,6 +8,7 @@ them back from the memory-mapped files.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -85,3 +86,30 @@ class ConditionImages:
         if array is None:
             array = np.load(self._path(condition), mmap_mode="r")
         return torch.from_numpy(np.ascontiguousarray(array))
+
+
+class SampleImages:
+    """The test images of some samples under every condition, made again on `device` exactly
+    as a run makes them (per-sample seeds, or the samples' CIFAR-10-C rows): for the
+    thumbnails that `compute --jobs` chooses from every worker's models, once their images are gone."""
+
+    def __init__(
+        self,
+        dataset: data.Dataset,
+        sample_ids: np.ndarray,
+        conditions: list[schema.Condition],
+        cfg: ComputeConfig,
+        device: torch.device,
+    ):
+        keep = torch.from_numpy(np.isin(dataset.test_index.numpy(), sample_ids))
+        self.dataset = dataclasses.replace(
+            dataset,
+            test_images=dataset.test_images[keep],
+            test_labels=dataset.test_labels[keep],
+            test_index=dataset.test_index[keep],
+        )
+        self.conditions, self.cfg, self.device = conditions, cfg, device
+
+    def images(self, condition: schema.Condition) -> torch.Tensor:
+        """The samples' images under the condition, uint8 (n, C, H, W) on the CPU."""
+        return condition_images(self.dataset, condition, self.cfg, self.device).cpu()

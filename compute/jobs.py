@@ -25,13 +25,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import torch
 
-from compute import merge
+from compute import data, merge, schema
+from compute.assemble import corrupted_thumbnails, thumbnail_subset
 from compute.config import ComputeConfig, InputError, StoppedShort, shard_jobs
+from compute.corrupted import SampleImages
 from compute.output import check_target
+from compute.plan import resolve_device
+from compute.snapshot import sample_errors
 
 JOBS_SUFFIX = ".jobs"
 #: what a worker writes when it stops on an error: the one line the parent reports
@@ -136,11 +142,25 @@ def run_jobs(cfg: ComputeConfig, out: str | Path, overwrite: bool, jobs: int, pr
                 print(f"prunescope compute: worker {k}/{count} finished its part", flush=True)
         if failed:
             raise StoppedShort(failure_line(root, failed, count))
-        line = merge.run([str(p) for p in parts], out, overwrite, jobs=count)
+        thumbnails = chosen_thumbnails(cfg) if cfg.thumbnail_samples else None
+        line = merge.run([str(p) for p in parts], out, overwrite, jobs=count, thumbnails=thumbnails)
         remove_jobs_folder(root, parts)  # under the lock: a command started meanwhile is refused, not emptied
     finally:
         os.close(lock)
     return f"{line} (--jobs {count}, {time.perf_counter() - started:.1f} s in all)"
+
+
+def chosen_thumbnails(cfg: ComputeConfig) -> Callable[[Path], pl.DataFrame]:
+    """The merged snapshot's thumbnails, chosen as the single run chooses them, from every
+    model's errors (a worker chose from its own models' only), their images made again."""
+
+    def make(snapshot: Path) -> pl.DataFrame:
+        dataset = data.load(data.spec_of(cfg))
+        chosen = thumbnail_subset(sample_errors(snapshot), dataset, cfg.thumbnail_samples, cfg.split_seed)
+        conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
+        return corrupted_thumbnails(SampleImages(dataset, chosen, conditions, cfg, resolve_device(cfg.device)), chosen)
+
+    return make
 
 
 def check_identity(root: Path, cfg: ComputeConfig, count: int) -> None:

@@ -8,6 +8,7 @@ conditions and samples, pruned from identical dense models.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,10 +17,12 @@ import polars as pl
 from compute import schema
 from compute.config import InputError
 from compute.output import check_apart, check_target
-from compute.snapshot import SnapshotWriter, read_manifest
+from compute.snapshot import SUMMARY_ORDER, SnapshotWriter, read_manifest
 from compute.validate import Violation, check_file_schema, metric_partitions
 
 PER_MODEL_TABLES = (schema.MODELS, schema.SUMMARY, schema.CLASSES, schema.EMBEDDING, schema.LAYERS, schema.ANSWERS)
+#: the rest hold each model's rows together, in the sweep's model order, as a run writes them
+ORDER = {schema.SUMMARY: SUMMARY_ORDER}
 SHARED_TABLES = (schema.CONDITIONS, schema.SAMPLES)
 
 
@@ -116,9 +119,24 @@ def merged_manifest(parts: list[tuple[Path, dict]], out: Path, models: pl.DataFr
     }
 
 
-def run(parts: list[str | Path], out: str | Path, overwrite: bool = False, jobs: int | None = None) -> str:
+def in_model_order(table: pl.DataFrame, rank: dict[str, int], name: str) -> pl.DataFrame:
+    """The parts' rows of a per-model table in the order the single run writes them."""
+    if name in ORDER:
+        return table.sort(*ORDER[name])
+    return table.sort(pl.col("model_id").replace_strict(rank), maintain_order=True)  # a model's rows as they were
+
+
+def run(
+    parts: list[str | Path],
+    out: str | Path,
+    overwrite: bool = False,
+    jobs: int | None = None,
+    thumbnails: Callable[[Path], pl.DataFrame] | None = None,
+) -> str:
     """Merge the shard snapshots `parts` into `out`; returns the summary line. `jobs`: the parts are
-    those of `compute --jobs` workers, as the manifest then records."""
+    those of `compute --jobs` workers, as the manifest then records. `thumbnails`: makes the
+    thumbnails table from the merged snapshot being written (its per-sample files are in place);
+    without it, the parts' thumbnails are kept, each part's own choice."""
     started = time.perf_counter()
     paths = [Path(p) for p in parts]
     if len(paths) < 2:
@@ -149,17 +167,22 @@ def run(parts: list[str | Path], out: str | Path, overwrite: bool = False, jobs:
             for source in sorted((path / schema.CHECKPOINTS_DIR).glob("*.pt")):
                 writer.copy_file(source.relative_to(path).as_posix(), source)
         writer.write_table(schema.MODELS, models)
+        rank = {model_id: i for i, model_id in enumerate(models["model_id"])}
         for name in PER_MODEL_TABLES[1:]:
-            writer.write_table(name, pl.concat(tables[name]))
+            writer.write_table(name, in_model_order(pl.concat(tables[name]), rank, name))
+        if (paths[0] / schema.OCCLUSION).exists():  # the same samples in every shard (the same configuration)
+            occlusion = pl.concat([read_table(p, schema.OCCLUSION) for p in paths])
+            writer.write_table(schema.OCCLUSION, in_model_order(occlusion, rank, schema.OCCLUSION))
         for name, table in shared.items():
             writer.write_table(name, table)
-        thumbnails = [read_table(p, schema.THUMBNAILS) for p in paths if (p / schema.THUMBNAILS).exists()]
-        if thumbnails:  # each shard picked its own samples; keep them all
-            writer.write_table(
-                schema.THUMBNAILS, pl.concat(thumbnails).unique(["sample_id", "condition_id"], maintain_order=True)
-            )
-        if (paths[0] / schema.OCCLUSION).exists():  # the same samples in every shard (the same configuration)
-            writer.write_table(schema.OCCLUSION, pl.concat([read_table(p, schema.OCCLUSION) for p in paths]))
+        if thumbnails is not None:
+            writer.write_table(schema.THUMBNAILS, thumbnails(writer.tmp))
+        else:  # each shard chose from its own models' errors; keep every choice
+            kept = [read_table(p, schema.THUMBNAILS) for p in paths if (p / schema.THUMBNAILS).exists()]
+            if kept:
+                writer.write_table(
+                    schema.THUMBNAILS, pl.concat(kept).unique(["sample_id", "condition_id"], maintain_order=True)
+                )
         manifest = merged_manifest(parts_checked, Path(out), models, started)
         path = writer.finish(manifest | ({"jobs": jobs} if jobs else {}))
     counts = read_manifest(path)["counts"]

@@ -232,6 +232,12 @@ def scan_metrics(path: str | Path) -> pl.LazyFrame:
     )
 
 
+def sample_errors(path: str | Path) -> pl.DataFrame:
+    """Per sample of the snapshot (or snapshot being written) at `path`: `errors`, how many of
+    its models' answers under all conditions are wrong."""
+    return scan_metrics(path).group_by("sample_id").agg((~pl.col("correct")).sum().alias("errors")).collect()
+
+
 def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
     """float32 values rounded to `bits` mantissa bits (23 = unchanged), to nearest.
 
@@ -257,6 +263,9 @@ def metric_tolerance(manifest: dict) -> float:
 
 # --- the one definition of summary.parquet ---------------------------------------
 
+#: the rows' order, whoever writes the table (a run, merge, --add-to)
+SUMMARY_ORDER = ("model_id", "condition_id")
+
 
 def summarize(metrics: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
     """Per model x condition: n, accuracy, and mean and quantiles of every float metric.
@@ -271,5 +280,5 @@ def summarize(metrics: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
         for q in schema.SUMMARY_QUANTILES:
             aggregations.append(value.quantile(q, interpolation="linear").alias(schema.quantile_column(name, q)))
     return (
-        metrics.lazy().group_by("model_id", "condition_id").agg(aggregations).sort("model_id", "condition_id").collect()
+        metrics.lazy().group_by(*SUMMARY_ORDER).agg(aggregations).sort(*SUMMARY_ORDER).collect()
     )

@@ -135,3 +135,25 @@ def test_cifar100_c_files_go_with_cifar100(tmp_path):
         "compute", "--preset", "tiny", "--cifar10c", str(tmp_path / "c100"), "--out", str(tmp_path / "x")
     )
     assert wrong.returncode == 2 and "cifar10 or cifar100" in wrong.stderr
+
+
+def test_some_samples_images_made_again_are_their_release_rows(cifar_root):
+    """compute --jobs makes the chosen thumbnails' images again for a few samples: their own rows of
+    the release file, in the samples' order, whatever the others."""
+    import torch
+
+    from compute.config import ComputeConfig
+    from compute.corrupted import SampleImages
+    from compute.data import DataSpec, load
+
+    tmp, data, _ = cifar_root
+    dataset = load(DataSpec("cifar10", n_test=0, n_train=0, root=str(tmp / "cifar")))
+    conditions = schema.build_conditions(("contrast",), (2, 5))
+    cfg = ComputeConfig(dataset="cifar10", cifar10c=str(tmp / "c"))
+    chosen = np.array([31, 2, 7])
+    images = SampleImages(dataset, chosen, conditions, cfg, torch.device("cpu"))
+    assert images.dataset.test_index.tolist() == [2, 7, 31]
+    for condition in conditions:
+        shift = 0 if condition.corruption == schema.CLEAN else 17 * condition.severity
+        expected = (data[[2, 7, 31]].reshape(3, 3, 32, 32).astype(np.int32) + shift) % 256
+        np.testing.assert_array_equal(images.images(condition).numpy(), expected)

@@ -10,15 +10,18 @@ import threading
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 
 from compute import data, schema
+from compute.config import ComputeConfig
+from compute.jobs import chosen_thumbnails
 from compute.plan import resolve_config
 from compute.presets import get_preset
 from compute.sweep import Sweep
 from compute.workdir import SharedDense
-from tests.conftest import KILLED_SWEEP, REPO, SWEEP, assert_refused, assert_same_sweep, run_cli, run_cli_here
+from tests.conftest import DEMO, KILLED_SWEEP, REPO, SWEEP, assert_refused, assert_same_sweep, run_cli, run_cli_here
 
 HOLD_THE_LOCK = """
 import fcntl, os, sys, time
@@ -80,9 +83,19 @@ def test_two_workers_write_the_single_runs_snapshot(whole_sweep, tmp_path):
     result = run_cli(*SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "merged the parts of 2 workers" in result.stdout and "27 models x 7 conditions" in result.stdout
-    assert_same_sweep(out, whole_sweep)
+    assert_same_sweep(out, whole_sweep, thumbnails=True)
     assert json.loads((out / schema.MANIFEST).read_text())["jobs"] == 2
     assert os.listdir(tmp_path) == ["all"]  # the parts and their folder are gone
+
+
+def test_thumbnails_chosen_and_made_again_after_the_run_are_the_demo_runs_own():
+    """--jobs remakes the chosen samples' images alone: under each of the 19 corruptions at every
+    severity they are the pixels the demo run made for its whole test set (PNGs byte for byte)."""
+    config = json.loads((DEMO / schema.MANIFEST).read_text())["config"]
+    cfg = ComputeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    assert len(cfg.corruptions) == 19 and cfg.thumbnail_samples
+    remade = chosen_thumbnails(cfg)(DEMO)
+    assert remade.equals(pl.read_parquet(DEMO / schema.THUMBNAILS))
 
 
 def test_a_worker_killed_mid_sweep_and_the_same_command_continues(whole_killed_sweep, tmp_path):
@@ -98,7 +111,7 @@ def test_a_worker_killed_mid_sweep_and_the_same_command_continues(whole_killed_s
     assert_dense_models_shared(tmp_path / ".all.jobs")
     result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert_same_sweep(out, whole_killed_sweep)
+    assert_same_sweep(out, whole_killed_sweep, thumbnails=True)
     assert os.listdir(tmp_path) == ["all"]
 
 
@@ -117,7 +130,7 @@ def test_the_parent_killed_takes_its_workers_and_the_same_command_continues(whol
     assert_dense_models_shared(tmp_path / ".all.jobs")
     result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert_same_sweep(out, whole_killed_sweep)
+    assert_same_sweep(out, whole_killed_sweep, thumbnails=True)
 
 
 def test_a_worker_waits_for_the_dense_model_another_trains_and_goes_on_when_that_one_is_killed(tmp_path):
