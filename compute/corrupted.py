@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from compute import cifar10c, corrupt, data, schema
 from compute.config import ComputeConfig
 from compute.rng import derive_seeds
-from compute.workdir import WorkFolder
+from compute.workdir import SharedConditions, WorkFolder, save_npy_atomic
 
 #: corrupted test sets kept in memory up to this many bytes in all (the rest: memory-mapped files)
 MEMORY_BYTES = 2 * 1024**3
@@ -57,23 +57,37 @@ class ConditionImages:
         self.dataset, self.conditions, self.work = dataset, conditions, work
         self.memory: dict[int, np.ndarray] = {}
 
-    def prepare(self, cfg: ComputeConfig, device: torch.device, progress: bool) -> float:
-        """Make every corrupted condition that the work folder lacks; returns seconds spent."""
+    def prepare(
+        self, cfg: ComputeConfig, device: torch.device, progress: bool, shared: SharedConditions | None = None
+    ) -> float:
+        """Make every corrupted condition that the work folder lacks, or under `--jobs` (`shared`)
+        link in the one another worker made; returns seconds spent."""
         start = time.perf_counter()
         missing = [
             c
             for c in self.conditions
             if c.corruption != schema.CLEAN and not self.work.condition_path(c.condition_id).is_file()
         ]
+        if shared is not None:
+            missing = shared.in_turn(missing)
         for condition in tqdm(missing, desc="corrupt", unit="condition", disable=not progress or not missing):
-            images = condition_images(self.dataset, condition, cfg, device).cpu().numpy()
-            self.work.save_condition(condition.condition_id, images)
+            if shared is None:
+                self.work.save_condition(condition.condition_id, self.make(condition, cfg, device))
+                continue
+            with shared.claimed(condition.condition_id):  # another worker may be making it: wait for it
+                source = shared.path(condition.condition_id)
+                if not source.is_file():
+                    save_npy_atomic(source, self.make(condition, cfg, device))
+                self.work.link_condition(condition.condition_id, source)
         per_condition = self.dataset.test_images.numel()
         in_memory = MEMORY_BYTES // max(1, per_condition)
         for condition in self.conditions[: in_memory + 1]:
             if condition.corruption != schema.CLEAN:
                 self.memory[condition.condition_id] = np.load(self._path(condition))
         return time.perf_counter() - start
+
+    def make(self, condition: schema.Condition, cfg: ComputeConfig, device: torch.device) -> np.ndarray:
+        return condition_images(self.dataset, condition, cfg, device).cpu().numpy()
 
     def _path(self, condition: schema.Condition) -> Path:
         return self.work.condition_path(condition.condition_id)

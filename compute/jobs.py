@@ -5,7 +5,9 @@ into `.<out>.jobs/part-K` beside --out, resumable as any run (its work folder li
 its part), and when every part is in place they are merged into --out (merge.py) and the
 folder goes. The merged snapshot equals the single run's, as merged shards do. A seed's
 dense model is trained once, by the first worker that needs it, into `.<out>.jobs/dense/`,
-while the others wait for it (a file lock) and prune it: a shard alone trains its own.
+while the others wait for it (a file lock) and prune it: a shard alone trains its own. Each
+corrupted test set is made once too, into `.<out>.jobs/conditions/`, and hard-linked into the
+workers' work folders (for cifar10, 95 sets of 30 MB: one copy on disk, not one per worker).
 
 A worker dies with the parent (Linux: PR_SET_PDEATHSIG), so after a kill -9 of the parent
 or of one worker the same command finds the finished parts and the work folders of the
@@ -87,7 +89,7 @@ def die_with_parent() -> None:
 
 def work(config: dict, part: str, root: str) -> int:
     """One worker (`python -m compute.jobs CONFIG PART ROOT`): its shard into `part`, sharing the
-    dense models with the other workers in ROOT/dense/; on failure, the one line to report beside it.
+    dense models and corrupted test sets with the other workers in ROOT; on failure, the one line to report beside it.
 
     Each worker keeps torch's default number of CPU threads: the CPU kernels' sums run in an
     order that depends on it, and the parts must equal the single run's bit for bit. On a CPU,
@@ -98,7 +100,7 @@ def work(config: dict, part: str, root: str) -> int:
 
     cfg = ComputeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     try:
-        run(cfg, part, overwrite=False, progress=False, shared_dense=Path(root))
+        run(cfg, part, overwrite=False, progress=False, jobs_root=Path(root))
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # noqa: BLE001 - the parent reports the worker's line
@@ -194,11 +196,12 @@ def failure_line(root: Path, failed: dict[int, int], count: int) -> str:
 
 
 def remove_jobs_folder(root: Path, parts: list[Path]) -> None:
-    """The parts once merged, the dense models the workers shared, and the folder: only what this
-    command made there."""
+    """The parts once merged, the dense models and corrupted test sets the workers shared, and the
+    folder: only what this command made there."""
     for part in parts:
         shutil.rmtree(part, ignore_errors=True)
     shutil.rmtree(root / "dense", ignore_errors=True)
+    shutil.rmtree(root / "conditions", ignore_errors=True)
     for name in ("jobs.json", "LOCK"):
         (root / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):

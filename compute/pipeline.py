@@ -33,7 +33,7 @@ from compute.output import check_apart, check_target, finish_interrupted_placeme
 from compute.plan import PlannedModel, method_table, planned_models, resolve_config, resolve_device
 from compute.snapshot import SnapshotWriter
 from compute.sweep import Sweep
-from compute.workdir import SharedDense, WorkFolder
+from compute.workdir import SharedConditions, SharedDense, WorkFolder
 
 
 class Interrupted(KeyboardInterrupt):
@@ -97,12 +97,12 @@ def keep_large_blocks_in_the_heap() -> None:
 
 def run(
     cfg: ComputeConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
-    add_to: str | None = None, replace: bool = False, shared_dense: Path | None = None,
+    add_to: str | None = None, replace: bool = False, jobs_root: Path | None = None,
 ) -> RunSummary:  # fmt: skip
     """Run the whole compute step (or what an interrupted run left) and place the snapshot
     at `out`; with `add_to`, only the models that snapshot lacks, and a snapshot of all; with
-    `shared_dense` (a `--jobs` worker), each seed's dense model is shared with the other workers
-    there: trained by the first that needs it, loaded by the rest."""
+    `jobs_root` (a `--jobs` worker: shard K/N), each seed's dense model and each corrupted test
+    set is shared with the other workers there: made by the first that needs it, used by the rest."""
     cfg = resolve_config(cfg)
     check_output(out, overwrite, cfg, [("--add-to", add_to)])
     existing, keep = None, []
@@ -128,7 +128,7 @@ def run(
     known = existing.manifest.get("parents", {}) if existing else {}
 
     def compute_sweep(dataset: data.Dataset, work: WorkFolder, device: torch.device) -> Sweep:
-        shared = SharedDense(shared_dense) if shared_dense is not None else None
+        shared = SharedDense(jobs_root) if jobs_root is not None else None
         return Sweep(cfg, dataset, work, device, progress, known, shared)
 
     def described(sweep: Sweep) -> dict:
@@ -142,7 +142,11 @@ def run(
 
     identity, growth = {"add_to": str(add_to or ""), "replace": replace}, (existing, keep)
     planned = planned_models(cfg)
-    return drive(cfg, out, overwrite, progress, planned, compute_sweep, described, identity, growth, trains=True)
+    shared = SharedConditions(jobs_root, *parse_shard(cfg.shard)) if jobs_root is not None else None
+    return drive(
+        cfg, out, overwrite, progress, planned, compute_sweep, described, identity, growth, trains=True,
+        shared_conditions=shared,
+    )  # fmt: skip
 
 
 def dry_run(cfg: ComputeConfig, out: str | None, overwrite: bool, preset: str, jobs: str = "1") -> list[str]:
@@ -227,10 +231,13 @@ def check_output(out, overwrite: bool, cfg: ComputeConfig, inputs: list[tuple[st
     check_target(out, overwrite)
 
 
-def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity, growth, trains) -> RunSummary:
+def drive(
+    cfg, out, overwrite, progress, planned, make_sweep, describe, identity, growth, trains,
+    shared_conditions: SharedConditions | None = None,
+) -> RunSummary:  # fmt: skip
     """The stages every command that writes models' snapshots shares: check the output,
-    load the data, make the corrupted test sets, evaluate each model the sweep yields as it
-    comes, assemble and place the snapshot; resumable throughout."""
+    load the data, make the corrupted test sets (or link those `shared_conditions` holds), evaluate
+    each model the sweep yields as it comes, assemble and place the snapshot; resumable throughout."""
     started = time.perf_counter()
     keep_large_blocks_in_the_heap()
     device = resolve_device(cfg.device)
@@ -260,7 +267,7 @@ def drive(cfg, out, overwrite, progress, planned, make_sweep, describe, identity
         kept = grow.seed_work(existing, work, keep) if existing is not None else 0
         evaluated += kept
         images = ConditionImages(dataset, conditions, work)
-        timings["corrupt"] = images.prepare(cfg, device, progress)
+        timings["corrupt"] = images.prepare(cfg, device, progress, shared_conditions)
 
         sweep = make_sweep(dataset, work, device)
         sample_ids = dataset.test_index.numpy().astype("int32")

@@ -81,17 +81,64 @@ class SharedDense(DenseModels):
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    @contextlib.contextmanager
-    def claimed(self, seed: int) -> Iterator[None]:
-        """Hold the seed's lock (waiting while another worker holds it); a killed holder's lock
-        is released with its process."""
-        (self.root / "dense").mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / "dense" / f"s{seed}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    def claimed(self, seed: int) -> contextlib.AbstractContextManager[None]:
+        """Hold the seed's lock, waiting while another worker holds it."""
+        return held(self.root / "dense" / f"s{seed}.lock")
+
+
+class SharedConditions:
+    """The corrupted test sets the workers of `compute --jobs` share, in `root`/conditions/: each is
+    made once, by the first worker that reaches it while the others wait on its lock, and
+    hard-linked into every worker's work folder (one copy on disk; a resumed worker needs nothing
+    outside its folder). Worker K of N starts at the K-th N-th of them, so the workers make
+    different ones side by side."""
+
+    def __init__(self, root: Path, worker: int, workers: int):
+        self.folder = Path(root) / "conditions"
+        self.worker, self.workers = worker, workers
+
+    def in_turn(self, items: list) -> list:
+        start = (self.worker - 1) * len(items) // self.workers
+        return items[start:] + items[:start]
+
+    def path(self, condition_id: int) -> Path:
+        return self.folder / f"{condition_id}.npy"
+
+    def claimed(self, condition_id: int) -> contextlib.AbstractContextManager[None]:
+        """Hold the condition's lock, waiting while another worker holds it."""
+        return held(self.folder / f"{condition_id}.lock")
+
+
+@contextlib.contextmanager
+def held(lock: Path) -> Iterator[None]:
+    """Hold the file lock `lock`; a killed holder's lock is released with its process."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    def fill(tmp: Path) -> None:
+        with tmp.open("wb") as file:  # a file object: np.save would append .npy to a name
+            np.save(file, array)
+
+    write_atomic(path, fill)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` becomes `source`'s contents: a hard link where the file system allows, else a copy; atomic."""
+
+    def fill(tmp: Path) -> None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+    write_atomic(target, fill)
 
 
 class WorkFolder(OutputSlot, DenseModels):
@@ -141,11 +188,10 @@ class WorkFolder(OutputSlot, DenseModels):
         return folder / f"{condition_id}.npy"
 
     def save_condition(self, condition_id: int, images: np.ndarray) -> None:
-        def fill(tmp: Path) -> None:
-            with tmp.open("wb") as file:  # a file object: np.save would append .npy to a name
-                np.save(file, images)
+        save_npy_atomic(self.condition_path(condition_id), images)
 
-        write_atomic(self.condition_path(condition_id), fill)
+    def link_condition(self, condition_id: int, source: Path) -> None:
+        link_or_copy(source, self.condition_path(condition_id))
 
     # -- pruned (and dense) models of the snapshot
 
@@ -174,11 +220,7 @@ class WorkFolder(OutputSlot, DenseModels):
 
     def link_checkpoint(self, model_id: str, source: Path) -> None:
         """A checkpoint written elsewhere (a snapshot grown), linked or copied in."""
-        target = self.model_dir(model_id) / "checkpoint.pt"
-        try:
-            os.link(source, target)
-        except OSError:
-            write_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
+        link_or_copy(source, self.model_dir(model_id) / "checkpoint.pt")
 
     def record(self, model_id: str) -> dict:
         return json.loads((self.model_dir(model_id) / "model.json").read_text())

@@ -20,7 +20,7 @@ from compute.jobs import chosen_thumbnails
 from compute.plan import resolve_config
 from compute.presets import get_preset
 from compute.sweep import Sweep
-from compute.workdir import SharedDense
+from compute.workdir import SharedConditions, SharedDense
 from tests.conftest import DEMO, KILLED_SWEEP, REPO, SWEEP, assert_refused, assert_same_sweep, run_cli, run_cli_here
 
 HOLD_THE_LOCK = """
@@ -78,6 +78,25 @@ def assert_dense_models_shared(root: Path) -> None:
         assert record.read_bytes() == (root / "dense" / record.parent.name / "dense.json").read_bytes()
 
 
+def assert_conditions_shared(root: Path) -> None:
+    """Every corrupted test set in the unfinished workers' work folders is the one file the workers
+    share (a hard link: the same inode), so none made its own and the disk holds one copy."""
+    shared = {path.name: path.stat().st_ino for path in (root / "conditions").glob("*.npy")}
+    folders = list(root.glob(".part-*.work"))
+    assert folders
+    for folder in folders:
+        linked = {path.name: path.stat().st_ino for path in (folder / "conditions").glob("*.npy")}
+        assert linked == shared and len(shared) == 6  # the tiny preset's corrupted conditions
+
+
+def test_workers_start_on_different_conditions_and_go_round():
+    conditions = list(range(6))
+    turns = [SharedConditions(Path("jobs"), k, 3).in_turn(conditions) for k in (1, 2, 3)]
+    assert turns == [[0, 1, 2, 3, 4, 5], [2, 3, 4, 5, 0, 1], [4, 5, 0, 1, 2, 3]]
+    fewer = [SharedConditions(Path("jobs"), k, 4).in_turn([7, 8]) for k in (1, 2, 3, 4)]  # than workers
+    assert fewer == [[7, 8], [7, 8], [8, 7], [8, 7]]
+
+
 def test_two_workers_write_the_single_runs_snapshot(whole_sweep, tmp_path):
     out = tmp_path / "all"
     result = run_cli(*SWEEP, "--jobs", "2", "--out", str(out))
@@ -109,6 +128,7 @@ def test_a_worker_killed_mid_sweep_and_the_same_command_continues(whole_killed_s
     assert "was killed" in stderr and "run the same command to continue" in stderr
     assert not out.exists()
     assert_dense_models_shared(tmp_path / ".all.jobs")
+    assert_conditions_shared(tmp_path / ".all.jobs")
     result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert_same_sweep(out, whole_killed_sweep, thumbnails=True)
@@ -128,6 +148,7 @@ def test_the_parent_killed_takes_its_workers_and_the_same_command_continues(whol
         time.sleep(0.1)
     assert len(list((tmp_path / ".all.jobs").glob(".part-*.work"))) == 2
     assert_dense_models_shared(tmp_path / ".all.jobs")
+    assert_conditions_shared(tmp_path / ".all.jobs")
     result = run_cli(*KILLED_SWEEP, "--jobs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert_same_sweep(out, whole_killed_sweep, thumbnails=True)
