@@ -46,6 +46,11 @@ def workers_of(pid: int) -> list[int]:
     return found
 
 
+def environment_of(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -140,6 +145,9 @@ def test_the_parent_killed_takes_its_workers_and_the_same_command_continues(whol
     parent = start(out)
     wait_for_evaluated_models(tmp_path / ".all.jobs")
     workers = workers_of(parent.pid)
+    # their OpenMP threads sleep while they wait, or two workers' threads spin on each other's cores
+    for worker in workers:
+        assert environment_of(worker)["OMP_WAIT_POLICY"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait(timeout=60)
     deadline = time.monotonic() + 60
