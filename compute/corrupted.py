@@ -61,7 +61,8 @@ class ConditionImages:
         self, cfg: ComputeConfig, device: torch.device, progress: bool, shared: SharedConditions | None = None
     ) -> float:
         """Make every corrupted condition that the work folder lacks, or under `--jobs` (`shared`)
-        link in the one another worker made; returns seconds spent."""
+        link in the one another worker made; returns seconds spent (under `--jobs`, waits for
+        another worker's set included)."""
         start = time.perf_counter()
         missing = [
             c

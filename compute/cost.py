@@ -120,9 +120,9 @@ CPU_CALIBRATION_BATCH = 32
 #: for a small model the fixed cost of each step does not shrink with the batch, and scaling a
 #: batch of 32 overstated the demo's step by half
 QUICK_SECONDS = 0.25
-#: images of each corruption the calibration times: a call's fixed cost is spread over a chunk of
-#: up to 128 images in a run, and 8 images overstated a cifar10 run's corruptions threefold
-#: (31 s said, 11.6 s taken on 2,000 images; 64 said 12.5 s)
+#: images of each corruption the calibration times: a run corrupts a chunk of many images a call
+#: (128 or more on a CPU, the evaluation batch on a GPU), and 8 images overstated a cifar10 run's
+#: corruptions threefold (said 31 s, took 11.6 s on 2,000 images; 64 say 10 s)
 CORRUPTION_CALIBRATION_IMAGES = 64
 
 
@@ -307,7 +307,7 @@ def plan_lines(cfg: ComputeConfig, cost: SweepCost, preset: str, workers: int = 
         lines.append(
             f"--jobs {workers}: {workers} workers share the device; each seed's dense model is trained once, by the "
             f"first worker that reaches it (they start at different seeds: up to {side_by_side} side by side), while "
-            "the others that prune it wait for it"
+            "the others that prune it wait for it; each corrupted test set is made once, by the first that reaches it"
         )
     metrics = cost.metrics_bytes(cfg.metric_bits)
     lines.append(

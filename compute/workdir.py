@@ -90,7 +90,7 @@ class SharedConditions:
     """The corrupted test sets the workers of `compute --jobs` share, in `root`/conditions/: each is
     made once, by the first worker that reaches it while the others wait on its lock, and
     hard-linked into every worker's work folder (one copy on disk; a resumed worker needs nothing
-    outside its folder). Worker K of N starts at the K-th N-th of them, so the workers make
+    outside its folder). Worker K of N starts (K - 1)/N of the way through them, so the workers make
     different ones side by side."""
 
     def __init__(self, root: Path, worker: int, workers: int):

@@ -116,5 +116,5 @@ def test_the_plan_of_jobs_trains_each_dense_model_once(seeds, side_by_side):
     assert [line for line in shared if line not in alone] == [
         "--jobs 2: 2 workers share the device; each seed's dense model is trained once, by the first worker that "
         f"reaches it (they start at different seeds: up to {side_by_side} side by side), while the others that prune "
-        "it wait for it"
+        "it wait for it; each corrupted test set is made once, by the first that reaches it"
     ]

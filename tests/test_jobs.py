@@ -16,11 +16,13 @@ import torch
 
 from compute import data, schema
 from compute.config import ComputeConfig
+from compute.corrupted import ConditionImages
 from compute.jobs import chosen_thumbnails
+from compute.output import check_target
 from compute.plan import resolve_config
 from compute.presets import get_preset
 from compute.sweep import Sweep
-from compute.workdir import SharedConditions, SharedDense
+from compute.workdir import SharedConditions, SharedDense, WorkFolder
 from tests.conftest import DEMO, KILLED_SWEEP, REPO, SWEEP, assert_refused, assert_same_sweep, run_cli, run_cli_here
 
 HOLD_THE_LOCK = """
@@ -85,13 +87,16 @@ def assert_dense_models_shared(root: Path) -> None:
 
 def assert_conditions_shared(root: Path) -> None:
     """Every corrupted test set in the unfinished workers' work folders is the one file the workers
-    share (a hard link: the same inode), so none made its own and the disk holds one copy."""
+    share (a hard link: the same inode), so none made its own and the disk holds one copy; a worker
+    stopped before it linked them all holds fewer, the one that evaluated a model all six."""
     shared = {path.name: path.stat().st_ino for path in (root / "conditions").glob("*.npy")}
-    folders = list(root.glob(".part-*.work"))
-    assert folders
-    for folder in folders:
-        linked = {path.name: path.stat().st_ino for path in (folder / "conditions").glob("*.npy")}
-        assert linked == shared and len(shared) == 6  # the tiny preset's corrupted conditions
+    assert len(shared) == 6  # the tiny preset's corrupted conditions
+    linked = [
+        {path.name: path.stat().st_ino for path in (folder / "conditions").glob("*.npy")}
+        for folder in root.glob(".part-*.work")
+    ]
+    assert all(links.items() <= shared.items() for links in linked)
+    assert any(links == shared for links in linked)
 
 
 def test_workers_start_on_different_conditions_and_go_round():
@@ -183,6 +188,64 @@ def test_a_worker_waits_for_the_dense_model_another_trains_and_goes_on_when_that
     finally:
         holder.kill()
         holder.wait()
+
+
+def work_folder(out: Path, cfg: ComputeConfig) -> WorkFolder:
+    work = WorkFolder(check_target(out, False), cfg)
+    work.acquire()
+    return work
+
+
+def test_a_worker_waits_for_a_corrupted_set_another_makes_and_makes_it_when_that_one_is_killed(tmp_path, monkeypatch):
+    cfg = resolve_config(get_preset("tiny"))
+    dataset = data.load(data.spec_of(cfg))
+    conditions = schema.build_conditions(cfg.corruptions, cfg.severities)
+    corrupted = [c.condition_id for c in conditions if c.corruption != schema.CLEAN]
+    cpu = torch.device("cpu")
+    alone = work_folder(tmp_path / "alone", cfg)
+    ConditionImages(dataset, conditions, alone).prepare(cfg, cpu, False)
+
+    shared = SharedConditions(tmp_path / "jobs", 1, 2)  # worker 1 starts at the first set
+    shared.folder.mkdir(parents=True)
+    (shared.folder / f".{corrupted[0]}.npy.tmp-killed").write_bytes(b"half")  # a killed maker's leftover
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(shared.folder / f"{corrupted[0]}.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    worker = work_folder(tmp_path / "worker", cfg)
+    finished, failed = threading.Event(), []
+
+    def prepare():
+        try:
+            ConditionImages(dataset, conditions, worker).prepare(cfg, cpu, False, shared)
+        except Exception as err:  # noqa: BLE001 - reported by the test's thread
+            failed.append(err)
+        finished.set()
+
+    try:
+        assert holder.stdout.readline() == "held\n"
+        threading.Thread(target=prepare, daemon=True).start()
+        assert not finished.wait(1.0)  # another worker is making the first set
+        assert not list(shared.folder.glob("*.npy"))
+        os.kill(holder.pid, signal.SIGKILL)
+        assert finished.wait(60) and not failed, failed  # killed, its lock went with it: this one makes them
+    finally:
+        holder.kill()
+        holder.wait()
+    for condition_id in corrupted:
+        linked, made = worker.condition_path(condition_id), shared.path(condition_id)
+        assert linked.stat().st_ino == made.stat().st_ino
+        assert linked.read_bytes() == alone.condition_path(condition_id).read_bytes()
+
+    # a second worker only links them (here a copy: a file system without hard links)
+    monkeypatch.setattr(ConditionImages, "make", lambda *args: pytest.fail("a shared set was made again"))
+    monkeypatch.setattr(os, "link", lambda *args: (_ for _ in ()).throw(OSError("no hard links here")))
+    second = work_folder(tmp_path / "second", cfg)
+    ConditionImages(dataset, conditions, second).prepare(cfg, cpu, False, SharedConditions(tmp_path / "jobs", 2, 2))
+    for condition_id in corrupted:
+        copied = second.condition_path(condition_id)
+        assert copied.stat().st_ino != shared.path(condition_id).stat().st_ino
+        assert copied.read_bytes() == alone.condition_path(condition_id).read_bytes()
 
 
 def test_the_first_worker_trains_a_seeds_dense_model_and_the_others_load_it(tmp_path, monkeypatch):
